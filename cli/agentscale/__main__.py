@@ -1,0 +1,3 @@
+from agentscale.cli import main
+
+main()

@@ -1,0 +1,133 @@
+"""The command line. Heavy modules are imported inside the commands so ``--help`` stays fast;
+``main`` is the one place the process exits."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.exceptions import TyperException
+
+from agentscale.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, AgentscaleError, ConfigError
+
+app = typer.Typer(
+    name="agentscale",
+    help="Load and chaos testing for AI-agent services, measured per step.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class SchemaName(StrEnum):
+    scenario = "scenario"
+
+
+@app.command()
+def load(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    duration: Annotated[
+        str | None, typer.Option(help="override load.duration, e.g. 30s or 5m")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="output root; one folder per run")] = Path("reports"),
+    seed: Annotated[int | None, typer.Option(help="fix the request mix and arrivals")] = None,
+    allow_remote: Annotated[
+        list[str] | None, typer.Option("--allow-remote", help="allow a non-loopback target host")
+    ] = None,
+) -> int:
+    """Run a scenario: drive the load, record every request, summarise, and give a verdict."""
+    from agentscale.loadrun import LoadOptions, run_load
+    from agentscale.units import DURATION_HINT, parse_duration
+
+    seconds = None
+    if duration is not None:
+        try:
+            seconds = parse_duration(duration)
+        except ValueError as error:
+            raise ConfigError(str(error), field="--duration", hint=DURATION_HINT) from None
+        if seconds <= 0:
+            raise ConfigError("must be longer than zero", field="--duration")
+    options = LoadOptions(
+        out=out, duration=seconds, seed=seed, allow_remote=tuple(allow_remote or ())
+    )
+    return run_load(scenario, options)
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="scenario files to check")],
+) -> int:
+    """Check scenarios; print file:line:col: field: message for each error (exit 2)."""
+    from agentscale import console
+    from agentscale.loading import load_scenario
+
+    failed = False
+    for path in files:
+        try:
+            load_scenario(path)
+        except AgentscaleError as error:
+            console.print_error(error)
+            failed = True
+        else:
+            console.print_line(f"ok: {path}")
+    return EXIT_USAGE if failed else EXIT_OK
+
+
+@app.command()
+def schema(
+    name: Annotated[SchemaName, typer.Argument(help="which schema")],
+) -> int:
+    """Print the JSON Schema of a file kind (for editor completion)."""
+    import json
+
+    from agentscale import console
+    from agentscale.scenario import Scenario
+
+    document = Scenario.model_json_schema(by_alias=True)
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "agentscale Scenario"
+    console.print_plain(json.dumps(document, indent=2))
+    return EXIT_OK
+
+
+@app.command()
+def version() -> int:
+    """Print the versions of agentscale and of what it drives."""
+    from agentscale import console
+    from agentscale.runfolder import versions
+
+    for package, found in versions().items():
+        console.print_line(f"{package} {found}")
+    return EXIT_OK
+
+
+def run(argv: list[str]) -> int:
+    """Run the CLI and return its exit code; every error becomes a message and a code here."""
+    try:
+        result = app(args=argv, prog_name="agentscale", standalone_mode=False)
+    except AgentscaleError as error:
+        from agentscale import console
+
+        console.print_error(error)
+        return error.exit_code
+    except typer.Exit as done:
+        return done.exit_code
+    except typer.Abort:
+        return EXIT_INTERRUPTED
+    except TyperException as error:  # usage errors from the (vendored) click parser
+        show = getattr(error, "show", None)
+        if show is not None:
+            show()
+        # Bare `agentscale` shows the help: asking for it is not a mistake.
+        return EXIT_OK if type(error).__name__ == "NoArgsIsHelpError" else EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,84 @@
+"""The golden set: one JSON object a line with a prompt, its workflow and the expected answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentscale.errors import ConfigError, ConfigErrors, Location
+
+
+class GoldenItem(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    prompt: str = Field(min_length=1)
+    workflow: str = "default"
+    expect: str | list[str] | None = None
+    id: str | None = None
+
+    @property
+    def expected(self) -> tuple[str, ...]:
+        if self.expect is None:
+            return ()
+        return (self.expect,) if isinstance(self.expect, str) else tuple(self.expect)
+
+    def variables(self) -> dict[str, Any]:
+        return {**(self.model_extra or {}), "prompt": self.prompt, "workflow": self.workflow}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    path: Path
+    items: tuple[GoldenItem, ...]
+
+    def by_workflow(self) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {}
+        for index, item in enumerate(self.items):
+            groups.setdefault(item.workflow, []).append(index)
+        return groups
+
+
+def load_dataset(path: Path) -> Dataset:
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read the dataset: {error.strerror}", location=Location(path)
+        ) from None
+    items: list[GoldenItem] = []
+    errors: list[ConfigError] = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip() or raw.lstrip().startswith(b"#"):
+            continue
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            errors.append(
+                ConfigError(
+                    f"not valid JSON ({error.msg})",
+                    location=Location(path, number, error.colno),
+                    hint="each line of a JSONL golden set is one JSON object",
+                )
+            )
+            continue
+        try:
+            items.append(GoldenItem.model_validate(value))
+        except ValidationError as error:
+            for detail in error.errors():
+                field = ".".join(str(p) for p in detail["loc"]) or "line"
+                errors.append(
+                    ConfigError(detail["msg"], location=Location(path, number, 1), field=field)
+                )
+    if errors:
+        raise ConfigErrors(errors[:20])
+    if not items:
+        raise ConfigError(
+            "the dataset has no items",
+            location=Location(path),
+            hint='add lines like {"prompt": "...", "workflow": "refund", "expect": "..."}',
+        )
+    return Dataset(path, tuple(items))

@@ -1,0 +1,1 @@
+"""The load engine. ``launcher`` runs in the CLI process; everything else in the child."""

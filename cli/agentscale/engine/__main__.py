@@ -1,0 +1,27 @@
+"""Entry of the engine's child process: ``python -m agentscale.engine SPEC.json``.
+
+Locust (and gevent's monkey-patching) live here only, never in the CLI process.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from agentscale.engine.spec import EngineSpec
+from agentscale.errors import AgentscaleError
+
+
+def main() -> int:
+    with open(sys.argv[1], encoding="utf-8") as file:
+        spec = EngineSpec.model_validate_json(file.read())
+    from agentscale.engine.locust_runner import run
+
+    try:
+        return run(spec)
+    except AgentscaleError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

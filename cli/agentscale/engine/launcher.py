@@ -1,0 +1,86 @@
+"""Runs the engine as a child process and relays its progress; forwards Ctrl-C and SIGTERM.
+
+The child gets its own session so that a terminal's Ctrl-C reaches it once, through us; it
+also watches for our death and stops by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import orjson
+
+from agentscale.engine.spec import EngineSpec
+
+STOP_GRACE_S = 20.0
+
+
+@dataclass
+class EngineOutcome:
+    returncode: int
+    interrupted: bool
+    log_tail: str
+
+
+def launch(spec: EngineSpec, on_message: Callable[[dict[str, Any]], None]) -> EngineOutcome:
+    run_dir = spec.run_dir
+    spec_path = run_dir / "engine.spec.json"
+    spec_path.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
+    log_path = run_dir / "engine.log"
+    interrupted = False
+    with log_path.open("wb") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "agentscale.engine", str(spec_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+        )
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            nonlocal interrupted
+            interrupted = True
+            if child.poll() is None:
+                child.send_signal(signum)
+
+        previous = signal.signal(signal.SIGTERM, forward)
+        try:
+            assert child.stdout is not None
+            while True:
+                try:
+                    line = child.stdout.readline()
+                except KeyboardInterrupt:
+                    forward(signal.SIGINT, None)
+                    continue
+                if not line:
+                    break
+                try:
+                    on_message(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    continue
+            try:
+                returncode = child.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                returncode = child.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    return EngineOutcome(returncode, interrupted, _tail(log_path))
+
+
+def _tail(path: os.PathLike[str], lines: int = 15) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return "".join(file.readlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,20 @@
+"""What the CLI hands the engine's child process (as JSON in the run folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+
+class EngineSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenario_path: Path
+    run_dir: Path
+    duration: float
+    seed: int
+    allow_remote: tuple[str, ...] = ()
+    progress_every: float = 0.5
+    flush_every: float = 1.0
+    parent_pid: int | None = None

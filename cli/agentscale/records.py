@@ -1,0 +1,155 @@
+"""Streaming the run's records to disk as it goes.
+
+``requests.parquet`` and ``steps.parquet`` are folders of parquet part files, one written about
+every second, each complete on its own (written aside, then renamed into place). A killed run
+loses at most the last second; ``pandas.read_parquet(folder)`` reads all of them as one table.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+_TS = pa.timestamp("us", tz="UTC")
+
+REQUEST_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("request_id", pa.string()),
+    ("workflow", pa.string()),
+    ("tenant", pa.string()),
+    ("item", pa.int32()),
+    ("intended_start", _TS),
+    ("sent_at", _TS),
+    ("latency_ms", pa.float64()),
+    ("service_ms", pa.float64()),
+    ("lag_ms", pa.float64()),
+    ("status_code", pa.int32()),
+    ("error_class", pa.string()),
+    ("success", pa.bool_()),
+    ("status", pa.string()),
+    ("expect_ok", pa.bool_()),
+    ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),
+    ("cached_input_tokens", pa.int64()),
+    ("steps", pa.int32()),
+    ("tool_calls", pa.int32()),
+    ("retries", pa.int32()),
+    ("circuit_opens", pa.int32()),
+    ("fallbacks", pa.int32()),
+    ("budget_exhausted", pa.int32()),
+    ("agent_events", pa.string()),
+    ("cost_usd", pa.float64()),
+    ("phase", pa.string()),
+    ("faults", pa.list_(pa.string())),
+    ("dropped", pa.bool_()),
+    ("response_bytes", pa.int64()),
+)
+STEP_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("request_id", pa.string()),
+    ("index", pa.int32()),
+    ("kind", pa.string()),
+    ("kind_detail", pa.string()),
+    ("name", pa.string()),
+    ("latency_ms", pa.float64()),
+    ("attempts", pa.int32()),
+    ("outcome", pa.string()),
+    ("error", pa.string()),
+    ("cache", pa.string()),
+    ("model", pa.string()),
+    ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),
+    ("cached_input_tokens", pa.int64()),
+    ("top_k", pa.int32()),
+    ("chunk_tokens", pa.int64()),
+    ("action", pa.string()),
+    ("rule", pa.string()),
+)
+REQUEST_INDEX = {name: i for i, (name, _) in enumerate(REQUEST_COLUMNS)}
+_TIMESTAMP_COLUMNS = {"intended_start", "sent_at"}
+
+
+def _schema(columns: tuple[tuple[str, pa.DataType], ...]) -> pa.Schema:
+    return pa.schema([pa.field(name, kind) for name, kind in columns])
+
+
+REQUEST_SCHEMA = _schema(REQUEST_COLUMNS)
+STEP_SCHEMA = _schema(STEP_COLUMNS)
+
+
+class PartWriter:
+    """Rows in memory as tuples (cheap in the hot path); a part file per ``flush``."""
+
+    def __init__(self, folder: Path, columns: tuple[tuple[str, pa.DataType], ...]) -> None:
+        self.folder = folder
+        self.columns = columns
+        self.schema = _schema(columns)
+        self.rows: list[tuple[Any, ...]] = []
+        self.parts = 0
+        self.written = 0
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write(self.schema.empty_table())  # readers get the schema even from an empty run
+
+    def flush(self) -> int:
+        if not self.rows:
+            return 0
+        rows, self.rows = self.rows, []
+        columns = list(zip(*rows, strict=True))
+        arrays = []
+        for (name, kind), values in zip(self.columns, columns, strict=True):
+            if name in _TIMESTAMP_COLUMNS:
+                # Epoch seconds as floats in the hot path; microseconds at rest.
+                seconds = pa.array(values, pa.float64())
+                micros = pc.cast(pc.multiply(seconds, 1e6), pa.int64(), safe=False)
+                arrays.append(micros.cast(kind))
+            else:
+                arrays.append(pa.array(values, kind))
+        self._write(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.written += len(rows)
+        return len(rows)
+
+    def _write(self, table: pa.Table) -> None:
+        name = f"part-{self.parts:06d}.parquet"
+        aside = self.folder / f".{name}.tmp"
+        pq.write_table(table, aside, compression="zstd")
+        os.replace(aside, self.folder / name)
+        self.parts += 1
+
+
+class EventLog:
+    """``events.jsonl``: one JSON object a line, written through at once."""
+
+    def __init__(self, path: Path, started: float) -> None:
+        self.started = started
+        self.file: TextIO = path.open("a", encoding="utf-8", buffering=1)
+
+    def write(self, kind: str, **fields: Any) -> None:
+        now = time.time()
+        record = {
+            "ts": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+            "t": round(now - self.started, 3),
+            "type": kind,
+            **fields,
+        }
+        self.file.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_bytes().splitlines():
+        try:
+            events.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            continue  # a line cut short by a kill
+    return events

@@ -1,0 +1,166 @@
+"""The scenario schema (DESIGN "Scenario"): what to call, with what traffic, judged how."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import jmespath
+import jmespath.exceptions
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator
+
+from agentscale.fields import ComparisonField, Duration, Fraction, PositiveDuration
+from agentscale.shapes import Shape
+
+API_VERSION = "agentscale/v1"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_jmespath(expression: str | None) -> str | None:
+    if expression is None:
+        return None
+    try:
+        jmespath.compile(expression)
+    except jmespath.exceptions.JMESPathError as error:
+        reason = str(error).splitlines()[0]
+        raise ValueError(f"not a valid JMESPath expression ({reason})") from None
+    return expression
+
+
+JMESPath = Annotated[str, Field(description="a JMESPath expression over the response JSON")]
+
+
+class DemoOptions(_Strict):
+    profile: Literal["resilient", "naive"] = "resilient"
+    time_scale: float = Field(1.0, ge=0)
+
+
+class Target(_Strict):
+    url: str = Field(description='the agent endpoint, http://host:port/path, or "demo"')
+    demo: DemoOptions | None = None
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="${VAR} comes from the environment and is never stored"
+    )
+    timeout: PositiveDuration = 30.0
+    body: Any = Field(
+        None, description="JSON body; {{tenant}}, {{prompt}}, {{workflow}}, {{request_id}}"
+    )
+    allow_remote: bool = Field(False, description="allow a host other than 127.0.0.1/localhost")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value == "demo":
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL; write http://127.0.0.1:8080/agent")
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+
+class Workload(_Strict):
+    dataset: str = Field(description="JSONL golden set: prompt, workflow, expect per line")
+    workflows: dict[str, PositiveFloat] | None = Field(
+        None, description="weights by workflow; every workflow of the dataset, evenly, if absent"
+    )
+
+
+class Load(_Strict):
+    model: Literal["open", "closed"] = Field(
+        "open", description="open: arrival rate (default); closed: concurrent users"
+    )
+    shape: Shape
+    duration: PositiveDuration
+    max_concurrency: int = Field(200, ge=1, le=100_000, description="open model: in-flight cap")
+    arrivals: Literal["even", "poisson"] = Field(
+        "even", description="open model: evenly spaced arrivals, or a Poisson process"
+    )
+    think_time: Duration = Field(0.0, description="closed model: pause between a user's requests")
+    max_dropped: Fraction = Field(0.01, ge=0, le=1, description="dropped share before invalid")
+    max_lag_ms: float = Field(100.0, gt=0, description="scheduling lag p99 before invalid")
+
+
+class Success(_Strict):
+    status: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(
+        None, description="HTTP statuses that can succeed; any 2xx if absent"
+    )
+    require: JMESPath | None = Field(
+        "status != 'error'", description="must be true of the response JSON"
+    )
+    expect: Literal["contains", "exact", "regex", "none"] = Field(
+        "contains", description="how the golden set's expected answer is checked"
+    )
+
+    _check = field_validator("require")(_check_jmespath)
+
+
+class Telemetry(_Strict):
+    """Where the trace lives in a response of another shape (JMESPath expressions)."""
+
+    output: JMESPath | None = None
+    status: JMESPath | None = None
+    input_tokens: JMESPath | None = None
+    output_tokens: JMESPath | None = None
+    model: JMESPath | None = None
+    steps: JMESPath | None = None
+    events: JMESPath | None = None
+
+    _check = field_validator("*")(_check_jmespath)
+
+
+class Price(_Strict):
+    input_per_mtok: float = Field(ge=0, description="USD per million input tokens")
+    output_per_mtok: float = Field(ge=0, description="USD per million output tokens")
+    cached_input_per_mtok: float | None = Field(None, ge=0)
+
+
+class Change(_Strict):
+    max_increase: Fraction | None = Field(None, ge=0)
+    max_decrease: Fraction | None = Field(None, ge=0)
+
+
+class Gates(_Strict):
+    latency_p50_ms: Change | None = None
+    latency_p95_ms: Change | None = None
+    latency_p99_ms: Change | None = None
+    success_rate: Change | None = None
+    cost_per_success_usd: Change | None = None
+    cost_per_request_usd: Change | None = None
+    tool_calls_per_request: Change | None = None
+    retries_per_tool_call: Change | None = None
+    input_tokens_mean: Change | None = None
+    output_tokens_mean: Change | None = None
+    throughput_rps: Change | None = None
+    slo: dict[str, ComparisonField] = Field(default_factory=dict)
+
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+class Scenario(_Strict):
+    api_version: Literal["agentscale/v1"] = Field(alias="apiVersion")
+    kind: Literal["Scenario"]
+    name: str = Field(pattern=NAME.pattern, description="letters, digits, . _ -")
+    description: str | None = None
+    seed: int | None = Field(None, description="fixes the request mix and Poisson arrivals")
+    target: Target
+    workload: Workload
+    tenants: dict[str, PositiveFloat] = Field(
+        default_factory=lambda: {"default": 1.0}, description="tenant weights"
+    )
+    load: Load
+    success: Success = Field(default_factory=Success)
+    telemetry: Telemetry | None = None
+    pricing: dict[str, Price] = Field(default_factory=dict)
+    faults: str | None = Field(None, description="a fault profile, relative to this file")
+    gates: Gates | None = None

@@ -1,0 +1,103 @@
+"""Request templates: ``{{var}}`` filled per request, ``${VAR}`` filled from the environment.
+
+A body template is compiled once into literal pieces and variable names, so rendering a request
+is a join, not a walk of the body.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+BUILTIN_VARIABLES = ("tenant", "prompt", "workflow", "request_id")
+
+
+class MissingVariable(KeyError):
+    pass
+
+
+def env_references(value: Any) -> list[str]:
+    """Names of ``${VAR}`` references without a default, anywhere in ``value``."""
+    text = orjson.dumps(value).decode() if not isinstance(value, str) else value
+    return [m.group(1) for m in ENV_REFERENCE.finditer(text) if m.group(2) is None]
+
+
+def expand_env(text: str, env: Mapping[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise MissingVariable(name)
+
+    return ENV_REFERENCE.sub(replace, text)
+
+
+def template_variables(value: Any) -> set[str]:
+    text = orjson.dumps(value).decode() if not isinstance(value, str) else value
+    return set(PLACEHOLDER.findall(text))
+
+
+class Template:
+    """A string with ``{{var}}`` placeholders; ``escape`` prepares values for their context."""
+
+    def __init__(self, text: str, *, json_strings: bool) -> None:
+        pieces = PLACEHOLDER.split(text)
+        self.literals = pieces[0::2]
+        self.names = pieces[1::2]
+        self.json_strings = json_strings
+
+    def render(self, values: Mapping[str, str]) -> str:
+        out = [self.literals[0]]
+        for name, literal in zip(self.names, self.literals[1:], strict=True):
+            value = values[name]
+            if self.json_strings:
+                # Placeholders sit inside JSON strings: escape the value, drop its quotes.
+                value = orjson.dumps(value).decode()[1:-1]
+            out.append(value)
+            out.append(literal)
+        return "".join(out)
+
+
+class RequestTemplate:
+    """Body and headers of one target, with the environment already filled in."""
+
+    def __init__(self, body: Any, headers: Mapping[str, str], env: Mapping[str, str]) -> None:
+        if body is None:
+            self.body: Template | None = None
+            self.content_type = None
+        elif isinstance(body, str):
+            self.body = Template(expand_env(body, env), json_strings=False)
+            self.content_type = "text/plain; charset=utf-8"
+        else:
+            self.body = Template(expand_env(orjson.dumps(body).decode(), env), json_strings=True)
+            self.content_type = "application/json"
+        self.headers = {
+            name: Template(expand_env(value, env), json_strings=False)
+            for name, value in headers.items()
+        }
+        self.static_headers = {
+            name: template.literals[0]
+            for name, template in self.headers.items()
+            if not template.names
+        }
+        self.dynamic_headers = {n: t for n, t in self.headers.items() if t.names}
+        if self.content_type and "content-type" not in {h.lower() for h in headers}:
+            self.static_headers["Content-Type"] = self.content_type
+
+    def render_body(self, values: Mapping[str, str]) -> bytes | None:
+        return self.body.render(values).encode() if self.body is not None else None
+
+    def render_headers(self, values: Mapping[str, str]) -> dict[str, str]:
+        if not self.dynamic_headers:
+            return self.static_headers
+        rendered = dict(self.static_headers)
+        for name, template in self.dynamic_headers.items():
+            rendered[name] = template.render(values)
+        return rendered

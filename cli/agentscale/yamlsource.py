@@ -1,0 +1,96 @@
+"""YAML documents that remember where each value came from, for ``file:line:col`` errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentscale.errors import ConfigError, Location
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class YamlDocument:
+    path: Path
+    text: str
+    data: Any
+    values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+
+    def locate(self, loc: Path_, *, key: bool = False) -> Location:
+        """The position of ``loc``, or of its nearest ancestor that the file spells out."""
+        table = self.keys if key else self.values
+        for end in range(len(loc), -1, -1):
+            prefix = loc[:end]
+            if prefix in table:
+                line, column = table[prefix]
+                return Location(self.path, line, column)
+            if not key and prefix in self.keys:
+                line, column = self.keys[prefix]
+                return Location(self.path, line, column)
+        return Location(self.path, 1, 1)
+
+
+def load_yaml(path: Path) -> YamlDocument:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "file not found", location=Location(path), hint="check the path and the working folder"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read the file: {error}", location=Location(path)) from None
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, path: Path) -> YamlDocument:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        document = YamlDocument(path, text, None)
+        if node is not None:
+            document.data = _construct(loader, node, (), document)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        location = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
+        problem = error.problem or error.context or "malformed YAML"
+        raise ConfigError(
+            f"invalid YAML: {problem}",
+            location=location,
+            hint="check indentation, colons and quotes near this position",
+        ) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"invalid YAML: {error}", location=Location(path)) from None
+    finally:
+        loader.dispose()
+    if document.data is None:
+        raise ConfigError("the file is empty", location=Location(path, 1, 1))
+    return document
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, at: Path_, doc: YamlDocument) -> Any:
+    doc.values[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) or key is None:
+                raise yaml.MarkedYAMLError(
+                    problem="a mapping key must be a plain value", problem_mark=key_node.start_mark
+                )
+            if key in result:
+                raise yaml.MarkedYAMLError(
+                    problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
+                )
+            child = (*at, str(key))
+            doc.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = _construct(loader, value_node, child, doc)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(loader, item, (*at, i), doc) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)

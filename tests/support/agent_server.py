@@ -1,0 +1,124 @@
+"""A small HTTP target for tests and the interim `make demo`: speaks the agent trace contract.
+
+Routes (all POST/GET):
+  /agent    trace-contract answer that echoes the prompt (so golden answers match)
+  /plain    text "ok", no trace
+  /openai   an OpenAI-style chat completion (for telemetry mapping)
+  /stall    like /agent, but every 5 s the server stalls for 1 s
+  /status/N answers HTTP N
+  /slow?ms= answers after a delay
+Run: python tests/support/agent_server.py [--port 0]; prints "PORT <n>" once listening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+from aiohttp import web
+
+STALL_EVERY, STALL_FOR = 5.0, 1.0
+START = time.monotonic()
+
+
+async def _payload(request: web.Request) -> dict:
+    if request.can_read_body:
+        try:
+            return await request.json()
+        except (json.JSONDecodeError, ValueError):
+            return {"input": await request.text()}
+    return {}
+
+
+def _trace_answer(payload: dict) -> dict:
+    prompt = str(payload.get("input", ""))
+    tenant = payload.get("tenant_id")
+    words = max(len(prompt.split()), 1)
+    return {
+        "output": f"Answer for {tenant}: {prompt}",
+        "status": "degraded" if "fallback" in prompt else "ok",
+        "trace": {
+            "steps": [
+                {"kind": "llm", "name": "plan", "model": "mock-small", "latency_ms": 1.5,
+                 "input_tokens": 100 + words, "output_tokens": 20},
+                {"kind": "retrieval", "name": "kb_search", "latency_ms": 0.5, "top_k": 3,
+                 "chunk_tokens": 300, "cache": "miss"},
+                {"kind": "tool", "name": "crm_lookup", "latency_ms": 0.7, "attempts": 2,
+                 "outcome": "ok", "error": "HTTP 503"},
+                {"kind": "llm", "name": "answer", "model": "mock-large", "latency_ms": 2.0,
+                 "prompt_tokens": 400, "completion_tokens": 50},
+            ],
+            "events": [{"type": "fallback", "target": "kb_search", "mode": "keyword"}]
+            if "fallback" in prompt
+            else [],
+        },
+    }
+
+
+async def agent(request: web.Request) -> web.Response:
+    return web.json_response(_trace_answer(await _payload(request)))
+
+
+async def plain(request: web.Request) -> web.Response:
+    await _payload(request)
+    return web.Response(text="ok")
+
+
+async def openai(request: web.Request) -> web.Response:
+    payload = await _payload(request)
+    return web.json_response(
+        {
+            "id": "chatcmpl-1",
+            "model": "mock-small",
+            "choices": [{"message": {"role": "assistant", "content": str(payload.get("input"))}}],
+            "usage": {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49},
+        }
+    )
+
+
+async def stall(request: web.Request) -> web.Response:
+    payload = await _payload(request)
+    phase = (time.monotonic() - START) % STALL_EVERY
+    if phase < STALL_FOR:
+        await asyncio.sleep(STALL_FOR - phase)
+    return web.json_response(_trace_answer(payload))
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response({"status": "error"}, status=int(request.match_info["code"]))
+
+
+async def slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.query.get("ms", "100")) / 1000)
+    return web.json_response(_trace_answer(await _payload(request)))
+
+
+def build() -> web.Application:
+    app = web.Application()
+    for path, handler in (("/agent", agent), ("/plain", plain), ("/openai", openai),
+                          ("/stall", stall), ("/status/{code}", status), ("/slow", slow)):
+        app.router.add_route("*", path, handler)
+    return app
+
+
+async def serve(host: str, port: int) -> None:
+    runner = web.AppRunner(build(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"PORT {bound}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    try:
+        asyncio.run(serve(args.host, args.port))
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,125 @@
+"""A bad scenario exits 2 with file:line:col, the field and a hint; never a traceback."""
+
+import re
+
+import pytest
+
+from conftest import agentscale, scenario_dict, write_scenario
+
+GOOD = """\
+apiVersion: agentscale/v1
+kind: Scenario
+name: demo-like
+target:
+  url: http://127.0.0.1:9/agent
+  body: {input: "{{prompt}}"}
+workload:
+  dataset: golden.jsonl
+load:
+  shape: {kind: constant, rps: 5}
+  duration: 10s
+"""
+
+
+def check(tmp_path, text, *, line, field, words, command="validate", env=None):
+    path = write_scenario(tmp_path, text)
+    result = agentscale(command, str(path), env=env)
+    assert result.code == 2, result.output
+    assert "Traceback" not in result.output
+    match = re.search(rf"{re.escape(str(path))}:(\d+):(\d+): {re.escape(field)}: ", result.stderr)
+    assert match, result.stderr
+    assert int(match.group(1)) == line
+    for word in words:
+        assert word in result.stderr
+    return result
+
+
+def test_a_good_scenario_validates(tmp_path):
+    result = agentscale("validate", str(write_scenario(tmp_path, GOOD)))
+    assert result.code == 0 and "ok:" in result.stdout
+
+
+def test_unknown_field_points_at_the_key_with_a_suggestion(tmp_path):
+    text = GOOD.replace("  duration: 10s", "  duration: 10s\n  max_concurency: 5")
+    check(tmp_path, text, line=12, field="load.max_concurency",
+          words=["unknown field", "did you mean 'max_concurrency'"])  # fmt: skip
+
+
+def test_wrong_type(tmp_path):
+    text = GOOD.replace("rps: 5", "rps: lots")
+    check(tmp_path, text, line=10, field="load.shape.rps", words=["valid number"])
+
+
+def test_duration_in_words_is_refused_with_the_accepted_forms(tmp_path):
+    text = GOOD.replace("duration: 10s", "duration: 5 minutes")
+    check(tmp_path, text, line=11, field="load.duration", words=["'5 minutes'", "30s, 5m"])
+
+
+def test_missing_dataset_file(tmp_path):
+    text = GOOD.replace("golden.jsonl", "nowhere.jsonl")
+    check(tmp_path, text, line=8, field="workload.dataset", words=["dataset file not found"])
+
+
+def test_broken_yaml_points_at_the_break(tmp_path):
+    text = GOOD.replace("  body: {input:", "  body: {input: [")
+    path = write_scenario(tmp_path, text)
+    result = agentscale("validate", str(path))
+    assert result.code == 2 and "Traceback" not in result.output
+    assert re.search(rf"{re.escape(str(path))}:\d+:\d+: invalid YAML", result.stderr)
+
+
+def test_unknown_shape_kind_lists_the_known_ones(tmp_path):
+    text = GOOD.replace("kind: constant", "kind: bursty")
+    check(tmp_path, text, line=10, field="load.shape", words=["'bursty'", "spike"])
+
+
+def test_wrong_unit_for_the_model(tmp_path):
+    text = GOOD.replace("rps: 5", "users: 5")
+    check(tmp_path, text, line=10, field="load.shape.users", words=["write rps"])
+
+
+def test_workflow_weight_for_a_workflow_the_dataset_lacks(tmp_path):
+    text = GOOD.replace("  dataset: golden.jsonl", "  dataset: golden.jsonl\n  workflows: {refnd: 1}")
+    check(tmp_path, text, line=9, field="workload.workflows.refnd", words=["refund"])
+
+
+def test_bad_dataset_line_points_into_the_dataset(tmp_path):
+    path = write_scenario(tmp_path, GOOD)
+    (tmp_path / "golden.jsonl").write_text('{"prompt": "hi"}\n{"prompt": 3, "workflow": "x"}\n')
+    result = agentscale("validate", str(path))
+    assert result.code == 2
+    assert f"{tmp_path / 'golden.jsonl'}:2:1: prompt: " in result.stderr
+
+
+def test_missing_environment_variable_stops_a_run_before_it_starts(tmp_path):
+    text = GOOD.replace("  body:", '  headers: {Authorization: "Bearer ${NO_SUCH_TOKEN_X}"}\n  body:')
+    result = check(tmp_path, text, line=6, field="target.headers", command="load",
+                   words=["NO_SUCH_TOKEN_X is not set", "export NO_SUCH_TOKEN_X"])  # fmt: skip
+    assert not (tmp_path / "reports").exists()
+    assert result.stdout == ""
+
+
+def test_remote_target_needs_to_be_allowed(tmp_path):
+    text = GOOD.replace("127.0.0.1:9", "example.com")
+    check(tmp_path, text, line=5, field="target.url", command="load",
+          words=["not a loopback address", "--allow-remote example.com"])  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", ["--duration=5 minutes", "--duration=0"])
+def test_bad_duration_option(tmp_path, bad):
+    path = write_scenario(tmp_path, scenario_dict("http://127.0.0.1:9/agent"))
+    result = agentscale("load", str(path), bad)
+    assert result.code == 2 and "--duration" in result.stderr and "Traceback" not in result.output
+
+
+def test_several_errors_are_reported_at_once(tmp_path):
+    text = GOOD.replace("rps: 5", "rps: -1").replace("duration: 10s", "duration: soon")
+    path = write_scenario(tmp_path, text)
+    result = agentscale("validate", str(path))
+    assert "load.shape.rps" in result.stderr and "load.duration" in result.stderr
+
+
+def test_missing_file_and_unknown_command():
+    assert agentscale("validate", "/nonexistent/x.yaml").code == 2
+    result = agentscale("frobnicate")
+    assert result.code == 2 and "Traceback" not in result.output

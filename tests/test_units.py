@@ -1,0 +1,34 @@
+import pytest
+
+from agentscale.units import parse_comparison, parse_duration, parse_fraction
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("1h 30m", 5400), ("250ms", 0.25), (12, 12),
+     ("2.5s", 2.5), ("90", 90)],
+)  # fmt: skip
+def test_durations_in_the_units_people_write(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["5 minutes", "five", "-3s", "3x", "", "5 m", True])
+def test_anything_else_is_not_a_duration(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_fractions_and_percentages():
+    assert parse_fraction("10%") == pytest.approx(0.10)
+    assert parse_fraction(0.01) == 0.01
+    with pytest.raises(ValueError):
+        parse_fraction("ten percent")
+
+
+def test_comparisons_hold_or_not():
+    slo = parse_comparison("< 8000")
+    assert slo.holds(7999) and not slo.holds(8000)
+    assert parse_comparison(">= 95%").holds(0.95)
+    assert parse_comparison("<= 20s").value == 20_000
+    with pytest.raises(ValueError):
+        parse_comparison("about 5")
