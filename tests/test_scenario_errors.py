@@ -41,8 +41,13 @@ def test_a_good_scenario_validates(tmp_path):
 
 def test_unknown_field_points_at_the_key_with_a_suggestion(tmp_path):
     text = GOOD.replace("  duration: 10s", "  duration: 10s\n  max_concurency: 5")
-    check(tmp_path, text, line=12, field="load.max_concurency",
-          words=["unknown field", "did you mean 'max_concurrency'"])  # fmt: skip
+    check(
+        tmp_path,
+        text,
+        line=12,
+        field="load.max_concurency",
+        words=["unknown field", "did you mean 'max_concurrency'"],
+    )
 
 
 def test_wrong_type(tmp_path):
@@ -79,7 +84,9 @@ def test_wrong_unit_for_the_model(tmp_path):
 
 
 def test_workflow_weight_for_a_workflow_the_dataset_lacks(tmp_path):
-    text = GOOD.replace("  dataset: golden.jsonl", "  dataset: golden.jsonl\n  workflows: {refnd: 1}")
+    text = GOOD.replace(
+        "  dataset: golden.jsonl", "  dataset: golden.jsonl\n  workflows: {refnd: 1}"
+    )
     check(tmp_path, text, line=9, field="workload.workflows.refnd", words=["refund"])
 
 
@@ -92,17 +99,31 @@ def test_bad_dataset_line_points_into_the_dataset(tmp_path):
 
 
 def test_missing_environment_variable_stops_a_run_before_it_starts(tmp_path):
-    text = GOOD.replace("  body:", '  headers: {Authorization: "Bearer ${NO_SUCH_TOKEN_X}"}\n  body:')
-    result = check(tmp_path, text, line=6, field="target.headers", command="load",
-                   words=["NO_SUCH_TOKEN_X is not set", "export NO_SUCH_TOKEN_X"])  # fmt: skip
+    text = GOOD.replace(
+        "  body:", '  headers: {Authorization: "Bearer ${NO_SUCH_TOKEN_X}"}\n  body:'
+    )
+    result = check(
+        tmp_path,
+        text,
+        line=6,
+        field="target.headers",
+        command="load",
+        words=["NO_SUCH_TOKEN_X is not set", "export NO_SUCH_TOKEN_X"],
+    )
     assert not (tmp_path / "reports").exists()
     assert result.stdout == ""
 
 
 def test_remote_target_needs_to_be_allowed(tmp_path):
     text = GOOD.replace("127.0.0.1:9", "example.com")
-    check(tmp_path, text, line=5, field="target.url", command="load",
-          words=["not a loopback address", "--allow-remote example.com"])  # fmt: skip
+    check(
+        tmp_path,
+        text,
+        line=5,
+        field="target.url",
+        command="load",
+        words=["not a loopback address", "--allow-remote example.com"],
+    )
 
 
 @pytest.mark.parametrize("bad", ["--duration=5 minutes", "--duration=0"])

@@ -19,15 +19,26 @@ def test_constant_rate_gives_rate_times_duration_evenly_spaced():
 
 
 def test_spike_bursts_at_peak_rate_and_labels_phases():
-    spec = {"kind": "spike", "base_rps": 2, "peak_rps": 20, "every": "60s", "spike_for": "10s",
-            "first_at": "30s"}  # fmt: skip
+    spec = {
+        "kind": "spike",
+        "base_rps": 2,
+        "peak_rps": 20,
+        "every": "60s",
+        "spike_for": "10s",
+        "first_at": "30s",
+    }
     times = offsets(spec, 120)
     in_burst = ((times >= 30) & (times < 40)) | ((times >= 90) & (times < 100))
     assert in_burst.sum() == pytest.approx(2 * 10 * 20, abs=2)
     assert (~in_burst).sum() == pytest.approx(100 * 2, abs=2)
     s = shape(spec)
     assert [s.phase(t, 120) for t in (10, 35, 45, 60, 95)] == [
-        "base", "spike", "recovery", "base", "spike"]  # fmt: skip
+        "base",
+        "spike",
+        "recovery",
+        "base",
+        "spike",
+    ]
 
 
 def test_ramp_integrates_the_rate():
@@ -37,8 +48,13 @@ def test_ramp_integrates_the_rate():
 
 
 def test_stages_step_and_ramp():
-    spec = {"kind": "stages", "stages": [{"for": "5s", "rps": 10},
-                                         {"for": "5s", "rps": 30, "ramp": True, "name": "climb"}]}  # fmt: skip
+    spec = {
+        "kind": "stages",
+        "stages": [
+            {"for": "5s", "rps": 10},
+            {"for": "5s", "rps": 30, "ramp": True, "name": "climb"},
+        ],
+    }
     times = offsets(spec, 10)
     assert (times < 5).sum() == pytest.approx(50, abs=1)
     assert (times >= 5).sum() == pytest.approx(100, abs=2)

@@ -5,9 +5,17 @@ from agentscale.units import parse_comparison, parse_duration, parse_fraction
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("1h 30m", 5400), ("250ms", 0.25), (12, 12),
-     ("2.5s", 2.5), ("90", 90)],
-)  # fmt: skip
+    [
+        ("30s", 30),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("1h 30m", 5400),
+        ("250ms", 0.25),
+        (12, 12),
+        ("2.5s", 2.5),
+        ("90", 90),
+    ],
+)
 def test_durations_in_the_units_people_write(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 

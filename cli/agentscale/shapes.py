@@ -82,7 +82,7 @@ class Ramp(_Shape):
         start = self._pick(self.from_rps, self.from_users)
         end = self._pick(self.to_rps, self.to_users)
         over = self.over if self.over else duration
-        return np.interp(t, [0.0, max(over, 1e-9)], [start, end])
+        return np.asarray(np.interp(t, [0.0, max(over, 1e-9)], [start, end]), dtype=float)
 
     def phase(self, t: float, duration: float) -> str:
         over = self.over if self.over else duration
@@ -264,7 +264,7 @@ def arrival_offsets(
     else:
         marks = np.arange(0.5, total, 1.0)
     # cumulative is non-decreasing; flat stretches (rate 0) map to their first instant.
-    return np.interp(marks, cumulative, grid)
+    return np.asarray(np.interp(marks, cumulative, grid), dtype=float)
 
 
 def parse_offsets_csv(text: str) -> np.ndarray:

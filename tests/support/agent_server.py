@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 
@@ -41,14 +42,38 @@ def _trace_answer(payload: dict) -> dict:
         "status": "degraded" if "fallback" in prompt else "ok",
         "trace": {
             "steps": [
-                {"kind": "llm", "name": "plan", "model": "mock-small", "latency_ms": 1.5,
-                 "input_tokens": 100 + words, "output_tokens": 20},
-                {"kind": "retrieval", "name": "kb_search", "latency_ms": 0.5, "top_k": 3,
-                 "chunk_tokens": 300, "cache": "miss"},
-                {"kind": "tool", "name": "crm_lookup", "latency_ms": 0.7, "attempts": 2,
-                 "outcome": "ok", "error": "HTTP 503"},
-                {"kind": "llm", "name": "answer", "model": "mock-large", "latency_ms": 2.0,
-                 "prompt_tokens": 400, "completion_tokens": 50},
+                {
+                    "kind": "llm",
+                    "name": "plan",
+                    "model": "mock-small",
+                    "latency_ms": 1.5,
+                    "input_tokens": 100 + words,
+                    "output_tokens": 20,
+                },
+                {
+                    "kind": "retrieval",
+                    "name": "kb_search",
+                    "latency_ms": 0.5,
+                    "top_k": 3,
+                    "chunk_tokens": 300,
+                    "cache": "miss",
+                },
+                {
+                    "kind": "tool",
+                    "name": "crm_lookup",
+                    "latency_ms": 0.7,
+                    "attempts": 2,
+                    "outcome": "ok",
+                    "error": "HTTP 503",
+                },
+                {
+                    "kind": "llm",
+                    "name": "answer",
+                    "model": "mock-large",
+                    "latency_ms": 2.0,
+                    "prompt_tokens": 400,
+                    "completion_tokens": 50,
+                },
             ],
             "events": [{"type": "fallback", "target": "kb_search", "mode": "keyword"}]
             if "fallback" in prompt
@@ -97,8 +122,14 @@ async def slow(request: web.Request) -> web.Response:
 
 def build() -> web.Application:
     app = web.Application()
-    for path, handler in (("/agent", agent), ("/plain", plain), ("/openai", openai),
-                          ("/stall", stall), ("/status/{code}", status), ("/slow", slow)):
+    for path, handler in (
+        ("/agent", agent),
+        ("/plain", plain),
+        ("/openai", openai),
+        ("/stall", stall),
+        ("/status/{code}", status),
+        ("/slow", slow),
+    ):
         app.router.add_route("*", path, handler)
     return app
 
@@ -118,7 +149,5 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port))
-    except KeyboardInterrupt:
-        pass

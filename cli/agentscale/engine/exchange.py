@@ -97,13 +97,11 @@ class Exchange:
         content: bytes,
         error: BaseException | None,
     ) -> None:
+        error_class: str | None
+        expect_ok: bool | None
         if error is not None and not code:
-            trace, success, error_class, expect_ok = (
-                Trace(),
-                False,
-                transport_error_class(error),
-                None,
-            )
+            trace, success, expect_ok = Trace(), False, None
+            error_class = transport_error_class(error)
         else:
             trace = self.reader.read(content)
             success, error_class, expect_ok = self.judge.verdict(

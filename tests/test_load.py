@@ -1,0 +1,205 @@
+"""Real Locust runs against a real HTTP server on 127.0.0.1: both models, the records, exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import psutil
+import pytest
+
+from conftest import AGENTSCALE, agentscale, only_run, scenario_dict, write_scenario
+
+
+def run(tmp_path, document, *args, timeout=120):
+    path = write_scenario(tmp_path, document)
+    out = tmp_path / "reports"
+    result = agentscale("load", str(path), "--out", str(out), *args, timeout=timeout)
+    return result, only_run(out)
+
+
+def frames(run_dir):
+    return (
+        pd.read_parquet(run_dir / "requests.parquet"),
+        pd.read_parquet(run_dir / "steps.parquet"),
+        json.loads((run_dir / "run.json").read_text()),
+    )
+
+
+def test_open_model_keeps_its_rate_through_stalls_and_sees_them(tmp_path, server):
+    """The target stalls 1 s every 5 s: arrivals keep coming and p99 shows the stall."""
+    document = scenario_dict(
+        server.url("/stall"), load__shape={"kind": "constant", "rps": 50}, load__duration="20s"
+    )
+    result, run_dir = run(tmp_path, document)
+    assert result.code == 0, result.output
+    requests, _, info = frames(run_dir)
+    sent = requests[~requests["dropped"]]
+    span = (sent["sent_at"].max() - sent["sent_at"].min()).total_seconds()
+    achieved = (len(sent) - 1) / span
+    assert achieved == pytest.approx(50, rel=0.03)
+    assert info["summary"]["achieved_rps"] == pytest.approx(50, rel=0.03)
+    assert requests["latency_ms"].quantile(0.99) >= 900
+    # The stall is in the latency from the intended start, not hidden in slower arrivals.
+    assert requests["lag_ms"].quantile(0.99) < 50
+    assert info["verdict"]["result"] == "pass"
+
+
+def test_a_trace_fills_tokens_steps_and_tool_calls(tmp_path, server):
+    result, run_dir = run(tmp_path, scenario_dict(server.url("/agent")), "--duration", "2s")
+    assert result.code == 0, result.output
+    requests, steps, info = frames(run_dir)
+    assert len(requests) == 40
+    assert (requests["input_tokens"] > 0).all() and (requests["tool_calls"] == 1).all()
+    assert (requests["retries"] == 1).all() and requests["success"].all()
+    assert requests["expect_ok"].all() and (requests["cost_usd"] > 0).all()
+    assert set(steps["kind"]) == {"llm", "retrieval", "tool"}
+    assert len(steps) == 4 * len(requests)
+    assert set(steps["request_id"]) == set(requests["request_id"])
+    assert requests["request_id"].is_unique
+    assert set(requests["tenant"]) == {"acme", "globex"}
+    assert info["summary"]["cost_per_success_usd"] > 0
+
+
+def test_no_trace_still_has_latency_status_and_success(tmp_path, server):
+    document = scenario_dict(server.url("/plain"), success={"expect": "none"})
+    result, run_dir = run(tmp_path, document, "--duration", "2s")
+    assert result.code == 0, result.output
+    requests, steps, _ = frames(run_dir)
+    assert len(requests) == 40 and len(steps) == 0
+    assert requests["success"].all() and (requests["status_code"] == 200).all()
+    assert requests["latency_ms"].notna().all() and requests["input_tokens"].isna().all()
+
+
+def test_http_errors_are_classified_and_fail(tmp_path, server):
+    _result, run_dir = run(tmp_path, scenario_dict(server.url("/status/503")), "--duration", "1s")
+    requests, _, info = frames(run_dir)
+    assert set(requests["error_class"]) == {"http_5xx"} and not requests["success"].any()
+    assert info["summary"]["success_rate"] == 0
+
+
+def test_closed_model_follows_the_users_of_the_shape(tmp_path, server):
+    shape = {"kind": "stages", "stages": [{"for": "2s", "users": 2}, {"for": "2s", "users": 6}]}
+    document = scenario_dict(
+        server.url("/slow?ms=50"), load__model="closed", load__shape=shape, load__duration="4s"
+    )
+    result, run_dir = run(tmp_path, document)
+    assert result.code == 0, result.output
+    requests, _, _ = frames(run_dir)
+    events = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["users"] for e in events if e["type"] == "users_changed"] == [2, 6]
+    by_stage = requests.groupby("phase").size()
+    # Each user sends about one request per 50 ms: three times the users, about three times more.
+    assert by_stage["stage-2"] / by_stage["stage-1"] == pytest.approx(3, rel=0.35)
+    # A closed model sends when a user is free: there is no lag to hide.
+    assert requests["lag_ms"].quantile(0.99) < 1 and requests["lag_ms"].max() < 50
+
+
+def test_arrivals_without_a_free_slot_are_dropped_and_make_the_run_invalid(tmp_path, server):
+    document = scenario_dict(
+        server.url("/slow?ms=500"),
+        load__max_concurrency=3,
+        load__shape={"kind": "constant", "rps": 20},
+        load__duration="2s",
+    )
+    result, run_dir = run(tmp_path, document)
+    assert result.code == 3, result.output
+    requests, _, info = frames(run_dir)
+    dropped = requests[requests["dropped"]]
+    assert len(requests) == 40 and len(dropped) > 20
+    assert dropped["latency_ms"].isna().all() and (dropped["error_class"] == "dropped").all()
+    assert info["verdict"]["result"] == "invalid"
+    assert "dropped" in info["verdict"]["reasons"][0] and "dropped" in result.stdout
+
+
+def test_an_unreachable_target_makes_the_run_invalid(tmp_path):
+    result, run_dir = run(tmp_path, scenario_dict("http://127.0.0.1:9/agent"), "--duration", "1s")
+    assert result.code == 3, result.output
+    assert "unreachable" in result.stdout
+    requests, _, _ = frames(run_dir)
+    assert set(requests["error_class"]) == {"connection_refused"}
+
+
+def test_secrets_from_the_environment_reach_the_target_but_no_file(tmp_path, server):
+    secret = "s3cr3t-token-value"
+    document = scenario_dict(
+        server.url("/agent"), target__headers={"Authorization": "Bearer ${AS_TEST_TOKEN}"}
+    )
+    path = write_scenario(tmp_path, document)
+    result = agentscale(
+        "load",
+        str(path),
+        "--out",
+        str(tmp_path / "reports"),
+        "--duration",
+        "1s",
+        env={"AS_TEST_TOKEN": secret},
+    )
+    assert result.code == 0, result.output
+    run_dir = only_run(tmp_path / "reports")
+    for file in run_dir.rglob("*"):
+        if file.is_file():
+            assert secret.encode() not in file.read_bytes(), file
+    assert secret not in result.output
+
+
+def start(tmp_path, document):
+    path = write_scenario(tmp_path, document)
+    out = tmp_path / "reports"
+    process = subprocess.Popen(
+        [*AGENTSCALE, "load", str(path), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        runs = list(out.glob("*/*/events.jsonl"))
+        if runs and "run_started" in runs[0].read_text():
+            return process, runs[0].parent
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError("the run did not start")
+
+
+def test_ctrl_c_stops_cleanly_with_130_and_keeps_the_records(tmp_path, server):
+    document = scenario_dict(server.url("/agent"), load__duration="60s")
+    process, run_dir = start(tmp_path, document)
+    time.sleep(2.5)
+    began = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stdout + stderr
+    assert time.monotonic() - began < 10
+    assert "Traceback" not in stdout + stderr
+    requests, _, info = frames(run_dir)
+    assert info["status"] == "interrupted" and info["verdict"]["result"] == "interrupted"
+    assert 30 <= len(requests) <= 80  # about 2.5 s at 20 requests/s, all kept
+
+
+def test_sigterm_also_stops_cleanly(tmp_path, server):
+    process, run_dir = start(tmp_path, scenario_dict(server.url("/agent"), load__duration="60s"))
+    time.sleep(1.5)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert frames(run_dir)[2]["status"] == "interrupted"
+
+
+def test_after_kill_9_the_records_up_to_about_the_last_second_are_readable(tmp_path, server):
+    process, run_dir = start(tmp_path, scenario_dict(server.url("/agent"), load__duration="60s"))
+    time.sleep(4.0)
+    engine = psutil.Process(process.pid).children()
+    started = json.loads((run_dir / "events.jsonl").read_text().splitlines()[0])["started_at"]
+    killed_at = time.time()
+    for victim in [process.pid, *(child.pid for child in engine)]:
+        os.kill(victim, signal.SIGKILL)
+    process.communicate(timeout=10)
+    requests = pd.read_parquet(run_dir / "requests.parquet")
+    expected = (killed_at - started) * 20
+    assert expected - 20 * 1.5 <= len(requests) <= expected + 1
+    assert requests["latency_ms"].notna().all()
