@@ -45,3 +45,13 @@ def test_event_log_survives_a_torn_last_line(tmp_path):
     with open(tmp_path / "events.jsonl", "a") as file:
         file.write('{"type": "cut sh')
     assert [e["type"] for e in read_events(tmp_path / "events.jsonl")] == ["run_started"]
+
+
+def test_a_value_of_the_wrong_type_is_nulled_and_the_rest_kept(tmp_path):
+    writer = PartWriter(tmp_path / "requests.parquet", REQUEST_COLUMNS)
+    good, bad = list(row(1)), list(row(2))
+    bad[list(dict(REQUEST_COLUMNS)).index("input_tokens")] = "lots"
+    writer.rows.extend([tuple(good), tuple(bad)])
+    writer.flush()
+    frame = pd.read_parquet(tmp_path / "requests.parquet")
+    assert len(frame) == 2 and frame["input_tokens"].isna().all()

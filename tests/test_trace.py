@@ -69,15 +69,18 @@ def read(body, telemetry=None):
 def test_the_contract_shape_is_read_with_token_aliases():
     trace = read(CONTRACT)
     assert trace.status == "ok" and trace.output.startswith("Refund")
-    assert trace.input_tokens == 1500 and trace.output_tokens == 100
+    tally = PriceBook({}).tally(trace)
+    assert (tally.input_tokens, tally.output_tokens) == (1500, 100)
+    assert (tally.tool_calls, tally.retries) == (1, 2)
     assert [s["kind"] for s in trace.steps] == ["llm", "retrieval", "tool", "guardrail", "llm"]
     assert [e["type"] for e in trace.events] == ["circuit_open", "fallback"]
 
 
 def test_no_trace_leaves_tokens_unknown_not_zero():
     trace = read(b"plain text answer")
-    assert trace.input_tokens is None and trace.steps == [] and trace.output == "plain text answer"
-    assert PriceBook({}).cost(trace) is None
+    assert trace.steps == [] and trace.output == "plain text answer"
+    tally = PriceBook({}).tally(trace)
+    assert tally.input_tokens is None and tally.cost_usd is None
 
 
 def test_openai_style_usage_through_telemetry_mapping():
@@ -93,17 +96,28 @@ def test_openai_style_usage_through_telemetry_mapping():
         model="model",
     )
     trace = read(body, telemetry)
-    assert (trace.output, trace.input_tokens, trace.output_tokens) == ("hello", 42, 7)
-    cost = PriceBook({"mock-small": Price(input_per_mtok=1, output_per_mtok=2)}).cost(trace)
-    assert cost == pytest.approx((42 * 1 + 7 * 2) / 1e6)
+    tally = PriceBook({"mock-small": Price(input_per_mtok=1, output_per_mtok=2)}).tally(trace)
+    assert (trace.output, tally.input_tokens, tally.output_tokens) == ("hello", 42, 7)
+    assert tally.cost_usd == pytest.approx((42 * 1 + 7 * 2) / 1e6)
+
+
+def test_openai_usage_is_read_without_a_mapping():
+    body = {"model": "mock-small", "usage": {"prompt_tokens": 42, "completion_tokens": 7}}
+    tally = PriceBook({"mock-small": Price(input_per_mtok=1, output_per_mtok=2)}).tally(read(body))
+    assert (tally.input_tokens, tally.output_tokens) == (42, 7) and tally.cost_usd > 0
 
 
 def test_cost_sums_llm_steps_and_unknown_models_make_it_unknown():
     trace = read(CONTRACT)
     prices = PriceBook({"gpt-4o-mini": Price(input_per_mtok=0.15, output_per_mtok=0.6)})
-    assert prices.cost(trace) == pytest.approx((1500 * 0.15 + 100 * 0.6) / 1e6)
+    assert prices.tally(trace).cost_usd == pytest.approx((1500 * 0.15 + 100 * 0.6) / 1e6)
     nobody = PriceBook({})
-    assert nobody.cost(trace) is None and nobody.unpriced == {"gpt-4o-mini"}
+    assert nobody.tally(trace).cost_usd is None and nobody.unpriced == {"gpt-4o-mini"}
+
+
+def test_a_trace_without_tokens_costs_nothing_rather_than_unknown():
+    body = {"trace": {"steps": [{"kind": "tool", "name": "crm", "attempts": 1}]}}
+    assert PriceBook({}).tally(read(body)).cost_usd == 0.0
 
 
 def test_cached_input_tokens_use_the_cached_price():
@@ -121,7 +135,7 @@ def test_cached_input_tokens_use_the_cached_price():
         }
     }
     prices = PriceBook({"m": Price(input_per_mtok=10, output_per_mtok=0, cached_input_per_mtok=1)})
-    assert prices.cost(read(body)) == pytest.approx((200 * 10 + 800 * 1) / 1e6)
+    assert prices.tally(read(body)).cost_usd == pytest.approx((200 * 10 + 800 * 1) / 1e6)
 
 
 def judge(**rule):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import jmespath
 
-from agentscale.scenario import Success
+from agentscale.scenario import DEFAULT_REQUIRE, Success
 from agentscale.trace import Trace
 
 
@@ -37,7 +37,11 @@ def http_error_class(code: int) -> str:
 class Judge:
     def __init__(self, rule: Success) -> None:
         self.statuses = frozenset(rule.status) if rule.status else None
-        self.require = jmespath.compile(rule.require) if rule.require else None
+        # The default rule, status != 'error', is the trace-status check below: no need to
+        # run JMESPath for it on every response.
+        require = rule.require
+        needed = require is not None and require.strip() != DEFAULT_REQUIRE
+        self.require = jmespath.compile(require) if require is not None and needed else None
         self.expect = rule.expect
 
     def status_ok(self, code: int) -> bool:

@@ -1,24 +1,41 @@
-"""Cost of a request from its token counts and the scenario's price table."""
+"""What a request consumed: tokens, tool calls, retries and their cost, in one pass."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from agentscale.scenario import Price
-from agentscale.trace import Trace, as_int
+from agentscale.trace import Trace
+
+
+@dataclass(slots=True)
+class Tally:
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_input_tokens: int | None
+    tool_calls: int
+    retries: int
+    cost_usd: float | None  # None: some tokens had no price, or nothing was reported
+
+
+def _count(value: object) -> int:
+    if type(value) is int:
+        return value
+    if type(value) is float and value == value:
+        return int(value)
+    return 0
 
 
 class PriceBook:
     def __init__(self, prices: Mapping[str, Price]) -> None:
         self.prices = dict(prices)
-        self.unpriced: set[str] = set()  # models seen with tokens but no price: cost unknown
+        self.unpriced: set[str] = set()  # models seen with tokens but no price
 
-    def _cost(
-        self, model: str | None, tokens_in: int, tokens_out: int, cached: int
-    ) -> float | None:
-        price = self.prices.get(model) if model else None
+    def _cost(self, model: object, tokens_in: int, tokens_out: int, cached: int) -> float | None:
+        price = self.prices.get(model) if isinstance(model, str) else None
         if price is None:
-            self.unpriced.add(model or "<no model named>")
+            self.unpriced.add(model if isinstance(model, str) else "<no model named>")
             return None
         cached_price = price.cached_input_per_mtok
         if cached_price is None:
@@ -30,24 +47,50 @@ class PriceBook:
             + tokens_out * price.output_per_mtok
         ) / 1e6
 
-    def cost(self, trace: Trace) -> float | None:
-        """USD for this request; None when any token is unpriced or nothing was reported."""
-        total = 0.0
-        priced_any = False
+    def tally(self, trace: Trace) -> Tally:
+        tokens_in = tokens_out = cached_in = tools = retries = 0
+        reported = False
+        cost: float | None = 0.0
         for step in trace.steps:
-            tokens_in = as_int(step.get("input_tokens", step.get("prompt_tokens"))) or 0
-            tokens_out = as_int(step.get("output_tokens", step.get("completion_tokens"))) or 0
-            if not tokens_in and not tokens_out:
+            if step.get("kind") == "tool":
+                tools += 1
+                attempts = step.get("attempts")
+                if type(attempts) is int and attempts > 1:
+                    retries += attempts - 1
+            step_in = step.get("input_tokens")
+            if step_in is None:
+                step_in = step.get("prompt_tokens")
+            step_out = step.get("output_tokens")
+            if step_out is None:
+                step_out = step.get("completion_tokens")
+            if step_in is None and step_out is None:
                 continue
-            model = step.get("model") if isinstance(step.get("model"), str) else trace.model
-            cached = as_int(step.get("cached_input_tokens")) or 0
-            cost = self._cost(model, tokens_in, tokens_out, cached)
-            if cost is None:
-                return None
-            total += cost
-            priced_any = True
-        if not priced_any and (trace.input_tokens or trace.output_tokens):
-            return self._cost(trace.model, trace.input_tokens or 0, trace.output_tokens or 0, 0)
-        if not priced_any and not trace.has_trace:
-            return None
-        return total
+            n_in, n_out, n_cached = _count(step_in), _count(step_out), 0
+            cached = step.get("cached_input_tokens")
+            if cached is not None:
+                n_cached = _count(cached)
+                cached_in += n_cached
+            tokens_in += n_in
+            tokens_out += n_out
+            reported = True
+            if cost is not None:
+                step_cost = self._cost(step.get("model") or trace.model, n_in, n_out, n_cached)
+                cost = None if step_cost is None else cost + step_cost
+        if not reported and (trace.input_tokens is not None or trace.output_tokens is not None):
+            tokens_in, tokens_out = trace.input_tokens or 0, trace.output_tokens or 0
+            reported = True
+            cost = self._cost(trace.model, tokens_in, tokens_out, 0)
+        elif not reported and not trace.has_trace:
+            cost = None  # no trace, no usage: the cost is unknown, not zero
+        if reported and trace.input_tokens is not None:
+            tokens_in = trace.input_tokens  # the telemetry mapping has the last word
+        if reported and trace.output_tokens is not None:
+            tokens_out = trace.output_tokens
+        return Tally(
+            tokens_in if reported else None,
+            tokens_out if reported else None,
+            cached_in if reported and cached_in else None,
+            tools,
+            retries,
+            cost,
+        )

@@ -94,13 +94,27 @@ class PartWriter:
         self.parts = 0
         self.written = 0
         folder.mkdir(parents=True, exist_ok=True)
-        self._write(self.schema.empty_table())  # readers get the schema even from an empty run
+        # An empty first part: readers get the schema even from an empty run, and the
+        # conversion path is warmed up before the load starts (no stall at the first flush).
+        self._write(self._table([()] * len(columns)))
+
+    def take(self) -> list[tuple[Any, ...]]:
+        """The rows buffered so far, leaving an empty buffer (call from the producing thread)."""
+        rows, self.rows = self.rows, []
+        return rows
+
+    def write(self, rows: list[tuple[Any, ...]]) -> int:
+        """Write ``rows`` as one part; safe to call from another thread, one call at a time."""
+        if not rows:
+            return 0
+        self._write(self._table(list(zip(*rows, strict=True))))
+        self.written += len(rows)
+        return len(rows)
 
     def flush(self) -> int:
-        if not self.rows:
-            return 0
-        rows, self.rows = self.rows, []
-        columns = list(zip(*rows, strict=True))
+        return self.write(self.take())
+
+    def _table(self, columns: list[tuple[Any, ...]]) -> pa.Table:
         arrays = []
         for (name, kind), values in zip(self.columns, columns, strict=True):
             if name in _TIMESTAMP_COLUMNS:
@@ -109,17 +123,38 @@ class PartWriter:
                 micros = pc.cast(pc.multiply(seconds, 1e6), pa.int64(), safe=False)
                 arrays.append(micros.cast(kind))
             else:
-                arrays.append(pa.array(values, kind))
-        self._write(pa.Table.from_arrays(arrays, schema=self.schema))
-        self.written += len(rows)
-        return len(rows)
+                arrays.append(_array(values, kind))
+        return pa.Table.from_arrays(arrays, schema=self.schema)
 
     def _write(self, table: pa.Table) -> None:
         name = f"part-{self.parts:06d}.parquet"
         aside = self.folder / f".{name}.tmp"
-        pq.write_table(table, aside, compression="zstd")
+        pq.write_table(table, aside, compression="snappy")
         os.replace(aside, self.folder / name)
         self.parts += 1
+
+
+def _array(values: tuple[Any, ...], kind: pa.DataType) -> pa.Array:
+    try:
+        return pa.array(values, kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        # An agent sent a value of the wrong type (a string latency, say): keep the row and
+        # null that value, rather than lose a second of records.
+        return pa.array([_coerce(value, kind) for value in values], kind)
+
+
+def _coerce(value: Any, kind: pa.DataType) -> Any:
+    if value is None or (isinstance(value, bool) and not pa.types.is_boolean(kind)):
+        return None
+    if pa.types.is_integer(kind):
+        return int(value) if isinstance(value, int | float) and value == value else None
+    if pa.types.is_floating(kind):
+        return float(value) if isinstance(value, int | float) else None
+    if pa.types.is_string(kind):
+        return value if isinstance(value, str) else None
+    if pa.types.is_boolean(kind):
+        return value if isinstance(value, bool) else None
+    return value
 
 
 class EventLog:

@@ -14,6 +14,7 @@ from agentscale.fields import ComparisonField, Duration, Fraction, PositiveDurat
 from agentscale.shapes import Shape
 
 API_VERSION = "agentscale/v1"
+DEFAULT_REQUIRE = "status != 'error'"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -95,7 +96,7 @@ class Success(_Strict):
         None, description="HTTP statuses that can succeed; any 2xx if absent"
     )
     require: JMESPath | None = Field(
-        "status != 'error'", description="must be true of the response JSON"
+        DEFAULT_REQUIRE, description="must be true of the response JSON"
     )
     expect: Literal["contains", "exact", "regex", "none"] = Field(
         "contains", description="how the golden set's expected answer is checked"

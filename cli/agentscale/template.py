@@ -53,14 +53,18 @@ class Template:
         self.names = pieces[1::2]
         self.json_strings = json_strings
 
+    def escape(self, value: str) -> str:
+        # Placeholders of a JSON body sit inside JSON strings: escape, and drop the quotes.
+        return orjson.dumps(value).decode()[1:-1] if self.json_strings else value
+
     def render(self, values: Mapping[str, str]) -> str:
+        return self.fill({name: self.escape(values[name]) for name in self.names})
+
+    def fill(self, escaped: Mapping[str, str]) -> str:
+        """Render from values already escaped with ``escape`` (the hot path)."""
         out = [self.literals[0]]
         for name, literal in zip(self.names, self.literals[1:], strict=True):
-            value = values[name]
-            if self.json_strings:
-                # Placeholders sit inside JSON strings: escape the value, drop its quotes.
-                value = orjson.dumps(value).decode()[1:-1]
-            out.append(value)
+            out.append(escaped[name])
             out.append(literal)
         return "".join(out)
 
@@ -91,8 +95,14 @@ class RequestTemplate:
         if self.content_type and "content-type" not in {h.lower() for h in headers}:
             self.static_headers["Content-Type"] = self.content_type
 
+    def escape(self, value: str) -> str:
+        return self.body.escape(value) if self.body is not None else value
+
     def render_body(self, values: Mapping[str, str]) -> bytes | None:
         return self.body.render(values).encode() if self.body is not None else None
+
+    def fill_body(self, escaped: Mapping[str, str]) -> bytes | None:
+        return self.body.fill(escaped).encode() if self.body is not None else None
 
     def render_headers(self, values: Mapping[str, str]) -> dict[str, str]:
         if not self.dynamic_headers:

@@ -39,21 +39,18 @@ def as_float(value: Any) -> float | None:
 
 @dataclass(slots=True)
 class Trace:
+    """What a response says about itself. Token totals over the steps are ``PriceBook.tally``'s;
+    ``input_tokens``/``output_tokens`` here are request-level figures (telemetry or ``usage``)."""
+
     body: Any = None
     status: str | None = None
     output: str | None = None
     model: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
-    cached_input_tokens: int | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     has_trace: bool = False
-
-
-def _tokens(step: dict[str, Any], name: str, alias: str) -> int | None:
-    value = step.get(name)
-    return as_int(value if value is not None else step.get(alias))
 
 
 class TraceReader:
@@ -66,13 +63,10 @@ class TraceReader:
 
     def read(self, content: bytes) -> Trace:
         result = Trace()
-        head = content[:1]
-        if head not in (b"{", b"["):
-            stripped = content.lstrip()[:1]
-            if stripped not in (b"{", b"["):
-                if content:
-                    result.output = content.decode("utf-8", "replace")
-                return result
+        if content[:1] not in (b"{", b"[") and content.lstrip()[:1] not in (b"{", b"["):
+            if content:
+                result.output = content.decode("utf-8", "replace")
+            return result
         try:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -81,47 +75,45 @@ class TraceReader:
         result.body = body
         if not isinstance(body, dict):
             return result
-        mapped = {name: expr.search(body) for name, expr in self.mapping.items()}
+        if self.mapping:
+            self._read_mapped(result, body)
+            return result
         trace = body.get("trace")
-        trace = trace if isinstance(trace, dict) else {}
-        steps = mapped["steps"] if "steps" in mapped else trace.get("steps")
-        events = mapped["events"] if "events" in mapped else trace.get("events")
-        result.steps = [s for s in steps if isinstance(s, dict)] if isinstance(steps, list) else []
-        result.events = (
-            [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
-        )
-        result.has_trace = bool(trace) or "steps" in mapped
-        status = mapped["status"] if "status" in mapped else body.get("status")
+        if isinstance(trace, dict):
+            steps, events = trace.get("steps"), trace.get("events")
+            result.steps = steps if isinstance(steps, list) else []
+            result.events = events if isinstance(events, list) else []
+            result.has_trace = True
+        status = body.get("status")
         result.status = status if status in STATUSES else None
-        output = mapped["output"] if "output" in mapped else body.get("output")
+        output = body.get("output")
         result.output = output if isinstance(output, str) else None
-        model = mapped.get("model")
-        result.model = model if isinstance(model, str) else None
-        self._count_tokens(result, body, mapped)
+        usage = body.get("usage")
+        if isinstance(usage, dict):  # OpenAI-style responses name their usage at the top
+            result.input_tokens = _tokens(usage, "input_tokens", "prompt_tokens")
+            result.output_tokens = _tokens(usage, "output_tokens", "completion_tokens")
+            model = body.get("model")
+            result.model = model if isinstance(model, str) else None
         return result
 
-    @staticmethod
-    def _count_tokens(result: Trace, body: dict[str, Any], mapped: dict[str, Any]) -> None:
-        total_in = total_out = total_cached = None
-        for step in result.steps:
-            tokens_in = _tokens(step, "input_tokens", "prompt_tokens")
-            tokens_out = _tokens(step, "output_tokens", "completion_tokens")
-            cached = as_int(step.get("cached_input_tokens"))
-            if tokens_in is not None:
-                total_in = (total_in or 0) + tokens_in
-            if tokens_out is not None:
-                total_out = (total_out or 0) + tokens_out
-            if cached is not None:
-                total_cached = (total_cached or 0) + cached
-        usage = body.get("usage")
-        if total_in is None and isinstance(usage, dict):
-            total_in = _tokens(usage, "input_tokens", "prompt_tokens")
-            total_out = _tokens(usage, "output_tokens", "completion_tokens")
-            if result.model is None and isinstance(body.get("model"), str):
-                result.model = body["model"]
-        if "input_tokens" in mapped:
-            total_in = as_int(mapped["input_tokens"])
-        if "output_tokens" in mapped:
-            total_out = as_int(mapped["output_tokens"])
-        result.input_tokens, result.output_tokens = total_in, total_out
-        result.cached_input_tokens = total_cached
+    def _read_mapped(self, result: Trace, body: dict[str, Any]) -> None:
+        plain = TraceReader(None).read(orjson.dumps(body))
+        mapped = {name: expr.search(body) for name, expr in self.mapping.items()}
+        steps = mapped.get("steps", plain.steps)
+        events = mapped.get("events", plain.events)
+        result.steps = steps if isinstance(steps, list) else []
+        result.events = events if isinstance(events, list) else []
+        result.has_trace = plain.has_trace or "steps" in mapped
+        status = mapped.get("status", plain.status)
+        result.status = status if status in STATUSES else None
+        output = mapped.get("output", plain.output)
+        result.output = output if isinstance(output, str) else None
+        model = mapped.get("model", plain.model)
+        result.model = model if isinstance(model, str) else None
+        result.input_tokens = as_int(mapped.get("input_tokens", plain.input_tokens))
+        result.output_tokens = as_int(mapped.get("output_tokens", plain.output_tokens))
+
+
+def _tokens(source: dict[str, Any], name: str, alias: str) -> int | None:
+    value = source.get(name)
+    return as_int(value if value is not None else source.get(alias))

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import orjson
 
 from agentscale.dataset import Dataset
@@ -18,7 +19,7 @@ from agentscale.judge import Judge, transport_error_class
 from agentscale.pricing import PriceBook
 from agentscale.records import PartWriter
 from agentscale.template import RequestTemplate
-from agentscale.trace import STEP_KINDS, Trace, TraceReader, as_float, as_int
+from agentscale.trace import STEP_KINDS, Trace, TraceReader
 
 # method, path, body, headers -> status code (0 if none), content, transport error
 Send = Callable[[str, str, bytes | None, dict[str, str]], tuple[int, bytes, BaseException | None]]
@@ -37,6 +38,30 @@ class Clock:
 
     def wall(self, mono: float) -> float:
         return self.wall0 + (mono - self.mono0)
+
+
+class LiveLatency:
+    """p95 so far for the live view, from a log-scale histogram (1% wide bins): bounded memory
+    and constant work per request however long the run. The records stay exact."""
+
+    BINS_PER_DECADE = 230  # 10 ** (1 / 230) is about 1.01
+
+    def __init__(self) -> None:
+        self.pending: list[float] = []
+        self.counts = np.zeros(8 * self.BINS_PER_DECADE, dtype=np.int64)  # 0.01 ms .. 10^6 ms
+
+    def percentile(self, q: float) -> float | None:
+        if self.pending:
+            values = np.maximum(np.asarray(self.pending, dtype=float), 0.01)
+            self.pending = []
+            index = np.log10(values / 0.01) * self.BINS_PER_DECADE
+            bins = np.minimum(index.astype(np.int64), len(self.counts) - 1)
+            self.counts += np.bincount(bins, minlength=len(self.counts))
+        total = int(self.counts.sum())
+        if total == 0:
+            return None
+        rank = int(np.searchsorted(np.cumsum(self.counts), q / 100 * total))
+        return float(0.01 * 10 ** ((rank + 1) / self.BINS_PER_DECADE))
 
 
 class Exchange:
@@ -63,27 +88,37 @@ class Exchange:
         self.requests, self.steps = requests, steps
         self.clock, self.phase, self.start = clock, phase, start
         self.expected = [item.expected for item in dataset.items]
-        self.variables = [
+        raw = [
             {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in vs.items()}
             for vs in (item.variables() for item in dataset.items)
         ]
+        # Escaped once here, so rendering a request is a join.
+        self.escaped = [{k: template.escape(v) for k, v in vs.items()} for vs in raw]
+        self.raw = raw
+        self.escaped_tenants = {t: template.escape(t) for t in planner.tenants}
+        self.dynamic_headers = bool(template.dynamic_headers)
         self.in_flight: dict[int, tuple[PlannedRequest, float, float]] = {}
-        self.latencies: list[float] = []  # for the live view only; the records are the truth
+        self.live = LiveLatency()  # for the live view only; the records are the truth
         self.completed = self.failed = self.dropped = 0
 
     def perform(self, send: Send, seq: int, intended: float) -> None:
         planned = self.planner.plan(seq)
-        values = dict(self.variables[planned.item])
-        values["tenant"] = planned.tenant
-        values["request_id"] = planned.request_id
-        body = self.template.render_body(values)
-        headers = self.template.render_headers(values)
+        escaped = dict(self.escaped[planned.item])
+        escaped["tenant"] = self.escaped_tenants[planned.tenant]
+        escaped["request_id"] = planned.request_id
+        body = self.template.fill_body(escaped)
+        if self.dynamic_headers:
+            values = dict(self.raw[planned.item])
+            values["tenant"], values["request_id"] = planned.tenant, planned.request_id
+            headers = self.template.render_headers(values)
+        else:
+            headers = self.template.static_headers
         sent = self.clock.now()
         self.in_flight[seq] = (planned, intended, sent)
         try:
             code, content, error = send(self.method, self.path, body, headers)
         finally:
-            self.in_flight.pop(seq, None)
+            del self.in_flight[seq]
         done = self.clock.now()
         self._record(planned, intended, sent, done, code, content, error)
 
@@ -108,55 +143,37 @@ class Exchange:
                 code, trace, self.expected[planned.item]
             )
         latency = (done - intended) * 1000.0
-        self.latencies.append(latency)
+        self.live.pending.append(latency)
         self.completed += 1
         if not success:
             self.failed += 1
-        tool_calls = retries = 0
         rid = planned.request_id
-        step_rows = self.steps.rows
-        for index, step in enumerate(trace.steps):
-            kind = step.get("kind")
-            kind = kind if isinstance(kind, str) else "other"
-            attempts = as_int(step.get("attempts"))
-            if kind == "tool":
-                tool_calls += 1
-                retries += max((attempts or 1) - 1, 0)
-            step_rows.append(_step_row(rid, index, kind, step, attempts))
-        counts = _event_counts(trace.events)
+        steps = trace.steps
+        if steps:
+            self.steps.rows.extend(_step_row(rid, i, step) for i, step in enumerate(steps))
+        tally = self.prices.tally(trace)
+        opens = fallbacks = budgets = 0
+        for event in trace.events:
+            kind = event.get("type") if isinstance(event, dict) else None
+            if kind == "circuit_open":
+                opens += 1
+            elif kind == "fallback":
+                fallbacks += 1
+            elif kind == "budget_exhausted":
+                budgets += 1
+        offset = self.clock.wall0 - self.clock.mono0
         self.requests.rows.append(
             (
-                rid,
-                planned.workflow,
-                planned.tenant,
-                planned.item,
-                self.clock.wall(intended),
-                self.clock.wall(sent),
-                latency,
-                (done - sent) * 1000.0,
-                (sent - intended) * 1000.0,
-                code or None,
-                error_class,
-                success,
-                trace.status,
-                expect_ok,
-                trace.input_tokens,
-                trace.output_tokens,
-                trace.cached_input_tokens,
-                len(trace.steps),
-                tool_calls,
-                retries,
-                counts[0],
-                counts[1],
-                counts[2],
+                rid, planned.workflow, planned.tenant, planned.item,
+                intended + offset, sent + offset,
+                latency, (done - sent) * 1000.0, (sent - intended) * 1000.0,
+                code or None, error_class, success, trace.status, expect_ok,
+                tally.input_tokens, tally.output_tokens, tally.cached_input_tokens,
+                len(steps), tally.tool_calls, tally.retries, opens, fallbacks, budgets,
                 orjson.dumps(trace.events).decode() if trace.events else None,
-                self.prices.cost(trace),
-                self.phase(intended - self.start),
-                NO_FAULTS,
-                False,
-                len(content),
+                tally.cost_usd, self.phase(intended - self.start), NO_FAULTS, False, len(content),
             )
-        )
+        )  # fmt: skip
 
     def record_dropped(self, seq: int, intended: float) -> None:
         planned = self.planner.plan(seq)
@@ -189,33 +206,23 @@ def _unsent_row(
     )  # fmt: skip
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _step_row(
-    rid: str, index: int, kind: str, step: dict[str, Any], attempts: int | None
-) -> tuple[Any, ...]:
-    tokens_in = step.get("input_tokens", step.get("prompt_tokens"))
-    tokens_out = step.get("output_tokens", step.get("completion_tokens"))
+def _step_row(rid: str, index: int, step: Any) -> tuple[Any, ...]:
+    """Values as the agent sent them; ``PartWriter`` nulls any of the wrong type at flush."""
+    if not isinstance(step, dict):
+        return (rid, index, "other", None, *_EMPTY_STEP)
+    get = step.get
+    kind = get("kind")
+    tokens_in = get("input_tokens")
+    tokens_out = get("output_tokens")
     return (
-        rid, index, kind if kind in STEP_KINDS else "other", kind, _text(step.get("name")),
-        as_float(step.get("latency_ms")), attempts, _text(step.get("outcome")),
-        _text(step.get("error")), _text(step.get("cache")), _text(step.get("model")),
-        as_int(tokens_in), as_int(tokens_out), as_int(step.get("cached_input_tokens")),
-        as_int(step.get("top_k")), as_int(step.get("chunk_tokens")),
-        _text(step.get("action")), _text(step.get("rule")),
+        rid, index, kind if kind in STEP_KINDS else "other", kind, get("name"),
+        get("latency_ms"), get("attempts"), get("outcome"), get("error"), get("cache"),
+        get("model"),
+        tokens_in if tokens_in is not None else get("prompt_tokens"),
+        tokens_out if tokens_out is not None else get("completion_tokens"),
+        get("cached_input_tokens"), get("top_k"), get("chunk_tokens"), get("action"),
+        get("rule"),
     )  # fmt: skip
 
 
-def _event_counts(events: list[dict[str, Any]]) -> tuple[int, int, int]:
-    opens = fallbacks = budgets = 0
-    for event in events:
-        kind = event.get("type")
-        if kind == "circuit_open":
-            opens += 1
-        elif kind == "fallback":
-            fallbacks += 1
-        elif kind == "budget_exhausted":
-            budgets += 1
-    return opens, fallbacks, budgets
+_EMPTY_STEP = (None,) * 14

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from bisect import bisect
 from dataclasses import dataclass
 
 from agentscale.dataset import Dataset
@@ -37,8 +38,9 @@ class Planner:
         self.prefix = id_prefix
 
     def plan(self, seq: int) -> PlannedRequest:
-        pick = self.random.choices
-        tenant = pick(self.tenants, cum_weights=self.tenant_cum)[0]
-        index = pick(range(len(self.workflows)), cum_weights=self.workflow_cum)[0]
-        item = self.random.choice(self.items[index])
+        draw = self.random.random
+        tenant = self.tenants[bisect(self.tenant_cum, draw() * self.tenant_cum[-1])]
+        index = bisect(self.workflow_cum, draw() * self.workflow_cum[-1])
+        items = self.items[index]
+        item = items[int(draw() * len(items))]
         return PlannedRequest(f"{self.prefix}{seq:07d}", tenant, self.workflows[index], item)

@@ -1,0 +1,79 @@
+"""Open-model accuracy: achieved / target arrival rate and scheduling lag at 200 and 1000
+requests/s against a fast local target (nginx), generator pinned to core 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from fast_target import last_core, nginx
+
+HERE = Path(__file__).resolve().parent
+DATASET = HERE.parent / "scenarios" / "datasets" / "support_golden.jsonl"
+SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
+RATES = [int(r) for r in os.environ.get("BENCH_RATES", "200,1000").split(",")]
+
+SCENARIO = """
+apiVersion: agentscale/v1
+kind: Scenario
+name: bench-open-{rate}
+seed: 1
+target:
+  url: {url}/agent
+  timeout: 10s
+  body: {{tenant_id: "{{{{tenant}}}}", input: "{{{{prompt}}}}"}}
+workload: {{dataset: {dataset}}}
+load:
+  shape: {{kind: constant, rps: {rate}}}
+  duration: {seconds}s
+  max_concurrency: 200
+success: {{expect: none}}
+"""
+
+
+def measure(url: str, rate: int, work: Path) -> dict[str, float]:
+    scenario = work / f"open-{rate}.yaml"
+    scenario.write_text(SCENARIO.format(url=url, rate=rate, seconds=SECONDS, dataset=DATASET))
+    out = work / "runs"
+    command = [sys.executable, "-m", "agentscale", "load", str(scenario), "--out", str(out)]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "0", *command]
+    subprocess.run(command, check=False, capture_output=True)
+    run_dir = max(out.glob(f"bench-open-{rate}/*"))
+    info = json.loads((run_dir / "run.json").read_text())
+    requests = pd.read_parquet(run_dir / "requests.parquet")
+    sent = requests[~requests["dropped"]]
+    span = (sent["sent_at"].max() - sent["sent_at"].min()).total_seconds()
+    return {
+        "achieved": (len(sent) - 1) / span,
+        "dropped": int(requests["dropped"].sum()),
+        "lag_p50": float(sent["lag_ms"].quantile(0.5)),
+        "lag_p99": float(sent["lag_ms"].quantile(0.99)),
+        "latency_p99": float(sent["latency_ms"].quantile(0.99)),
+        "verdict": info["verdict"]["result"],
+    }
+
+
+def main() -> None:
+    with nginx(core=last_core()) as url, tempfile.TemporaryDirectory() as tmp:
+        print(f"open model, {SECONDS} s per rate, generator on core 0, nginx on core {last_core()}")
+        for rate in RATES:
+            m = measure(url, rate, Path(tmp))
+            print(
+                f"{rate:>5} rps target: achieved {m['achieved']:,.1f} rps "
+                f"({m['achieved'] / rate:.3f} of target), dropped {m['dropped']}, "
+                f"lag p50 {m['lag_p50']:.2f} ms, p99 {m['lag_p99']:.2f} ms, "
+                f"latency p99 {m['latency_p99']:.2f} ms, verdict {m['verdict']}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

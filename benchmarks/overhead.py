@@ -1,0 +1,99 @@
+"""agentscale's load engine against bare Locust FastHttpUser, same target, same core, one run.
+
+Both generators are pinned to core 0 and nginx to the last core. Each side runs ROUNDS times,
+alternating, and the median requests/s is compared. Prints the figures and the ratio.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from fast_target import last_core, nginx
+
+HERE = Path(__file__).resolve().parent
+USERS = int(os.environ.get("BENCH_USERS", "20"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+DATASET = HERE.parent / "scenarios" / "datasets" / "support_golden.jsonl"
+
+SCENARIO = """
+apiVersion: agentscale/v1
+kind: Scenario
+name: bench-overhead
+seed: 1
+target:
+  url: {url}/agent
+  timeout: 10s
+  body: {{tenant_id: "{{{{tenant}}}}", input: "{{{{prompt}}}}"}}
+workload: {{dataset: {dataset}}}
+load:
+  model: closed
+  shape: {{kind: constant, users: {users}}}
+  duration: {seconds}s
+success: {{expect: none}}
+pricing: {{mock-small: {{input_per_mtok: 0.15, output_per_mtok: 0.6}}}}
+"""
+
+
+def pinned(command: list[str]) -> list[str]:
+    return ["taskset", "-c", "0", *command] if shutil.which("taskset") else command
+
+
+def bare(url: str, work: Path) -> float:
+    prefix = work / "bare"
+    subprocess.run(
+        pinned([sys.executable, "-m", "locust", "-f", str(HERE / "bare_locustfile.py"),
+                "--headless", "-u", str(USERS), "-r", str(USERS * 100), "-t", f"{SECONDS}s",
+                "--host", url, "--csv", str(prefix), "--only-summary", "--loglevel", "ERROR"]),
+        check=False, capture_output=True,
+    )  # fmt: skip
+    with open(f"{prefix}_stats.csv", newline="") as file:
+        row = next(r for r in csv.DictReader(file) if r["Name"] == "Aggregated")
+    # Requests over the test time; spawning 20 users at 20/s takes about a second of it.
+    return int(row["Request Count"]) / SECONDS
+
+
+def agentscale(url: str, work: Path) -> tuple[float, float]:
+    scenario = work / "bench.yaml"
+    scenario.write_text(SCENARIO.format(url=url, dataset=DATASET, users=USERS, seconds=SECONDS))
+    out = work / "runs"
+    done = subprocess.run(
+        pinned([sys.executable, "-m", "agentscale", "load", str(scenario), "--out", str(out)]),
+        check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    run_dir = max(out.glob("*/*"))
+    info = json.loads((run_dir / "run.json").read_text())
+    if done.returncode not in (0, 3):
+        raise SystemExit(f"agentscale failed: {done.stderr[-2000:]}")
+    summary = info["summary"]
+    return summary["sent"] / SECONDS, summary["success_rate"] or 0.0
+
+
+def main() -> None:
+    bare_rates, own_rates = [], []
+    with nginx(core=last_core()) as url, tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(ROUNDS):
+            work = Path(tmp) / str(round_)
+            work.mkdir()
+            bare_rates.append(bare(url, work))
+            rate, success = agentscale(url, work)
+            own_rates.append(rate)
+            print(f"round {round_ + 1}: bare Locust {bare_rates[-1]:,.0f} rps · "
+                  f"agentscale {rate:,.0f} rps (success {success:.1%})", flush=True)  # fmt: skip
+    bare_median, own_median = statistics.median(bare_rates), statistics.median(own_rates)
+    print(f"\n{USERS} users, {SECONDS} s, generator pinned to core 0, nginx on core {last_core()}")
+    print(f"bare Locust FastHttpUser: {bare_median:,.0f} requests/s (median of {ROUNDS})")
+    print(f"agentscale load engine:   {own_median:,.0f} requests/s (median of {ROUNDS})")
+    print(f"ratio agentscale / bare:  {own_median / bare_median:.2f}")
+
+
+if __name__ == "__main__":
+    main()
