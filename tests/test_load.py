@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -203,3 +204,30 @@ def test_after_kill_9_the_records_up_to_about_the_last_second_are_readable(tmp_p
     expected = (killed_at - started) * 20
     assert expected - 20 * 1.5 <= len(requests) <= expected + 1
     assert requests["latency_ms"].notna().all()
+
+
+def test_other_response_shapes_are_mapped_with_jmespath(tmp_path, server):
+    telemetry = {
+        "output": "choices[0].message.content",
+        "input_tokens": "usage.prompt_tokens",
+        "output_tokens": "usage.completion_tokens",
+        "model": "model",
+    }
+    document = scenario_dict(server.url("/openai"), telemetry=telemetry)
+    result, run_dir = run(tmp_path, document, "--duration", "1s")
+    assert result.code == 0, result.output
+    requests, _, _ = frames(run_dir)
+    assert (requests["input_tokens"] == 42).all() and (requests["output_tokens"] == 7).all()
+    assert requests["expect_ok"].all()  # the mapped output holds the prompt's expected answer
+    assert requests["cost_usd"].round(12).eq(round((42 * 0.15 + 7 * 0.6) / 1e6, 12)).all()
+
+
+def test_the_cli_process_never_imports_locust(tmp_path, server):
+    path = write_scenario(tmp_path, scenario_dict(server.url("/agent")))
+    code = (
+        "import sys; from agentscale.cli import run;"
+        f"rc = run(['load', {str(path)!r}, '--duration', '1s', '--out', {str(tmp_path)!r}]);"
+        "print('RESULT', rc, 'locust' in sys.modules, 'gevent' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "RESULT 0 False False" in done.stdout, done.stdout + done.stderr

@@ -84,7 +84,8 @@ class LiveView:
     def _line(self, m: dict[str, Any]) -> str:
         unit = "rps" if m["model"] == "open" else "users"
         return (
-            f"[{m['elapsed']:.0f}/{m['duration']:.0f}s] target {_fmt(m['target'])} {unit}"
+            f"[{m['elapsed']:.0f}/{m['duration']:.0f}s] {m.get('phase', '')}"
+            f" · target {_fmt(m['target'])} {unit}"
             f" · achieved {_fmt(m['achieved'])} rps · in flight {m['in_flight']}"
             f" · p95 {_fmt(m['p95_ms'], ' ms', 0)} · errors {m['errors']}"
             f" · dropped {m['dropped']}"
@@ -92,16 +93,17 @@ class LiveView:
 
     def _table(self) -> Table:
         table = Table(title=self.title, show_header=True, title_justify="left")
-        for column in ("elapsed", "target", "achieved", "in flight", "p95 so far", "errors",
-                       "dropped", "done", "cpu"):  # fmt: skip
+        for column in ("elapsed", "phase", "target", "achieved", "in flight", "p95 so far",
+                       "errors", "dropped", "done", "cpu"):  # fmt: skip
             table.add_column(column, justify="right")
         m = self.latest
         if m is None:
-            table.add_row("starting", *["-"] * 8)
+            table.add_row("starting", *["-"] * 9)
             return table
         unit = " rps" if m["model"] == "open" else " users"
         table.add_row(
             f"{m['elapsed']:.0f}s / {m['duration']:.0f}s",
+            str(m.get("phase", "-")),
             _fmt(m["target"], unit),
             _fmt(m["achieved"], " rps"),
             str(m["in_flight"]),
@@ -119,7 +121,7 @@ def print_summary(summary: dict[str, Any], run_dir: str, verdict: dict[str, Any]
     table.add_column("figure")
     table.add_column("value", justify="right")
     rows = [
-        ("requests sent", _fmt(summary["sent"])),
+        ("arrivals planned / requests sent", f"{summary['planned']:,} / {summary['sent']:,}"),
         ("successes", f"{summary['successes']:,} ({_fmt_rate(summary['success_rate'])})"),
         ("achieved rate", _fmt(summary["achieved_rps"], " rps", 2)),
         ("dropped arrivals", _fmt(summary["dropped"])),

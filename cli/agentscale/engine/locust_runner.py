@@ -232,6 +232,7 @@ class Engine:
                 elapsed=round(elapsed, 2),
                 duration=self.duration,
                 model=self.load.model,
+                phase=self.load.shape.phase(min(elapsed, self.duration), self.duration),
                 target=round(level, 2),
                 achieved=round(rate, 2),
                 in_flight=len(exchange.in_flight),
