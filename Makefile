@@ -5,7 +5,6 @@ BIN := $(VENV)/bin
 TOOLS := $(CURDIR)/.tools
 TOXIPROXY := $(TOOLS)/bin/toxiproxy-server
 TOXIPROXY_VERSION := v2.12.0
-DEMO_PORT ?= 8787
 
 .PHONY: setup test lint demo bench clean
 
@@ -31,16 +30,14 @@ lint: setup
 test: lint
 	$(BIN)/pytest -q
 
-# Until the reference agent stack lands, the demo runs the smoke scenario against a small
-# local target that speaks the trace contract.
+# Two minutes of spiky traffic against the reference agent stack (target.url: demo).
 demo: setup
-	@$(BIN)/python tests/support/agent_server.py --port $(DEMO_PORT) > /dev/null & \
-	  server=$$!; trap 'kill $$server 2>/dev/null' EXIT; sleep 1; \
-	  $(BIN)/agentscale load scenarios/smoke.yaml
+	$(BIN)/agentscale load scenarios/spiky_burst.yaml
 
 bench: setup
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/open_model.py
+	$(BIN)/python benchmarks/demo_stack.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

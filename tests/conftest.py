@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-DATASET = ROOT / "scenarios" / "datasets" / "support_golden.jsonl"
+DATASET = ROOT / "tests" / "support" / "echo_golden.jsonl"
 AGENTSCALE = [sys.executable, "-m", "agentscale"]
 
 
@@ -28,9 +28,15 @@ class Server:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
-def start_server() -> Server:
+def start_server(*extra: str) -> Server:
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "support" / "agent_server.py"), "--port", "0"],
+        [
+            sys.executable,
+            str(ROOT / "tests" / "support" / "agent_server.py"),
+            "--port",
+            "0",
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

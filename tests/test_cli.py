@@ -12,7 +12,8 @@ import yaml
 
 from conftest import ROOT, agentscale
 
-COMMANDS = ("load", "validate", "schema", "version")
+COMMANDS = ("load", "validate", "schema", "version", "demo")
+GROUPS = {"demo": ("serve",)}
 
 
 def test_help_lists_the_commands_and_answers_in_under_a_second():
@@ -81,7 +82,11 @@ def test_readme_agentscale_examples_match_the_cli():
         if command.startswith("-"):
             continue
         assert command in COMMANDS, example
-        help_text = agentscale(command, "--help").stdout
+        path = [command]
+        if command in GROUPS:
+            assert words[2] in GROUPS[command], example
+            path.append(words[2])
+        help_text = agentscale(*path, "--help").stdout
         for option in (w.split("=")[0] for w in words if w.startswith("--")):
             assert option in help_text, f"{example}: {option} is not an option of {command}"
 

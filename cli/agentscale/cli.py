@@ -94,6 +94,40 @@ def schema(
     return EXIT_OK
 
 
+demo_app = typer.Typer(help="The reference agent stack (target.url: demo).", no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
+
+
+class DemoProfile(StrEnum):
+    resilient = "resilient"
+    naive = "naive"
+
+
+@demo_app.command("serve")
+def demo_serve(
+    port: Annotated[int, typer.Option(help="the agent's port (0: a free one)")] = 8080,
+    profile: Annotated[DemoProfile, typer.Option(help="resilience policy")] = DemoProfile.resilient,
+    time_scale: Annotated[
+        float, typer.Option(min=0, help="multiplies every artificial delay; 0 = none")
+    ] = 1.0,
+) -> int:
+    """Run the reference agent stack in the foreground; the agent answers POST .../agent."""
+    from agentscale import console
+    from agentscale.demo.settings import DemoSettings
+    from agentscale.demo.stack import serve
+
+    def ready(description: dict[str, object]) -> None:
+        console.print_line(f"agent: POST {description['agent']}  ({profile.value}, "
+                           f"time scale {time_scale:g}); Ctrl-C stops")  # fmt: skip
+        services = description["services"]
+        assert isinstance(services, dict)
+        for name, address in services.items():
+            console.print_line(f"  {name:<11} {address}")
+
+    serve(DemoSettings(profile=profile.value, time_scale=time_scale, port=port), ready)
+    return EXIT_OK
+
+
 @app.command()
 def version() -> int:
     """Print the versions of agentscale and of what it drives."""

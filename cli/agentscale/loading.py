@@ -221,13 +221,6 @@ def _check(
     if scenario.faults is not None and not (path.parent / scenario.faults).is_file():
         error(("faults",), f"fault profile not found: {(path.parent / scenario.faults).resolve()}")
 
-    if scenario.target.url == "demo":
-        error(
-            ("target", "url"),
-            "the reference agent stack (url: demo) is not in this version",
-            hint="point target.url at your agent, e.g. http://127.0.0.1:8080/agent",
-        )
-
     if for_run:
         target = scenario.target
         host = target.host

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agentscale import __version__, console
+from agentscale.demo.process import DemoProcess, demo_profile
 from agentscale.engine.launcher import launch
 from agentscale.engine.spec import EngineSpec
 from agentscale.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
@@ -23,6 +25,7 @@ from agentscale.runfolder import (
     versions,
     write_json,
 )
+from agentscale.scenario import DemoOptions
 from agentscale.summary import read_requests, summarize, validity_problems
 
 
@@ -81,18 +84,34 @@ def run_load(scenario_path: Path, options: LoadOptions) -> int:
     copy_inputs(run_dir, loaded.path, faults)
     run = plan_run(loaded, options, run_dir)
     write_json(run_dir / "run.json", run)
-    spec = EngineSpec(
-        scenario_path=loaded.path.resolve(),
-        run_dir=run_dir.resolve(),
-        duration=run["planned"]["duration_s"],
-        seed=run["seed"],
-        allow_remote=options.allow_remote,
-        parent_pid=os.getpid(),
-    )
-    console.print_line(f"agentscale {__version__} · {scenario.name} → {scenario.target.url}")
+    target = scenario.target
+    console.print_line(f"agentscale {__version__} · {scenario.name} → {target.url}")
     console.print_line(f"run folder: {run_dir}")
-    with console.LiveView(f"{scenario.name} ({scenario.load.model} model)") as view:
-        outcome = launch(spec, view.update)
+    with contextlib.ExitStack() as stack:
+        target_url = None
+        if target.url == "demo":
+            demo = target.demo or DemoOptions()
+            profile = demo_profile(demo.profile)
+            stack_process = stack.enter_context(
+                DemoProcess(profile, demo.time_scale, run_dir / "demo.log")
+            )
+            target_url = stack_process.agent_url
+            run["demo"] = stack_process.description
+            write_json(run_dir / "run.json", run)
+            console.print_line(
+                f"demo stack ({profile}, time scale {demo.time_scale:g}) at {target_url}"
+            )
+        spec = EngineSpec(
+            scenario_path=loaded.path.resolve(),
+            run_dir=run_dir.resolve(),
+            duration=run["planned"]["duration_s"],
+            seed=run["seed"],
+            target_url=target_url,
+            allow_remote=options.allow_remote,
+            parent_pid=os.getpid(),
+        )
+        with console.LiveView(f"{scenario.name} ({scenario.load.model} model)") as view:
+            outcome = launch(spec, view.update)
     return finish(run_dir, run, loaded, outcome.returncode, outcome.interrupted, outcome.log_tail)
 
 

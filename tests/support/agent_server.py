@@ -7,6 +7,7 @@ Routes (all POST/GET):
   /stall    like /agent, but every 5 s the server stalls for 1 s
   /status/N answers HTTP N
   /slow?ms= answers after a delay
+With --fail-with N every path answers HTTP N (a broken dependency for the demo's tests).
 Run: python tests/support/agent_server.py [--port 0]; prints "PORT <n>" once listening.
 """
 
@@ -120,8 +121,15 @@ async def slow(request: web.Request) -> web.Response:
     return web.json_response(_trace_answer(await _payload(request)))
 
 
-def build() -> web.Application:
+def build(fail_with: int | None = None) -> web.Application:
     app = web.Application()
+    if fail_with is not None:  # a broken dependency: every path answers this status
+
+        async def broken(request: web.Request) -> web.Response:
+            return web.json_response({"error": "injected"}, status=fail_with)
+
+        app.router.add_route("*", "/{tail:.*}", broken)
+        return app
     for path, handler in (
         ("/agent", agent),
         ("/plain", plain),
@@ -134,8 +142,8 @@ def build() -> web.Application:
     return app
 
 
-async def serve(host: str, port: int) -> None:
-    runner = web.AppRunner(build(), access_log=None)
+async def serve(host: str, port: int, fail_with: int | None) -> None:
+    runner = web.AppRunner(build(fail_with), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
@@ -148,6 +156,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--fail-with", type=int, default=None, help="answer every path so")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port))
+        asyncio.run(serve(args.host, args.port, args.fail_with))

@@ -99,7 +99,7 @@ class Exchange:
         self.dynamic_headers = bool(template.dynamic_headers)
         self.in_flight: dict[int, tuple[PlannedRequest, float, float]] = {}
         self.live = LiveLatency()  # for the live view only; the records are the truth
-        self.completed = self.failed = self.dropped = 0
+        self.sent = self.completed = self.failed = self.dropped = 0
 
     def perform(self, send: Send, seq: int, intended: float) -> None:
         planned = self.planner.plan(seq)
@@ -114,6 +114,7 @@ class Exchange:
         else:
             headers = self.template.static_headers
         sent = self.clock.now()
+        self.sent += 1
         self.in_flight[seq] = (planned, intended, sent)
         try:
             code, content, error = send(self.method, self.path, body, headers)

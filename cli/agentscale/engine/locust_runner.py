@@ -54,7 +54,8 @@ class Engine:
         self.requests = PartWriter(run_dir / "requests.parquet", REQUEST_COLUMNS)
         self.steps = PartWriter(run_dir / "steps.parquet", STEP_COLUMNS)
         target = scenario.target
-        url = urlsplit(target.url)
+        self.target_url = spec.target_url or target.url
+        url = urlsplit(self.target_url)
         self.start = self.clock.now()
         shape = self.load.shape
         self.exchange = Exchange(
@@ -89,7 +90,7 @@ class Engine:
 
     def _user_class(self, host: str, timeout: float) -> type[FastHttpUser]:
         engine = self
-        stats_name = urlsplit(self.loaded.scenario.target.url).path or "/"
+        stats_name = urlsplit(self.target_url).path or "/"
 
         class AgentUser(FastHttpUser):
             wait_time = constant(self.load.think_time if self.load.model == "closed" else 0)
@@ -215,7 +216,7 @@ class Engine:
     def report_progress(self) -> None:
         process = psutil.Process()
         process.cpu_percent()
-        last_completed, last_time = 0, self.clock.now()
+        last_sent, last_time = 0, self.clock.now()
         while True:
             gevent.sleep(self.spec.progress_every)
             now = self.clock.now()
@@ -223,8 +224,8 @@ class Engine:
             elapsed = now - self.start
             cpu = process.cpu_percent()
             self.cpu.append(cpu)
-            rate = (exchange.completed - last_completed) / max(now - last_time, 1e-6)
-            last_completed, last_time = exchange.completed, now
+            rate = (exchange.sent - last_sent) / max(now - last_time, 1e-6)
+            last_sent, last_time = exchange.sent, now
             p95 = exchange.live.percentile(95)
             level = self.load.shape.level(min(elapsed, self.duration), self.duration)
             self.emit(

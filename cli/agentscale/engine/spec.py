@@ -14,6 +14,7 @@ class EngineSpec(BaseModel):
     run_dir: Path
     duration: float
     seed: int
+    target_url: str | None = None  # the demo stack's address when target.url is demo
     allow_remote: tuple[str, ...] = ()
     progress_every: float = 0.5
     flush_every: float = 1.0

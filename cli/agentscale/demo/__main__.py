@@ -1,0 +1,42 @@
+"""``python -m agentscale.demo``: the stack for ``agentscale load`` (one JSON line when ready)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import orjson
+
+from agentscale.demo.settings import DEPENDENCIES, DemoSettings
+from agentscale.demo.stack import serve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m agentscale.demo")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--profile", choices=("resilient", "naive"), default="resilient")
+    parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument("--route", action="append", default=[], help="NAME=HOST:PORT")
+    parser.add_argument("--cache-scope-bug", action="store_true")
+    args = parser.parse_args()
+    routes = dict(item.split("=", 1) for item in args.route)
+    unknown = set(routes) - set(DEPENDENCIES)
+    if unknown:
+        parser.error(f"unknown dependency {sorted(unknown)}; known: {', '.join(DEPENDENCIES)}")
+    settings = DemoSettings(
+        profile=args.profile,
+        time_scale=args.time_scale,
+        port=args.port,
+        routes=routes,
+        cache_scope_bug=args.cache_scope_bug,
+    )
+
+    def ready(description: dict[str, object]) -> None:
+        sys.stdout.write(orjson.dumps(description).decode() + "\n")
+        sys.stdout.flush()
+
+    serve(settings, ready)
+
+
+if __name__ == "__main__":
+    main()

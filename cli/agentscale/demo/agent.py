@@ -1,0 +1,585 @@
+"""The demo agent: ``POST /agent`` with ``{tenant_id, input}``.
+
+plan -> retrieve -> tool calls (independent ones in parallel under a cap) -> answer, with the
+profile's resilience policy around every dependency call, and the trace contract in the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from agentscale.demo import guardrails
+from agentscale.demo.data import tokens
+from agentscale.demo.llm import classify, extract
+from agentscale.demo.resilience import Budget, Bulkhead, CircuitBreaker, TTLCache
+from agentscale.demo.settings import (
+    DEPENDENCIES,
+    LLM_TIMEOUT,
+    READ_ONLY_TOOLS,
+    TOOL_CONFIG_VERSION,
+    TOOL_TIMEOUTS,
+    DemoSettings,
+)
+from agentscale.demo.tools import search
+
+
+class Failed(Exception):
+    """A dependency call that did not give a usable answer (after the policy did its best)."""
+
+    def __init__(self, outcome: str, error: str, attempts: int = 0) -> None:
+        super().__init__(error)
+        self.outcome = outcome
+        self.error = error
+        self.attempts = attempts
+
+
+class _Retryable(Exception):
+    def __init__(self, error: str, retry_after: float | None = None) -> None:
+        super().__init__(error)
+        self.retry_after = retry_after
+
+
+@dataclass
+class Run:
+    """One agent request: its identity, budget and the trace it builds."""
+
+    tenant: str
+    scope: str
+    text: str
+    request_id: str
+    budget: Budget
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    degraded: bool = False
+    exhausted: str | None = None
+
+    def event(self, kind: str, **fields: Any) -> None:
+        self.events.append({"type": kind, **fields})
+
+    def fallback(self, target: str, mode: str) -> None:
+        self.degraded = True
+        self.event("fallback", target=target, mode=mode)
+
+
+class BudgetExhausted(Exception):
+    pass
+
+
+class Agent:
+    def __init__(
+        self, settings: DemoSettings, session: aiohttp.ClientSession, routes: dict[str, str]
+    ) -> None:
+        self.settings = settings
+        self.policy = settings.policy
+        self.session = session
+        self.routes = routes
+        policy = self.policy
+        self.breakers = {
+            name: CircuitBreaker(policy.breaker_threshold, policy.breaker_cooldown_s)
+            for name in DEPENDENCIES
+        }
+        self.bulkheads = {
+            name: Bulkhead(policy.tool_concurrency, policy.bulkhead_wait_s) for name in DEPENDENCIES
+        }
+        self.tenant_bulkheads: dict[str, Bulkhead] = {}
+        self.cache = TTLCache(policy.cache_ttl_s)
+        self.rng = random.Random(settings.seed)
+
+    # --- the request -----------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            payload = orjson.loads(await request.read())
+            tenant = str(payload.get("tenant_id") or "default")
+            text = str(payload["input"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return _reply(
+                {"status": "error", "output": "expected JSON with tenant_id and input"}, status=400
+            )
+        policy = self.policy
+        run = Run(
+            tenant=tenant,
+            scope=str(payload.get("auth_scope") or "support:read"),
+            text=text,
+            request_id=str(payload.get("request_id") or hashlib.sha1(text.encode()).hexdigest()),
+            budget=Budget(
+                policy.max_steps,
+                policy.max_tokens,
+                self.settings.timeout(policy.max_seconds) if policy.max_seconds else None,
+                time.monotonic(),
+            ),
+        )
+        bulkhead = None
+        if policy.bulkheads:
+            bulkhead = self.tenant_bulkheads.setdefault(
+                tenant, Bulkhead(policy.tenant_concurrency, policy.bulkhead_wait_s)
+            )
+            if not await bulkhead.acquire():
+                # Load shedding per tenant: one tenant's spike must not take the others down.
+                run.event("bulkhead_rejected", target=f"tenant:{tenant}")
+                return _reply(
+                    _body(run, "Too many requests for this tenant; retry shortly.", "error"),
+                    status=429,
+                )
+        try:
+            output, status = await self.answer(run)
+        finally:
+            if bulkhead is not None:
+                bulkhead.release()
+        return _reply(_body(run, output, status))
+
+    async def answer(self, run: Run) -> tuple[str, str]:
+        rule = guardrails.blocked_by(run.text)
+        if rule is not None:
+            run.steps.append(
+                {
+                    "kind": "guardrail",
+                    "name": "input_policy",
+                    "latency_ms": 0.1,
+                    "action": "block",
+                    "rule": rule,
+                }
+            )
+            return "I can't help with that request.", "ok"
+        try:
+            intent = await self.classify(run)
+            entities = await self.extract(run)
+            context = await self.gather(run, intent, entities)
+            draft = self.compose(run, intent, entities, context)
+        except BudgetExhausted:
+            draft = "Partial answer: I stopped before finishing this request (budget reached)."
+            run.degraded = True
+        except Failed:
+            return "The assistant could not complete this request.", "error"
+        try:
+            if run.exhausted:
+                raise BudgetExhausted(run.exhausted)
+            output = await self.llm(run, "answer", "mock-large", f"DRAFT:\n{draft}", stream=True)
+        except Failed:
+            if not self.policy.fallbacks:
+                return "The assistant could not complete this request.", "error"
+            run.fallback("llm", "template")
+            output = draft
+        except BudgetExhausted:
+            output = draft
+        started = time.perf_counter()
+        output, fired = guardrails.redact(output)
+        for rule in fired:
+            run.steps.append(
+                {
+                    "kind": "guardrail",
+                    "name": "output_pii",
+                    "action": "redact",
+                    "rule": rule,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                }
+            )
+        return output, "degraded" if run.degraded else "ok"
+
+    async def classify(self, run: Run) -> str:
+        try:
+            return await self.llm(run, "classify", "mock-small", run.text)
+        except Failed:
+            if not self.policy.fallbacks:
+                raise
+            run.fallback("llm", "rules")
+            return classify(run.text)
+
+    async def extract(self, run: Run) -> dict[str, Any]:
+        try:
+            found = orjson.loads(await self.llm(run, "extract", "mock-small", run.text))
+            return found if isinstance(found, dict) else {}
+        except (Failed, orjson.JSONDecodeError):
+            if not self.policy.fallbacks:
+                raise Failed("error", "extraction failed") from None
+            run.fallback("llm", "rules")
+            return extract(run.text)
+
+    async def gather(self, run: Run, intent: str, entities: dict[str, Any]) -> dict[str, Any]:
+        context: dict[str, Any] = {}
+        for round_ in range(self.policy.runaway_cap):
+            planned = orjson.loads(
+                await self.llm(run, "plan", "mock-large", f"intent: {intent}\n{run.text}")
+            )
+            tools = planned.get("tools", [])
+            if "kb_search" in tools:
+                context["kb"] = await self.retrieve(run)
+            reads = [t for t in tools if t in ("crm_lookup", "logs_read")]
+            results = await self.parallel(run, [self.read_tool(run, t, entities) for t in reads])
+            context.update(zip(reads, results, strict=True))
+            if "billing" in tools and round_ == 0:
+                context["billing"] = await self.refund(run, entities, context.get("crm_lookup"))
+            if not planned.get("more"):
+                break
+        return context
+
+    async def parallel(self, run: Run, calls: list[Any]) -> list[Any]:
+        """Independent tool calls at once, at most ``parallel_tools`` of them."""
+        gate = asyncio.Semaphore(self.policy.parallel_tools)
+
+        async def one(call: Any) -> Any:
+            async with gate:
+                return await call
+
+        results = await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
+        for result in results:  # every call has finished; now the first problem counts
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+    # --- tools -----------------------------------------------------------------------------
+    async def retrieve(self, run: Run) -> list[dict[str, Any]]:
+        try:
+            reply = await self.call(
+                run,
+                "kb_search",
+                "retrieval",
+                "POST",
+                "/search",
+                body={"query": run.text, "top_k": 3},
+                cache_args=run.text,
+            )
+            return list(reply["results"])
+        except Failed:
+            if not self.policy.fallbacks:
+                raise
+            run.fallback("kb_search", "keyword")
+            started = time.perf_counter()
+            results = search(run.text, 2)
+            run.steps.append(
+                {
+                    "kind": "retrieval",
+                    "name": "kb_keyword_fallback",
+                    "top_k": 2,
+                    "chunk_tokens": sum(r["tokens"] for r in results),
+                    "cache": "miss",
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                }
+            )
+            return results
+
+    async def read_tool(self, run: Run, name: str, entities: dict[str, Any]) -> Any:
+        try:
+            if name == "crm_lookup":
+                order = entities.get("order_id")
+                if not order:
+                    return None
+                return await self.call(
+                    run,
+                    name,
+                    "tool",
+                    "GET",
+                    f"/orders/{order}",
+                    cache_args=order,
+                    not_found_ok=True,
+                )
+            service = entities.get("service") or "checkout"
+            logs = await self.call(
+                run, name, "tool", "GET", f"/logs?service={service}", cache_args=service, text=True
+            )
+            # A large output is summarised before it enters the context.
+            return await self.llm(run, "summarize", "mock-small", str(logs))
+        except Failed:
+            if not self.policy.fallbacks:
+                raise
+            run.fallback(name, "skip")
+            return None
+
+    async def refund(self, run: Run, entities: dict[str, Any], order: Any) -> Any:
+        body = {
+            "order_id": entities.get("order_id"),
+            "invoice": entities.get("invoice"),
+            "amount": order.get("amount") if isinstance(order, dict) else None,
+        }
+        if not body["order_id"] and not body["invoice"]:
+            return None
+        key = f"{run.tenant}:{run.request_id}:{body['order_id'] or body['invoice']}"
+        try:
+            return await self.call(
+                run,
+                "billing",
+                "tool",
+                "POST",
+                "/refunds",
+                body=body,
+                headers={"Idempotency-Key": key},
+            )
+        except Failed:
+            if not self.policy.fallbacks:
+                raise
+            run.fallback("billing", "queue")
+            return {"queued": True}
+
+    # --- the policy around every dependency call -------------------------------------------
+    async def call(
+        self,
+        run: Run,
+        name: str,
+        kind: str,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        cache_args: str | None = None,
+        text: bool = False,
+        not_found_ok: bool = False,
+    ) -> Any:
+        self.spend(run)
+        policy = self.policy
+        step: dict[str, Any] = {"kind": kind, "name": name}
+        started = time.perf_counter()
+        key = None
+        if policy.cache and cache_args is not None and name in READ_ONLY_TOOLS:
+            # Tenant, auth scope and tool config version are part of the key: a cached answer
+            # is only ever served to the same tenant, with the same rights, from the same tool.
+            scope = () if self.settings.cache_scope_bug else (run.tenant, run.scope)
+            key = (*scope, name, TOOL_CONFIG_VERSION[name], cache_args)
+            cached = self.cache.get(key)
+            step["cache"] = "hit" if cached is not None else "miss"
+            if cached is not None:
+                return self._done(run, step, started, 0, "ok", None, cached)
+        try:
+            result, attempts = await self._attempts(
+                run, name, method, path, body, headers, text, not_found_ok
+            )
+        except Failed as failure:
+            self._done(run, step, started, failure.attempts, failure.outcome, failure.error, None)
+            raise
+        if key is not None and result is not None:
+            self.cache.put(key, result)
+        return self._done(run, step, started, attempts, "ok", None, result)
+
+    async def _attempts(
+        self,
+        run: Run,
+        name: str,
+        method: str,
+        path: str,
+        body: Any,
+        headers: dict[str, str] | None,
+        text: bool,
+        not_found_ok: bool,
+    ) -> tuple[Any, int]:
+        policy = self.policy
+        breaker = self.breakers[name]
+        if policy.breaker and not breaker.allow():
+            raise Failed("short_circuited", "circuit open", 0)
+        bulkhead = self.bulkheads[name] if policy.bulkheads else None
+        if bulkhead is not None and not await bulkhead.acquire():
+            raise Failed("error", "bulkhead full", 0)
+        url = f"http://{self.routes[name]}{path}"
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout(TOOL_TIMEOUTS.get(name, 1.0)))
+        outgoing = {"X-Tenant-Id": run.tenant, **(headers or {})}
+        data = orjson.dumps(body) if body is not None else None
+        if data is not None:
+            outgoing["Content-Type"] = "application/json"
+        outcome, error = "error", "no attempt"
+        try:
+            for attempt in range(policy.retry.attempts):
+                retry_after = None
+                try:
+                    async with self.session.request(
+                        method, url, data=data, headers=outgoing, timeout=timeout
+                    ) as response:
+                        payload = await response.read()
+                        if response.status == 429 or response.status >= 500:
+                            raise _Retryable(
+                                f"HTTP {response.status}",
+                                _seconds(response.headers.get("Retry-After")),
+                            )
+                        if response.status == 404 and not_found_ok:
+                            breaker.success()
+                            return None, attempt + 1
+                        if response.status >= 400:
+                            raise Failed("error", f"HTTP {response.status}", attempt + 1)
+                        breaker.success()
+                        return (payload.decode() if text else orjson.loads(payload)), attempt + 1
+                except TimeoutError:
+                    outcome, error = "timeout", "timeout"
+                except _Retryable as problem:
+                    outcome, error, retry_after = "error", str(problem), problem.retry_after
+                except (aiohttp.ClientError, OSError, orjson.JSONDecodeError) as problem:
+                    outcome, error = "error", type(problem).__name__
+                if policy.breaker and breaker.failure():
+                    run.event("circuit_open", target=name)
+                if policy.breaker and breaker.state == "open":
+                    raise Failed(outcome, error, attempt + 1)
+                if attempt + 1 < policy.retry.attempts:
+                    delay = policy.retry.delay(attempt, self.rng)
+                    if retry_after is not None and policy.retry.base > 0:
+                        delay = max(delay, min(retry_after, policy.retry.cap))
+                    await asyncio.sleep(self.settings.scaled(delay))
+            raise Failed(outcome, error, policy.retry.attempts)
+        finally:
+            if bulkhead is not None:
+                bulkhead.release()
+
+    def _done(
+        self,
+        run: Run,
+        step: dict[str, Any],
+        started: float,
+        attempts: int,
+        outcome: str,
+        error: str | None,
+        result: Any,
+    ) -> Any:
+        step["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        step["attempts"] = attempts
+        step["outcome"] = outcome
+        if error:
+            step["error"] = error
+        if step["kind"] == "retrieval":
+            step["top_k"] = 3
+            results = result.get("results", []) if isinstance(result, dict) else []
+            step["chunk_tokens"] = sum(r.get("tokens", 0) for r in results)
+        run.steps.append(step)
+        return result
+
+    def spend(self, run: Run) -> None:
+        """Count a step against the budget, or stop the request when a budget is spent."""
+        exhausted = run.exhausted or run.budget.exhausted(time.monotonic())
+        if exhausted is not None:
+            if run.exhausted is None:
+                run.exhausted = exhausted
+                run.event("budget_exhausted", budget=exhausted)
+            raise BudgetExhausted(exhausted)
+        run.budget.steps += 1
+
+    async def llm(self, run: Run, task: str, model: str, user: str, stream: bool = False) -> str:
+        self.spend(run)
+        started = time.perf_counter()
+        step: dict[str, Any] = {
+            "kind": "llm",
+            "name": task,
+            "model": model,
+            "cached_input_tokens": 0,
+        }
+        messages = [
+            {"role": "system", "content": f"task: {task}. Be brief and exact."},
+            {"role": "user", "content": user},
+        ]
+        body = {"model": model, "messages": messages, "stream": stream}
+        try:
+            if stream:
+                content, usage, ttft = await self._stream(run, body)
+                step["ttft_ms"] = round(ttft * 1000, 3)
+                attempts = 1
+            else:
+                reply, attempts = await self._attempts(
+                    run, "llm", "POST", "/v1/chat/completions", body, None, False, False
+                )
+                content, usage = reply["choices"][0]["message"]["content"], reply["usage"]
+        except Failed as failure:
+            step.update(input_tokens=0, output_tokens=0)
+            self._done(run, step, started, failure.attempts, failure.outcome, failure.error, None)
+            raise
+        step["input_tokens"] = usage["prompt_tokens"]
+        step["output_tokens"] = usage["completion_tokens"]
+        run.budget.tokens += usage["total_tokens"]
+        self._done(run, step, started, attempts, "ok", None, None)
+        return str(content)
+
+    async def _stream(self, run: Run, body: dict[str, Any]) -> tuple[str, dict[str, int], float]:
+        """An SSE completion; retried like any call until the first byte, not after."""
+        breaker = self.breakers["llm"]
+        if self.policy.breaker and not breaker.allow():
+            raise Failed("short_circuited", "circuit open", 0)
+        started = time.perf_counter()
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout(LLM_TIMEOUT))
+        pieces: list[str] = []
+        usage: dict[str, int] = {}
+        ttft = 0.0
+        try:
+            async with self.session.post(
+                f"http://{self.routes['llm']}/v1/chat/completions",
+                data=orjson.dumps(body),
+                timeout=timeout,
+                headers={"Content-Type": "application/json"},
+            ) as reply:
+                if reply.status != 200:
+                    raise _Retryable(f"HTTP {reply.status}")
+                async for line in reply.content:
+                    if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
+                        continue
+                    if not pieces:
+                        ttft = time.perf_counter() - started
+                    event = orjson.loads(line[6:])
+                    pieces.append(event["choices"][0]["delta"].get("content", ""))
+                    usage = event.get("usage") or usage
+        except (
+            TimeoutError,
+            _Retryable,
+            aiohttp.ClientError,
+            OSError,
+            orjson.JSONDecodeError,
+            KeyError,
+        ) as problem:
+            if self.policy.breaker and breaker.failure():
+                run.event("circuit_open", target="llm")
+            outcome = "timeout" if isinstance(problem, TimeoutError) else "error"
+            raise Failed(outcome, str(problem) or type(problem).__name__, 1) from None
+        breaker.success()
+        if not usage:
+            usage = {"prompt_tokens": 0, "completion_tokens": tokens("".join(pieces))}
+            usage["total_tokens"] = usage["completion_tokens"]
+        return "".join(pieces), usage, ttft
+
+    # --- the answer ------------------------------------------------------------------------
+    def compose(self, run: Run, intent: str, entities: dict[str, Any], ctx: dict[str, Any]) -> str:
+        kb = ctx.get("kb") or []
+        top = kb[0] if kb else {"title": "Help centre", "text": "See the help centre."}
+        order_id, invoice = entities.get("order_id"), entities.get("invoice")
+        order = ctx.get("crm_lookup")
+        if intent == "refund":
+            refund = ctx.get("billing")
+            subject = f"invoice {invoice}" if invoice else f"order {order_id}"
+            if isinstance(refund, dict) and refund.get("refund_id"):
+                amount = refund.get("amount")
+                money = f"${amount:.2f} " if isinstance(amount, int | float) else ""
+                return (
+                    f"Refund of {money}issued for {subject} ({refund['refund_id']}). "
+                    f"{_first_sentence(top['text'])}"
+                )
+            return f"Your refund for {subject} is queued for manual review."
+        if intent == "order_status":
+            if isinstance(order, dict):
+                eta = f", expected {order['eta']}" if order.get("eta") else ""
+                return (
+                    f"Order {order_id} ({order['item']}) is {order['status']}{eta}. "
+                    f"Updates go to {order['email']}."
+                )
+            return f"I can't see order {order_id} right now; please try again shortly."
+        if intent == "incident_triage":
+            service = entities.get("service") or "checkout"
+            logs = ctx.get("logs_read") or "logs unavailable"
+            return f"{service}: {logs}. See {top['title']}: {_first_sentence(top['text'])}"
+        return f"{top['title']}: {top['text']}"
+
+
+def _first_sentence(text: str) -> str:
+    return text.split(". ")[0].rstrip(".") + "."
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _body(run: Run, output: str, status: str) -> dict[str, Any]:
+    return {"output": output, "status": status, "trace": {"steps": run.steps, "events": run.events}}
+
+
+def _reply(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")

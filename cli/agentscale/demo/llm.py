@@ -1,0 +1,195 @@
+"""A mock OpenAI-compatible LLM: ``POST /v1/chat/completions``, plain or SSE-streamed.
+
+Answers are deterministic functions of the input, chosen by the system prompt's ``task:``
+line (classify, extract, plan, summarize, answer), so that the agent built on it answers the
+golden set correctly. Latency is time to first token plus time per output token, times the
+time scale; ``usage`` is computed from the text."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from agentscale.demo.data import tokens, words
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    ttft_s: float
+    per_token_s: float
+
+
+MODELS = {
+    "mock-small": ModelSpec(ttft_s=0.08, per_token_s=0.004),
+    "mock-large": ModelSpec(ttft_s=0.30, per_token_s=0.012),
+}
+# USD per million tokens, for scenarios' pricing: blocks.
+PRICES = {"mock-small": (0.15, 0.60), "mock-large": (2.50, 10.00)}
+
+_INTENT_TEXT = {
+    "refund": {"refund", "money", "back", "charge", "charged", "reimburse"},
+    "incident_triage": {
+        "502",
+        "500",
+        "error",
+        "errors",
+        "latency",
+        "outage",
+        "down",
+        "incident",
+        "timeout",
+        "slow",
+    },
+    "order_status": {"where", "status", "shipped", "delivered", "delivery", "track", "arrive"},
+}
+# Stemmed the way ``words`` stems the input.
+INTENT_WORDS = {intent: set(words(" ".join(found))) for intent, found in _INTENT_TEXT.items()}
+ORDER_ID = re.compile(r"\b(\d{4})\b")
+INVOICE = re.compile(r"\bINV-\d+\b")
+SERVICES = ("checkout", "login", "payments", "search")
+TOOLS_BY_INTENT = {
+    "refund": ["kb_search", "crm_lookup", "billing"],
+    "order_status": ["kb_search", "crm_lookup"],
+    "incident_triage": ["kb_search", "logs_read"],
+    "general": ["kb_search"],
+}
+
+
+def classify(text: str) -> str:
+    found = set(words(text))
+    for intent in ("refund", "incident_triage", "order_status"):
+        if found & INTENT_WORDS[intent]:
+            return intent
+    return "general"
+
+
+def extract(text: str) -> dict[str, str | None]:
+    order = ORDER_ID.search(text)
+    invoice = INVOICE.search(text)
+    lowered = text.lower()
+    service = next((s for s in SERVICES if s in lowered), None)
+    return {
+        "order_id": order.group(1) if order and not invoice else None,
+        "invoice": invoice.group(0) if invoice else None,
+        "service": service,
+    }
+
+
+def plan(intent: str, text: str) -> dict[str, Any]:
+    # "keep digging" makes a planner that never thinks it has enough: a runaway loop that
+    # only the agent's budgets stop.
+    return {"tools": TOOLS_BY_INTENT.get(intent, ["kb_search"]), "more": "keep digging" in text}
+
+
+def summarize(text: str) -> str:
+    notable = [line for line in text.splitlines() if " ERROR " in line or " WARN " in line]
+    if not notable:
+        return "no errors or warnings"
+    return f"{len(notable)} errors or warnings; first: {notable[0].split(' ', 1)[1]}"
+
+
+def complete(task: str, user: str) -> str:
+    if task == "classify":
+        return classify(user)
+    if task == "extract":
+        return orjson.dumps(extract(user)).decode()
+    if task == "plan":
+        intent, _, text = user.partition("\n")
+        return orjson.dumps(plan(intent.removeprefix("intent: "), text)).decode()
+    if task == "summarize":
+        return summarize(user)
+    if task == "answer":
+        return user.split("DRAFT:\n", 1)[-1].strip()
+    return "I am a mock model."
+
+
+def _task(messages: list[dict[str, Any]]) -> tuple[str, str]:
+    system = next((m.get("content", "") for m in messages if m.get("role") == "system"), "")
+    user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    match = re.search(r"task:\s*(\w+)", system)
+    return (match.group(1) if match else "chat"), str(user)
+
+
+def build_llm(time_scale: float) -> web.Application:
+    async def completions(request: web.Request) -> web.StreamResponse:
+        try:
+            payload = orjson.loads(await request.read())
+            messages = payload["messages"]
+            model = payload.get("model", "mock-small")
+            spec = MODELS[model]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return web.json_response({"error": {"message": "bad request"}}, status=400)
+        task, user = _task(messages)
+        content = complete(task, user)
+        usage = {
+            "prompt_tokens": sum(tokens(str(m.get("content", ""))) + 4 for m in messages),
+            "completion_tokens": tokens(content),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        ident = f"chatcmpl-{time.monotonic_ns():x}"
+        if payload.get("stream"):
+            return await _stream(request, ident, model, content, usage, spec, time_scale)
+        await asyncio.sleep(
+            (spec.ttft_s + spec.per_token_s * usage["completion_tokens"]) * time_scale
+        )
+        return web.json_response(
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": content},
+                    }
+                ],
+                "usage": usage,
+            },
+            dumps=lambda v: orjson.dumps(v).decode(),
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    return app
+
+
+async def _stream(
+    request: web.Request,
+    ident: str,
+    model: str,
+    content: str,
+    usage: dict[str, int],
+    spec: ModelSpec,
+    time_scale: float,
+) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    await asyncio.sleep(spec.ttft_s * time_scale)
+    pieces = re.findall(r"\S+\s*", content) or [content]
+    for i in range(0, len(pieces), 4):
+        chunk = "".join(pieces[i : i + 4])
+        event = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "model": model,
+            "choices": [{"index": 0, "delta": {"content": chunk}, "finish_reason": None}],
+        }
+        await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
+        await asyncio.sleep(spec.per_token_s * tokens(chunk) * time_scale)
+    final = {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "model": model,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
+    await response.write(b"data: " + orjson.dumps(final) + b"\n\ndata: [DONE]\n\n")
+    await response.write_eof()
+    return response

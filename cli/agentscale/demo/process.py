@@ -1,0 +1,96 @@
+"""The demo stack as a child process of ``agentscale load`` (the CLI never imports aiohttp)."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from agentscale.errors import RunInvalid
+
+START_TIMEOUT_S = 30.0
+PROFILE_ENV = "AGENTSCALE_DEMO_PROFILE"
+
+
+class DemoProcess:
+    """Starts the stack, waits for its address, and always stops it."""
+
+    def __init__(
+        self,
+        profile: str,
+        time_scale: float,
+        log_path: Path,
+        routes: dict[str, str] | None = None,
+        cache_scope_bug: bool = False,
+    ) -> None:
+        self.command = [sys.executable, "-m", "agentscale.demo", "--profile", profile,
+                        "--time-scale", str(time_scale)]  # fmt: skip
+        for name, address in (routes or {}).items():
+            self.command += ["--route", f"{name}={address}"]
+        if cache_scope_bug:
+            self.command.append("--cache-scope-bug")
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.description: dict[str, Any] = {}
+
+    def __enter__(self) -> DemoProcess:
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+            start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        line = b""
+        while time.monotonic() < deadline and self.process.poll() is None:
+            ready, _, _ = select.select([self.process.stdout], [], [], 0.2)
+            if ready:
+                line = self.process.stdout.readline()
+                break
+        try:
+            self.description = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            self.stop()
+            tail = self.log_path.read_text(errors="replace")[-1500:]
+            raise RunInvalid(
+                "the demo stack did not start",
+                hint=f"see {self.log_path}" + (f"; it ends with:\n{tail}" if tail else ""),
+            ) from None
+        return self
+
+    @property
+    def agent_url(self) -> str:
+        return str(self.description["agent"])
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def demo_profile(configured: str) -> str:
+    """``AGENTSCALE_DEMO_PROFILE`` overrides the scenario's ``target.demo.profile``."""
+    return os.environ.get(PROFILE_ENV) or configured

@@ -1,0 +1,97 @@
+"""How the demo stack is configured: the profile's policies and where each dependency lives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from agentscale.demo.resilience import RetryPolicy
+
+DEPENDENCIES = ("llm", "kb_search", "crm_lookup", "billing", "logs_read")
+READ_ONLY_TOOLS = frozenset({"kb_search", "crm_lookup", "logs_read"})
+Profile = Literal["resilient", "naive"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the agent does about failure. ``resilient`` is the pattern catalogue; ``naive`` is
+    the "before": no breaker, immediate retries up to 5, no cache, no budgets, no bulkheads,
+    no fallbacks."""
+
+    retry: RetryPolicy
+    breaker: bool
+    breaker_threshold: int
+    breaker_cooldown_s: float
+    cache: bool
+    cache_ttl_s: float
+    fallbacks: bool
+    bulkheads: bool
+    tool_concurrency: int  # per tool, across requests
+    tenant_concurrency: int  # agent requests in flight per tenant
+    bulkhead_wait_s: float
+    parallel_tools: int  # independent tool calls of one request at once
+    max_steps: int | None
+    max_tokens: int | None
+    max_seconds: float | None
+    runaway_cap: int  # a hard stop even without budgets, so the demo itself never hangs
+
+
+RESILIENT = Policy(
+    retry=RetryPolicy(attempts=3, base=0.05, cap=0.5, jitter=True),
+    breaker=True,
+    breaker_threshold=5,
+    breaker_cooldown_s=3.0,
+    cache=True,
+    cache_ttl_s=30.0,
+    fallbacks=True,
+    bulkheads=True,
+    tool_concurrency=64,
+    tenant_concurrency=96,
+    bulkhead_wait_s=0.25,
+    parallel_tools=4,
+    max_steps=14,
+    max_tokens=12_000,
+    max_seconds=20.0,
+    runaway_cap=60,
+)
+NAIVE = replace(
+    RESILIENT,
+    retry=RetryPolicy(attempts=5, base=0.0, cap=0.0, jitter=False),
+    breaker=False,
+    cache=False,
+    fallbacks=False,
+    bulkheads=False,
+    parallel_tools=1,
+    max_steps=None,
+    max_tokens=None,
+    max_seconds=None,
+)
+PROFILES: dict[str, Policy] = {"resilient": RESILIENT, "naive": NAIVE}
+
+# Per-attempt timeouts (seconds at time scale 1); they never shrink below these.
+TOOL_TIMEOUTS = {"kb_search": 1.0, "crm_lookup": 1.0, "billing": 2.0, "logs_read": 3.0}
+LLM_TIMEOUT = 10.0
+TOOL_CONFIG_VERSION = {"kb_search": "v3", "crm_lookup": "v2", "logs_read": "v1"}
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    profile: Profile = "resilient"
+    time_scale: float = 1.0
+    host: str = "127.0.0.1"
+    port: int = 0  # the agent's port; 0 picks a free one
+    # Where the agent sends each dependency's calls; by default straight to the service. A
+    # fault proxy goes in between by pointing a route at it.
+    routes: dict[str, str] = field(default_factory=dict)
+    cache_scope_bug: bool = False  # issue 7's probe target: a cache key without the tenant
+    seed: int = 0
+
+    @property
+    def policy(self) -> Policy:
+        return PROFILES[self.profile]
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self.time_scale
+
+    def timeout(self, seconds: float) -> float:
+        return seconds * max(self.time_scale, 1.0)
