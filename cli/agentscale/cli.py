@@ -25,6 +25,7 @@ app = typer.Typer(
 
 class SchemaName(StrEnum):
     scenario = "scenario"
+    fault_profile = "fault-profile"
 
 
 @app.command()
@@ -37,6 +38,12 @@ def load(
     seed: Annotated[int | None, typer.Option(help="fix the request mix and arrivals")] = None,
     allow_remote: Annotated[
         list[str] | None, typer.Option("--allow-remote", help="allow a non-loopback target host")
+    ] = None,
+    faults: Annotated[
+        Path | None, typer.Option(help="fault profile (overrides the scenario's faults:)")
+    ] = None,
+    toxiproxy_url: Annotated[
+        str | None, typer.Option(help="use this running toxiproxy-server instead of our own")
     ] = None,
 ) -> int:
     """Run a scenario: drive the load, record every request, summarise, and give a verdict."""
@@ -52,23 +59,28 @@ def load(
         if seconds <= 0:
             raise ConfigError("must be longer than zero", field="--duration")
     options = LoadOptions(
-        out=out, duration=seconds, seed=seed, allow_remote=tuple(allow_remote or ())
+        out=out,
+        duration=seconds,
+        seed=seed,
+        allow_remote=tuple(allow_remote or ()),
+        faults=faults,
+        toxiproxy_url=toxiproxy_url,
     )
     return run_load(scenario, options)
 
 
 @app.command()
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="scenario files to check")],
+    files: Annotated[list[Path], typer.Argument(help="scenarios and fault profiles to check")],
 ) -> int:
-    """Check scenarios; print file:line:col: field: message for each error (exit 2)."""
+    """Check scenarios and fault profiles; print file:line:col: field: message (exit 2)."""
     from agentscale import console
-    from agentscale.loading import load_scenario
+    from agentscale.validation import validate_file
 
     failed = False
     for path in files:
         try:
-            load_scenario(path)
+            validate_file(path)
         except AgentscaleError as error:
             console.print_error(error)
             failed = True
@@ -85,11 +97,18 @@ def schema(
     import json
 
     from agentscale import console
-    from agentscale.scenario import Scenario
 
-    document = Scenario.model_json_schema(by_alias=True)
+    if name is SchemaName.scenario:
+        from agentscale.scenario import Scenario
+
+        document = Scenario.model_json_schema(by_alias=True)
+        document["title"] = "agentscale Scenario"
+    else:
+        from agentscale.chaos.profile import FaultProfile
+
+        document = FaultProfile.model_json_schema(by_alias=True)
+        document["title"] = "agentscale FaultProfile"
     document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    document["title"] = "agentscale Scenario"
     console.print_plain(json.dumps(document, indent=2))
     return EXIT_OK
 
@@ -126,6 +145,67 @@ def demo_serve(
 
     serve(DemoSettings(profile=profile.value, time_scale=time_scale, port=port), ready)
     return EXIT_OK
+
+
+chaos_app = typer.Typer(help="Fault injection without load.", no_args_is_help=True)
+app.add_typer(chaos_app, name="chaos")
+ToxiproxyURL = Annotated[str | None, typer.Option(help="a running toxiproxy-server's API URL")]
+
+
+@chaos_app.command("list")
+def chaos_list(
+    folder: Annotated[Path, typer.Argument(help="where the profiles are")] = Path("fault_profiles"),
+) -> int:
+    """List the fault profiles of a folder and their windows."""
+    from agentscale.chaos.commands import list_profiles
+
+    return list_profiles(folder)
+
+
+@chaos_app.command("apply")
+def chaos_apply(
+    profile: Annotated[Path, typer.Argument(help="a fault profile with dependencies")],
+    for_: Annotated[
+        str | None, typer.Option("--for", help="how long; the profile's last window by default")
+    ] = None,
+    toxiproxy_url: ToxiproxyURL = None,
+    out: Annotated[Path, typer.Option(help="output root for the events")] = Path("reports"),
+) -> int:
+    """Apply a profile's windows on their schedule without load; undo all of it at the end."""
+    from agentscale.chaos.commands import apply
+    from agentscale.units import DURATION_HINT, parse_duration
+
+    seconds = None
+    if for_ is not None:
+        try:
+            seconds = parse_duration(for_)
+        except ValueError as error:
+            raise ConfigError(str(error), field="--for", hint=DURATION_HINT) from None
+    return apply(profile, seconds, toxiproxy_url, out)
+
+
+@chaos_app.command("status")
+def chaos_status(toxiproxy_url: ToxiproxyURL = None) -> int:
+    """Show the proxies, toxics and stages agentscale has in place."""
+    from agentscale.chaos.commands import status
+
+    return status(toxiproxy_url)
+
+
+@chaos_app.command("reset")
+def chaos_reset(toxiproxy_url: ToxiproxyURL = None) -> int:
+    """Remove every toxic, proxy and fault process agentscale made (also a killed run's)."""
+    from agentscale.chaos.commands import reset
+
+    return reset(toxiproxy_url)
+
+
+@app.command()
+def doctor() -> int:
+    """Check toxiproxy-server, ports and versions; say how to fix what is missing."""
+    from agentscale.chaos.commands import doctor as run_doctor
+
+    return run_doctor()
 
 
 @app.command()

@@ -11,7 +11,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -57,25 +57,38 @@ def load_scenario(
 ) -> LoadedScenario:
     """Parse, validate and check a scenario. ``for_run`` adds the checks a run needs
     (environment variables present, target host allowed)."""
-    document = load_yaml(path)
-    if not isinstance(document.data, dict):
-        raise ConfigError("a scenario is a YAML mapping", location=document.locate(()))
-    kind = document.data.get("kind")
-    if kind is not None and kind != "Scenario":
-        raise ConfigError(
-            f"this file is a {kind}, not a Scenario",
-            location=document.locate(("kind",)),
-            field="kind",
-            hint="agentscale load takes a scenario; pass a fault profile with --faults",
-        )
-    try:
-        scenario = Scenario.model_validate(document.data)
-    except ValidationError as error:
-        raise ConfigErrors(_translate(error, document)) from None
+    document, scenario = parse_document(
+        path, Scenario, hint="agentscale load takes a scenario; pass a fault profile with --faults"
+    )
     return _check(path, document, scenario, env or os.environ, allow_remote, for_run)
 
 
-def _translate(error: ValidationError, document: YamlDocument) -> list[ConfigError]:
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_document(path: Path, model: type[Model], *, hint: str) -> tuple[YamlDocument, Model]:
+    """Read ``path`` as a ``model`` (its ``kind`` must be the model's class name)."""
+    document = load_yaml(path)
+    kind = model.__name__
+    if not isinstance(document.data, dict):
+        raise ConfigError(f"a {kind} is a YAML mapping", location=document.locate(()))
+    found = document.data.get("kind")
+    if found is not None and found != kind:
+        raise ConfigError(
+            f"this file is a {found}, not a {kind}",
+            location=document.locate(("kind",)),
+            field="kind",
+            hint=hint,
+        )
+    try:
+        return document, model.model_validate(document.data)
+    except ValidationError as error:
+        raise ConfigErrors(_translate(error, document, model)) from None
+
+
+def _translate(
+    error: ValidationError, document: YamlDocument, model: type[BaseModel]
+) -> list[ConfigError]:
     out = []
     for detail in error.errors():
         loc = _data_path(detail["loc"], document.data)
@@ -83,7 +96,7 @@ def _translate(error: ValidationError, document: YamlDocument) -> list[ConfigErr
         message = detail["msg"].removeprefix("Value error, ")
         hint = None
         if detail["type"] == "extra_forbidden":
-            known = _known_fields(Scenario, loc[:-1], document.data)
+            known = _known_fields(model, loc[:-1], document.data)
             message = "unknown field"
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f"did you mean {close[0]!r}?" if close else None
@@ -93,9 +106,17 @@ def _translate(error: ValidationError, document: YamlDocument) -> list[ConfigErr
         elif detail["type"] == "missing":
             location = document.locate(loc[:-1], key=True)
             message = "required field is missing"
+        elif detail["type"] == "union_tag_invalid":
+            context = detail.get("ctx", {})
+            location = document.locate(loc)
+            message = (
+                f"unknown {str(context.get('discriminator', 'kind')).strip(chr(39))} "
+                f"{context.get('tag')!r}"
+            )
+            hint = f"expected one of: {context.get('expected_tags')}"
         else:
             location = document.locate(loc)
-            if detail["type"] in {"union_tag_invalid", "literal_error"}:
+            if detail["type"] == "literal_error":
                 hint = message
                 message = f"got {detail.get('input')!r}"
         out.append(ConfigError(message, location=location, field=field, hint=hint))
@@ -106,9 +127,13 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> tuple[str | int, ...]:
     """Drop the parts of a pydantic error path that the file does not spell (union tags)."""
     path: list[str | int] = []
     node = data
+    skipped: set[int] = set()
     for part in loc:
-        if isinstance(node, dict) and part not in node and node.get("kind") == part:
-            continue  # a discriminated union's tag, not a key
+        if isinstance(node, dict) and part in _tags(node) and id(node) not in skipped:
+            # A discriminated union's tag, which pydantic puts right after the union's field
+            # (even when, as in ``latency: {type: latency, latency: 5}``, it is also a key).
+            skipped.add(id(node))
+            continue
         path.append(part)
         if isinstance(node, dict):
             node = node.get(part)
@@ -119,11 +144,21 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> tuple[str | int, ...]:
     return tuple(path)
 
 
+TAGS = ("kind", "type")  # the discriminators of the schemas' unions
+
+
+def _tags(node: dict[Any, Any]) -> tuple[Any, ...]:
+    return tuple(node.get(tag) for tag in TAGS if tag in node)
+
+
 def _known_fields(model: type[BaseModel], loc: tuple[str | int, ...], data: Any) -> list[str]:
     """Field names (as spelled in YAML) expected at ``loc``, following the schema's types."""
     current: Any = model
     node = data
     for part in loc:
+        if isinstance(part, int):  # an item of a list: same type, next node
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
         node = node.get(part) if isinstance(node, dict) else None
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return []
@@ -140,14 +175,16 @@ def _model_in(annotation: Any, node: Any) -> Any:
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return _model_in(typing.get_args(annotation)[0], node)
+    if origin is list:
+        return _model_in(typing.get_args(annotation)[0], node)
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(annotation):
             found = _model_in(option, node)
             if isinstance(found, type) and issubclass(found, BaseModel):
-                kind_field = found.model_fields.get("kind")
-                if kind_field is None or not isinstance(node, dict):
+                tag = next((f for n, f in found.model_fields.items() if n in TAGS), None)
+                if tag is None or not isinstance(node, dict):
                     return found
-                if node.get("kind") in typing.get_args(kind_field.annotation):
+                if set(_tags(node)) & set(typing.get_args(tag.annotation)):
                     return found
         return None
     return annotation

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
+import signal
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from agentscale import __version__, console
+from agentscale.chaos import state
+from agentscale.chaos.loading import load_fault_profile
+from agentscale.chaos.rig import FaultRig
+from agentscale.chaos.scheduler import FaultScheduler
 from agentscale.demo.process import DemoProcess, demo_profile
+from agentscale.demo.settings import DEPENDENCIES
 from agentscale.engine.launcher import launch
 from agentscale.engine.spec import EngineSpec
-from agentscale.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from agentscale.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, Interrupted
 from agentscale.loading import LoadedScenario, load_scenario
-from agentscale.records import read_events
+from agentscale.records import EventLog, read_events
 from agentscale.runfolder import (
     RUN_SCHEMA,
     copy_inputs,
@@ -35,6 +44,8 @@ class LoadOptions:
     duration: float | None = None
     seed: int | None = None
     allow_remote: tuple[str, ...] = ()
+    faults: Path | None = None
+    toxiproxy_url: str | None = None
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -76,43 +87,123 @@ def plan_run(loaded: LoadedScenario, options: LoadOptions, run_dir: Path) -> dic
     }
 
 
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted("stopped by SIGTERM")
+
+
 def run_load(scenario_path: Path, options: LoadOptions) -> int:
     loaded = load_scenario(scenario_path, allow_remote=options.allow_remote, for_run=True)
+    for line in state.clean_leftovers():  # a killed run's faults go before anything starts
+        console.print_warning(f"left by an earlier run: {line}")
     scenario = loaded.scenario
+    target = scenario.target
+    duration = options.duration or scenario.load.duration
+    faults_path = options.faults or (loaded.resolve(scenario.faults) if scenario.faults else None)
+    profile = None
+    if faults_path is not None:
+        demo_targets = DEPENDENCIES if target.url == "demo" else ()
+        profile = load_fault_profile(faults_path, demo_targets=demo_targets, duration=duration)
     run_dir = create_run_dir(options.out, scenario.name)
-    faults = loaded.resolve(scenario.faults) if scenario.faults else None
-    copy_inputs(run_dir, loaded.path, faults)
+    copy_inputs(run_dir, loaded.path, faults_path)
     run = plan_run(loaded, options, run_dir)
     write_json(run_dir / "run.json", run)
-    target = scenario.target
     console.print_line(f"agentscale {__version__} · {scenario.name} → {target.url}")
     console.print_line(f"run folder: {run_dir}")
-    with contextlib.ExitStack() as stack:
-        target_url = None
-        if target.url == "demo":
-            demo = target.demo or DemoOptions()
-            profile = demo_profile(demo.profile)
-            stack_process = stack.enter_context(
-                DemoProcess(profile, demo.time_scale, run_dir / "demo.log")
-            )
-            target_url = stack_process.agent_url
-            run["demo"] = stack_process.description
+    # Until the engine runs (and forwards signals itself), SIGTERM unwinds like Ctrl-C, so the
+    # fault set-up below is always undone.
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    rig: FaultRig | None = None
+    scheduler: FaultScheduler | None = None
+    try:
+        with contextlib.ExitStack() as stack:
+            routes: dict[str, str] = {}
+            if profile is not None:
+                rig = FaultRig(
+                    profile.profile,
+                    run_dir,
+                    options.toxiproxy_url,
+                    DEPENDENCIES if target.url == "demo" else (),
+                )
+                routes = rig.prepare()
+            target_url = None
+            if target.url == "demo":
+                demo = target.demo or DemoOptions()
+                process = stack.enter_context(
+                    DemoProcess(
+                        demo_profile(demo.profile),
+                        demo.time_scale,
+                        run_dir / "demo.log",
+                        routes=routes,
+                    )
+                )
+                target_url = process.agent_url
+                run["demo"] = process.description
+                console.print_line(
+                    f"demo stack ({run['demo']['profile']}, time scale "
+                    f"{demo.time_scale:g}) at {target_url}"
+                )
+            if rig is not None and profile is not None and faults_path is not None:
+                rig.connect(run.get("demo", {}).get("services"))
+                scheduler = FaultScheduler(
+                    rig, profile.profile, EventLog(run_dir / "events.jsonl", time.time())
+                )
+                run["faults"] = {
+                    "profile": profile.profile.name,
+                    "file": str(faults_path),
+                    "sha256": sha256_file(faults_path),
+                    "routes": {n: r.__dict__ for n, r in rig.routes.items()},
+                }
+                console.print_line(
+                    f"faults: {profile.profile.name}, {len(profile.profile.windows)} window(s)"
+                )
             write_json(run_dir / "run.json", run)
-            console.print_line(
-                f"demo stack ({profile}, time scale {demo.time_scale:g}) at {target_url}"
+            spec = EngineSpec(
+                scenario_path=loaded.path.resolve(),
+                run_dir=run_dir.resolve(),
+                duration=duration,
+                seed=run["seed"],
+                target_url=target_url,
+                windows=[(w.name, w.at, w.end) for w in profile.profile.windows] if profile else [],
+                allow_remote=options.allow_remote,
+                parent_pid=os.getpid(),
             )
-        spec = EngineSpec(
-            scenario_path=loaded.path.resolve(),
-            run_dir=run_dir.resolve(),
-            duration=run["planned"]["duration_s"],
-            seed=run["seed"],
-            target_url=target_url,
-            allow_remote=options.allow_remote,
-            parent_pid=os.getpid(),
-        )
-        with console.LiveView(f"{scenario.name} ({scenario.load.model} model)") as view:
-            outcome = launch(spec, view.update)
-    return finish(run_dir, run, loaded, outcome.returncode, outcome.interrupted, outcome.log_tail)
+            with console.LiveView(f"{scenario.name} ({scenario.load.model} model)") as view:
+
+                def on_message(message: dict[str, Any]) -> None:
+                    if message.get("type") == "started" and scheduler is not None:
+                        scheduler.start(message["started_at"])
+                    view.update(message)
+
+                outcome = launch(spec, on_message)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        leftovers = _tear_down(rig, scheduler)
+    fault_problems = (scheduler.failures if scheduler else []) + [
+        f"could not undo {item}" for item in leftovers
+    ]
+    if scheduler is not None:
+        run["faults"]["lateness_ms_max"] = max(scheduler.lateness_ms, default=None)
+        run["faults"]["failures"] = fault_problems
+    return finish(
+        run_dir,
+        run,
+        loaded,
+        outcome.returncode,
+        outcome.interrupted,
+        outcome.log_tail,
+        fault_problems,
+    )
+
+
+def _tear_down(rig: FaultRig | None, scheduler: FaultScheduler | None) -> list[str]:
+    if scheduler is not None:
+        scheduler.stop()
+    if rig is None:
+        return []
+    leftovers = rig.close()
+    for item in leftovers:
+        console.print_warning(f"could not undo {item}; `agentscale chaos reset` will retry")
+    return leftovers
 
 
 def finish(
@@ -122,6 +213,7 @@ def finish(
     returncode: int,
     interrupted: bool,
     log_tail: str,
+    fault_problems: list[str] | None = None,
 ) -> int:
     events = read_events(run_dir / "events.jsonl")
     started = next((e for e in events if e["type"] == "run_started"), None)
@@ -146,9 +238,12 @@ def finish(
     problems = validity_problems(
         summary, model=load.model, max_dropped=load.max_dropped, max_lag_ms=load.max_lag_ms
     )
+    for problem in fault_problems or []:
+        problems.append(f"a fault could not be applied: {problem}")
     if returncode not in (EXIT_OK, EXIT_INTERRUPTED):
-        problems.insert(0, f"the load engine failed (exit {returncode}); engine.log ends:\n"
-                        f"{log_tail.strip()}")  # fmt: skip
+        problems.insert(
+            0, f"the load engine failed (exit {returncode}); engine.log ends:\n{log_tail.strip()}"
+        )
     if interrupted:
         verdict = {"result": "interrupted", "reasons": ["stopped by a signal; records kept"]}
         code = EXIT_INTERRUPTED
@@ -181,3 +276,7 @@ def finish(
     write_json(run_dir / "run.json", run)
     console.print_summary(summary.as_dict(), str(run_dir), verdict)
     return code
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -35,7 +35,7 @@ def main() -> None:
         sys.stdout.write(orjson.dumps(description).decode() + "\n")
         sys.stdout.flush()
 
-    serve(settings, ready)
+    serve(settings, ready, watch=True)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ class Agent:
             name: Bulkhead(policy.tool_concurrency, policy.bulkhead_wait_s) for name in DEPENDENCIES
         }
         self.tenant_bulkheads: dict[str, Bulkhead] = {}
-        self.cache = TTLCache(policy.cache_ttl_s)
+        self.caches = {name: TTLCache(ttl) for name, ttl in policy.cache_ttl_s.items()}
         self.rng = random.Random(settings.seed)
 
     # --- the request -----------------------------------------------------------------------
@@ -343,7 +343,7 @@ class Agent:
             # is only ever served to the same tenant, with the same rights, from the same tool.
             scope = () if self.settings.cache_scope_bug else (run.tenant, run.scope)
             key = (*scope, name, TOOL_CONFIG_VERSION[name], cache_args)
-            cached = self.cache.get(key)
+            cached = self.caches[name].get(key)
             step["cache"] = "hit" if cached is not None else "miss"
             if cached is not None:
                 return self._done(run, step, started, 0, "ok", None, cached)
@@ -355,7 +355,7 @@ class Agent:
             self._done(run, step, started, failure.attempts, failure.outcome, failure.error, None)
             raise
         if key is not None and result is not None:
-            self.cache.put(key, result)
+            self.caches[name].put(key, result)
         return self._done(run, step, started, attempts, "ok", None, result)
 
     async def _attempts(

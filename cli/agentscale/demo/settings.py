@@ -23,7 +23,7 @@ class Policy:
     breaker_threshold: int
     breaker_cooldown_s: float
     cache: bool
-    cache_ttl_s: float
+    cache_ttl_s: dict[str, float]  # per read-only tool: how stale its data may be
     fallbacks: bool
     bulkheads: bool
     tool_concurrency: int  # per tool, across requests
@@ -42,7 +42,7 @@ RESILIENT = Policy(
     breaker_threshold=5,
     breaker_cooldown_s=3.0,
     cache=True,
-    cache_ttl_s=30.0,
+    cache_ttl_s={"kb_search": 30.0, "crm_lookup": 2.0, "logs_read": 5.0},
     fallbacks=True,
     bulkheads=True,
     tool_concurrency=64,

@@ -18,6 +18,7 @@ from agentscale.demo.agent import Agent
 from agentscale.demo.llm import build_llm
 from agentscale.demo.settings import DEPENDENCIES, DemoSettings
 from agentscale.demo.tools import BUILDERS
+from agentscale.lifeline import watch_parent
 
 
 @dataclass
@@ -77,8 +78,11 @@ async def _health(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def serve(settings: DemoSettings, on_ready: Callable[[dict[str, Any]], None]) -> None:
-    """Run the stack in the foreground until SIGINT or SIGTERM."""
+def serve(
+    settings: DemoSettings, on_ready: Callable[[dict[str, Any]], None], *, watch: bool = False
+) -> None:
+    """Run the stack in the foreground until SIGINT or SIGTERM (or, with ``watch``, until the
+    parent process is gone)."""
 
     async def main() -> None:
         stack = await start(settings)
@@ -86,10 +90,13 @@ def serve(settings: DemoSettings, on_ready: Callable[[dict[str, Any]], None]) ->
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopped.set)
+        watcher = asyncio.create_task(watch_parent(stopped)) if watch else None
         on_ready(stack.describe(settings))
         try:
             await stopped.wait()
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await stack.close()
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -81,12 +81,14 @@ class Exchange:
         clock: Clock,
         phase: Callable[[float], str],
         start: float,
+        windows: list[tuple[str, float, float]] | None = None,
     ) -> None:
         self.method, self.path = method, path
         self.template, self.planner = template, planner
         self.reader, self.judge, self.prices = reader, judge, prices
         self.requests, self.steps = requests, steps
         self.clock, self.phase, self.start = clock, phase, start
+        self.windows = windows or []
         self.expected = [item.expected for item in dataset.items]
         raw = [
             {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in vs.items()}
@@ -172,9 +174,15 @@ class Exchange:
                 tally.input_tokens, tally.output_tokens, tally.cached_input_tokens,
                 len(steps), tally.tool_calls, tally.retries, opens, fallbacks, budgets,
                 orjson.dumps(trace.events).decode() if trace.events else None,
-                tally.cost_usd, self.phase(intended - self.start), NO_FAULTS, False, len(content),
+                tally.cost_usd, self.phase(intended - self.start),
+                self.active(sent - self.start) if self.windows else NO_FAULTS,
+                False, len(content),
             )
         )  # fmt: skip
+
+    def active(self, offset: float) -> list[str]:
+        """The fault windows planned to be in force ``offset`` seconds into the load."""
+        return [name for name, start, end in self.windows if start <= offset < end]
 
     def record_dropped(self, seq: int, intended: float) -> None:
         planned = self.planner.plan(seq)
@@ -202,7 +210,8 @@ def _unsent_row(
     return (
         planned.request_id, planned.workflow, planned.tenant, planned.item, wall, None,
         None, None, None, None, error_class, False, None, None, None, None, None,
-        0, 0, 0, 0, 0, 0, None, None, exchange.phase(intended - exchange.start), NO_FAULTS,
+        0, 0, 0, 0, 0, 0, None, None, exchange.phase(intended - exchange.start),
+        exchange.active(intended - exchange.start),
         dropped, 0,
     )  # fmt: skip
 

@@ -74,6 +74,7 @@ class Engine:
             clock=self.clock,
             phase=lambda offset: shape.phase(offset, self.duration),
             start=self.start,
+            windows=list(spec.windows),
         )
         self.queue: gevent.queue.Queue[tuple[int, float] | None] = gevent.queue.Queue()
         self.outstanding = 0
@@ -233,7 +234,11 @@ class Engine:
                 elapsed=round(elapsed, 2),
                 duration=self.duration,
                 model=self.load.model,
-                phase=self.load.shape.phase(min(elapsed, self.duration), self.duration),
+                phase=(
+                    self.load.shape.phase(elapsed, self.duration)
+                    if elapsed < self.duration
+                    else "draining"
+                ),
                 target=round(level, 2),
                 achieved=round(rate, 2),
                 in_flight=len(exchange.in_flight),

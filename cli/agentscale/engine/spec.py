@@ -15,6 +15,7 @@ class EngineSpec(BaseModel):
     duration: float
     seed: int
     target_url: str | None = None  # the demo stack's address when target.url is demo
+    windows: list[tuple[str, float, float]] = []  # fault windows: name, start, end (offsets)
     allow_remote: tuple[str, ...] = ()
     progress_every: float = 0.5
     flush_every: float = 1.0

@@ -1,0 +1,212 @@
+"""The HTTP fault stage: a small reverse proxy in front of a Toxiproxy proxy that answers a
+share of requests with an HTTP error (Toxiproxy works on TCP and cannot send a 5xx).
+
+One process, a listener per ``protocol: http`` dependency, and a control API:
+``PUT /faults/{dependency}`` with the http fault, ``DELETE`` to clear it, ``GET /faults``.
+Each request's draw comes from a generator seeded per dependency, so a run can be repeated.
+Run: ``python -m agentscale.chaos.stage --seed N --listen NAME=HOST:PORT=UPSTREAM ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import signal
+import sys
+import zlib
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from agentscale.lifeline import watch_parent
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
+
+
+class Stage:
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.faults: dict[str, dict[str, Any]] = {}
+        self.random: dict[str, random.Random] = {}
+        self.counts: dict[str, dict[str, int]] = {}
+        self.session: aiohttp.ClientSession | None = None
+        self.sites: dict[str, web.TCPSite] = {}
+
+    def rng(self, name: str) -> random.Random:
+        if name not in self.random:
+            self.random[name] = random.Random(self.seed ^ zlib.crc32(name.encode()))
+        return self.random[name]
+
+    def proxy_app(self, name: str, upstream: str) -> web.Application:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            counts = self.counts.setdefault(name, {"forwarded": 0, "faulted": 0})
+            fault = self.faults.get(name)
+            if fault is not None and self.rng(name).random() < fault["rate"]:
+                counts["faulted"] += 1
+                if fault.get("delay"):
+                    await asyncio.sleep(fault["delay"])
+                headers = {}
+                if fault.get("retry_after") is not None:
+                    headers["Retry-After"] = f"{fault['retry_after']:g}"
+                body = (
+                    fault.get("body")
+                    or orjson.dumps(
+                        {"error": f"injected by agentscale ({fault['status']})"}
+                    ).decode()
+                )
+                return web.Response(
+                    status=fault["status"],
+                    text=body,
+                    headers=headers,
+                    content_type="application/json",
+                )
+            counts["forwarded"] += 1
+            return await self.forward(request, upstream)
+
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", handle)
+        return app
+
+    async def forward(self, request: web.Request, upstream: str) -> web.StreamResponse:
+        assert self.session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        try:
+            async with self.session.request(
+                request.method,
+                f"http://{upstream}{request.path_qs}",
+                headers=headers,
+                data=await request.read(),
+                allow_redirects=False,
+            ) as reply:
+                response = web.StreamResponse(
+                    status=reply.status,
+                    headers={k: v for k, v in reply.headers.items() if k.lower() not in HOP_BY_HOP},
+                )
+                await response.prepare(request)
+                async for chunk in reply.content.iter_any():  # streams SSE as it comes
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            # The TCP layer behind us failed (a Toxiproxy fault, or the dependency is down):
+            # the client sees its connection reset, as it would without the stage.
+            if request.transport is not None:
+                request.transport.close()
+            raise web.HTTPBadGateway() from None
+
+    def control_app(self) -> web.Application:
+        async def put(request: web.Request) -> web.Response:
+            fault = orjson.loads(await request.read())
+            self.faults[request.match_info["name"]] = {
+                "status": int(fault.get("status", 503)),
+                "rate": float(fault.get("rate", 1.0)),
+                "retry_after": fault.get("retry_after"),
+                "body": fault.get("body"),
+                "delay": float(fault.get("delay") or 0.0),
+            }
+            return web.json_response(self.faults[request.match_info["name"]])
+
+        async def delete(request: web.Request) -> web.Response:
+            self.faults.pop(request.match_info["name"], None)
+            return web.json_response({})
+
+        async def show(_request: web.Request) -> web.Response:
+            down = [name for name, site in self.sites.items() if site._server is None]
+            return web.json_response({"faults": self.faults, "counts": self.counts, "down": down})
+
+        async def down(request: web.Request) -> web.Response:
+            # "down" is a refused connection, not an error answer: stop listening.
+            site = self.sites[request.match_info["name"]]
+            if site._server is not None:
+                await site.stop()
+            return web.json_response({})
+
+        async def up(request: web.Request) -> web.Response:
+            site = self.sites[request.match_info["name"]]
+            if site._server is None:
+                await site.start()
+            return web.json_response({})
+
+        app = web.Application()
+        app.router.add_put("/faults/{name}", put)
+        app.router.add_delete("/faults/{name}", delete)
+        app.router.add_get("/faults", show)
+        app.router.add_put("/down/{name}", down)
+        app.router.add_delete("/down/{name}", up)
+        return app
+
+
+async def _listen(
+    app: web.Application, host: str, port: int
+) -> tuple[web.AppRunner, web.TCPSite, int]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
+    await site.start()
+    return runner, site, int(runner.addresses[0][1])
+
+
+async def main(seed: int, listeners: list[tuple[str, str, int, str]]) -> None:
+    stage = Stage(seed)
+    stage.session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+    )
+    runners = []
+    ports = {}
+    for name, host, port, upstream in listeners:
+        runner, site, bound = await _listen(stage.proxy_app(name, upstream), host, port)
+        runners.append(runner)
+        # A restarted site must come back on the same port.
+        stage.sites[name] = web.TCPSite(runner, host, bound, backlog=2048, reuse_address=True)
+        await site.stop()
+        await stage.sites[name].start()
+        ports[name] = f"{host}:{bound}"
+    control, _site, control_port = await _listen(stage.control_app(), "127.0.0.1", 0)
+    runners.append(control)
+    stopped = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(signum, stopped.set)
+    watcher = asyncio.create_task(watch_parent(stopped))
+    sys.stdout.write(
+        orjson.dumps({"control": f"127.0.0.1:{control_port}", "listeners": ports}).decode() + "\n"
+    )
+    sys.stdout.flush()
+    try:
+        await stopped.wait()
+    finally:
+        watcher.cancel()
+        await stage.session.close()
+        for runner in runners:
+            await runner.cleanup()
+
+
+def _listener(text: str) -> tuple[str, str, int, str]:
+    name, listen, upstream = text.split("=", 2)
+    host, port = listen.rsplit(":", 1)
+    return name, host, int(port), upstream
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m agentscale.chaos.stage")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--listen", action="append", type=_listener, default=[])
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(args.seed, args.listen))

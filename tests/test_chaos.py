@@ -1,0 +1,457 @@
+"""Faults on a real toxiproxy-server and the HTTP stage, in windows, always rolled back."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from statistics import median
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from agentscale.chaos.server import find_binary, free_port
+from agentscale.chaos.toxiproxy_client import PREFIX, ToxiproxyAPI
+from conftest import AGENTSCALE, ROOT, agentscale, only_run
+
+
+@pytest.fixture(scope="session")
+def toxiproxy() -> Iterator[ToxiproxyAPI]:
+    """A toxiproxy-server of the test's own, so that what agentscale leaves can be inspected."""
+    binary = find_binary()
+    if binary is None:
+        pytest.fail("toxiproxy-server is missing: run `make setup` (it installs it)")
+    port = free_port()
+    process = subprocess.Popen(
+        [str(binary), "-host", "127.0.0.1", "-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    api = ToxiproxyAPI(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            api.version()
+            break
+        except Exception:
+            time.sleep(0.05)
+    yield api
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def own_state(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGENTSCALE_STATE_DIR", str(tmp_path / "state"))
+
+
+def ours(api: ToxiproxyAPI) -> dict:
+    return {name: p for name, p in api.proxies().items() if name.startswith(PREFIX)}
+
+
+def profile(tmp_path: Path, dependency: dict | None, windows: list[dict], name="p.yaml") -> Path:
+    document = {
+        "apiVersion": "agentscale/v1",
+        "kind": "FaultProfile",
+        "name": "test",
+        "seed": 5,
+        "windows": windows,
+    }
+    if dependency is not None:
+        document["dependencies"] = [dependency]
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def echo_dependency(server, protocol="tcp") -> tuple[dict, str]:
+    listen = f"127.0.0.1:{free_port(below=32768)}"
+    return (
+        {
+            "name": "echo",
+            "upstream": f"127.0.0.1:{server.port}",
+            "listen": listen,
+            "protocol": protocol,
+        },
+        listen,
+    )
+
+
+def apply_in_background(tmp_path, path: Path, api: ToxiproxyAPI, *extra: str):
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [
+            *AGENTSCALE,
+            "chaos",
+            "apply",
+            str(path),
+            "--toxiproxy-url",
+            api.url,
+            "--out",
+            str(out),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return process, out
+
+
+def wait_for_event(out: Path, kind: str, window: str, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for events in out.glob("**/events.jsonl"):
+            for line in events.read_text().splitlines():
+                event = json.loads(line)
+                if event["type"] == kind and event["window"] == window:
+                    return event
+        time.sleep(0.02)
+    raise AssertionError(f"no {kind} for {window}")
+
+
+def get(url: str, timeout: float = 5) -> tuple[int, float]:
+    began = time.perf_counter()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read()
+            code = response.status
+    except urllib.error.HTTPError as error:
+        code = error.code
+    return code, (time.perf_counter() - began) * 1000
+
+
+def test_latency_toxic_adds_the_configured_delay_and_is_removed(tmp_path, server, toxiproxy):
+    dependency, listen = echo_dependency(server)
+    path = profile(
+        tmp_path,
+        dependency,
+        [
+            {
+                "name": "slow",
+                "target": "echo",
+                "at": "1s",
+                "for": "5s",
+                "toxic": {"type": "latency", "latency": 300},
+            }
+        ],
+    )
+    baseline = median(get(server.url("/plain"))[1] for _ in range(8))
+    process, out = apply_in_background(tmp_path, path, toxiproxy)
+    applied = wait_for_event(out, "fault_applied", "slow")
+    slowed = median(get(f"http://{listen}/plain")[1] for _ in range(6))
+    assert slowed - baseline == pytest.approx(300, rel=0.2)
+    assert process.wait(timeout=20) == 0, process.stderr.read() if process.stderr else ""
+    removed = wait_for_event(out, "fault_removed", "slow")
+    assert applied["late_ms"] < 250 and removed["late_ms"] < 250  # on the plan's clock
+    assert removed["actual_at"] - applied["actual_at"] == pytest.approx(5, abs=0.25)
+    assert ours(toxiproxy) == {}
+
+
+def test_timeout_toxic_times_the_client_out_and_down_refuses(tmp_path, server, toxiproxy):
+    dependency, listen = echo_dependency(server)
+    path = profile(
+        tmp_path,
+        dependency,
+        [
+            {
+                "name": "hang",
+                "target": "echo",
+                "at": "1s",
+                "for": "3s",
+                # Toxiproxy 2.12 closes a new connection at once with a downstream timeout
+                # toxic; upstream, the request is dropped and the client hangs.
+                "toxic": {"type": "timeout", "timeout": 0, "stream": "upstream"},
+            },
+            {"name": "gone", "target": "echo", "at": "5s", "for": "3s", "down": True},
+        ],
+    )
+    process, out = apply_in_background(tmp_path, path, toxiproxy)
+    wait_for_event(out, "fault_applied", "hang")
+    with pytest.raises((TimeoutError, urllib.error.URLError)) as hung:
+        get(f"http://{listen}/plain", timeout=1)
+    assert "timed out" in str(hung.value)
+    wait_for_event(out, "fault_applied", "gone")
+    with pytest.raises(urllib.error.URLError) as refused:
+        get(f"http://{listen}/plain")
+    assert isinstance(refused.value.reason, ConnectionRefusedError)
+    assert process.wait(timeout=20) == 0
+    assert get(f"http://127.0.0.1:{server.port}/plain")[0] == 200
+    assert ours(toxiproxy) == {}
+
+
+def test_http_stage_fails_the_configured_share_and_ctrl_c_undoes_it(tmp_path, server, toxiproxy):
+    dependency, listen = echo_dependency(server, protocol="http")
+    path = profile(
+        tmp_path,
+        dependency,
+        [
+            {
+                "name": "flaky",
+                "target": "echo",
+                "at": "1s",
+                "for": "60s",
+                "http": {"status": 503, "rate": 0.25, "retry_after": 1},
+            }
+        ],
+    )
+    process, out = apply_in_background(tmp_path, path, toxiproxy)
+    wait_for_event(out, "fault_applied", "flaky")
+    codes = [get(f"http://{listen}/plain")[0] for _ in range(400)]
+    share = codes.count(503) / len(codes)
+    assert 0.18 <= share <= 0.32, share
+    assert set(codes) == {200, 503}
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=20) == 130
+    assert ours(toxiproxy) == {}
+    with pytest.raises(urllib.error.URLError):  # the stage is gone too
+        get(f"http://{listen}/plain", timeout=2)
+
+
+def demo_scenario(tmp_path: Path, seconds: int = 16) -> Path:
+    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios", dirs_exist_ok=True)
+    path = tmp_path / "scenarios" / "chaos.yaml"
+    text = (ROOT / "scenarios" / "smoke.yaml").read_text()
+    text = text.replace("time_scale: 1.0", "time_scale: 0.2").replace("rps: 10", "rps: 20")
+    path.write_text(text.replace("duration: 20s", f"duration: {seconds}s"))
+    return path
+
+
+def crm_503(tmp_path: Path, at: str = "5s", seconds: str = "6s") -> Path:
+    return profile(
+        tmp_path,
+        None,
+        [
+            {
+                "name": "crm_503",
+                "target": "crm_lookup",
+                "at": at,
+                "for": seconds,
+                "http": {"status": 503, "rate": 0.6, "retry_after": 1},
+            }
+        ],
+        name="crm.yaml",
+    )
+
+
+def test_demo_under_503s_retries_and_opens_breakers_in_the_window_only(tmp_path):
+    """With agentscale's own toxiproxy-server, started and stopped by the run."""
+    before = _helpers()
+    result = agentscale(
+        "load",
+        str(demo_scenario(tmp_path)),
+        "--faults",
+        str(crm_503(tmp_path)),
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert result.code == 0, result.output
+    run_dir = only_run(tmp_path / "r")
+    requests = pd.read_parquet(run_dir / "requests.parquet")
+    events = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+    applied = next(e for e in events if e["type"] == "fault_applied")
+    removed = next(e for e in events if e["type"] == "fault_removed")
+    assert applied["late_ms"] < 250 and removed["late_ms"] < 250
+    started = requests["intended_start"].min()
+    offset = (requests["sent_at"] - started).dt.total_seconds()
+    before_window = requests[offset < applied["actual_at"]]
+    in_window = requests[requests["faults"].apply(lambda f: "crm_503" in list(f))]
+    assert len(before_window) > 50 and len(in_window) > 80
+    assert before_window["retries"].sum() == 0 and before_window["circuit_opens"].sum() == 0
+    assert in_window["retries"].sum() > 10 and in_window["circuit_opens"].sum() >= 1
+    assert (in_window["status"] == "degraded").any()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["faults"]["profile"] == "test" and info["verdict"]["result"] == "pass"
+    assert _helpers() <= before  # toxiproxy-server, stage and demo stack all stopped
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_run_leaves_no_fault_behind(tmp_path, toxiproxy, signum):
+    faults = profile(
+        tmp_path,
+        None,
+        [
+            {
+                "name": "crm_slow",
+                "target": "crm_lookup",
+                "at": "1s",
+                "for": "30s",
+                "toxic": {"type": "latency", "latency": 200},
+            },
+            {"name": "kb_down", "target": "kb_search", "at": "1s", "for": "30s", "down": True},
+        ],
+        name="two.yaml",
+    )
+    process, run_dir = _start_load(
+        tmp_path, toxiproxy, at="2s", seconds="30s", duration=40, faults=faults
+    )
+    _wait_for(run_dir / "events.jsonl", "fault_applied", count=2)
+    during = ours(toxiproxy)
+    assert any(p["toxics"] for p in during.values())  # the latency toxic is in place
+    assert any(not p["enabled"] for p in during.values())  # and the knowledge base is down
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stdout + stderr
+    assert ours(toxiproxy) == {}
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_after_kill_9_the_next_run_starts_clean(tmp_path, toxiproxy):
+    process, run_dir = _start_load(tmp_path, toxiproxy, at="1s", seconds="30s", duration=40)
+    _wait_for(run_dir / "events.jsonl", "fault_applied")
+    family = [process.pid, *(c.pid for c in psutil.Process(process.pid).children())]
+    for pid in family:
+        os.kill(pid, signal.SIGKILL)
+    process.communicate(timeout=10)
+    left = ours(toxiproxy)
+    assert left  # a kill -9 cannot clean up after itself...
+    deadline = time.monotonic() + 5
+    while _helpers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _helpers()  # ...but its demo stack and HTTP stage notice and stop
+    scenario = demo_scenario(tmp_path / "next", seconds=2)
+    result = agentscale("load", str(scenario), "--out", str(tmp_path / "r2"))
+    assert result.code == 0, result.output
+    assert "left by an earlier run" in result.stderr
+    assert ours(toxiproxy) == {}  # ...and the next run removes what it left
+
+
+def test_chaos_reset_removes_a_killed_runs_proxies(tmp_path, toxiproxy):
+    process, run_dir = _start_load(tmp_path, toxiproxy, at="1s", seconds="30s", duration=40)
+    _wait_for(run_dir / "events.jsonl", "fault_applied")
+    for pid in [process.pid, *(c.pid for c in psutil.Process(process.pid).children())]:
+        os.kill(pid, signal.SIGKILL)
+    process.communicate(timeout=10)
+    assert ours(toxiproxy)
+    result = agentscale("chaos", "reset")
+    assert result.code == 0 and "removed proxy" in result.stdout
+    assert ours(toxiproxy) == {}
+
+
+def _start_load(tmp_path, api, *, at, seconds, duration, faults=None):
+    scenario = demo_scenario(tmp_path, seconds=duration)
+    out = tmp_path / "r"
+    faults = faults or crm_503(tmp_path, at, seconds)
+    process = subprocess.Popen(
+        [
+            *AGENTSCALE,
+            "load",
+            str(scenario),
+            "--faults",
+            str(faults),
+            "--toxiproxy-url",
+            api.url,
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        runs = list(out.glob("*/*"))
+        if runs:
+            return process, runs[0]
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("the run did not start")
+
+
+def _wait_for(path: Path, kind: str, timeout: float = 30, count: int = 1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count(f'"type":"{kind}"') >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {kind} in {path}")
+
+
+def _helpers() -> set[int]:
+    found = set()
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if "agentscale.chaos.stage" in command or "agentscale.demo" in command:
+            found.add(process.pid)
+    return found
+
+
+BAD = [
+    ({"type": "latency", "latency": 100, "speed": 3}, "windows.0.toxic.speed", "unknown field"),
+    ({"type": "lag", "latency": 100}, "windows.0.toxic", "unknown type 'lag'"),
+    ({"type": "latency", "latency": -5}, "windows.0.toxic.latency", "greater than or equal to 0"),
+    ({"type": "latency", "latncy": 5}, "windows.0.toxic.latncy", "did you mean 'latency'"),
+]
+
+
+@pytest.mark.parametrize(("toxic", "field", "words"), BAD)
+def test_a_bad_toxic_exits_2_with_file_line_and_field(tmp_path, toxic, field, words):
+    path = profile(
+        tmp_path,
+        None,
+        [{"name": "w", "target": "crm_lookup", "at": "1s", "for": "2s", "toxic": toxic}],
+    )
+    result = agentscale("validate", str(path))
+    assert result.code == 2 and "Traceback" not in result.output
+    assert re.search(rf"{re.escape(str(path))}:\d+:\d+: {re.escape(field)}: ", result.stderr), (
+        result.stderr
+    )
+    assert words in result.stderr
+
+
+def test_unknown_target_and_a_window_past_the_end_exit_2(tmp_path):
+    path = profile(
+        tmp_path,
+        None,
+        [
+            {"name": "late", "target": "crm_lookup", "at": "10s", "for": "30s", "down": True},
+            {"name": "who", "target": "payroll", "at": "1s", "for": "2s", "down": True},
+        ],
+    )
+    result = agentscale("load", str(demo_scenario(tmp_path, seconds=20)), "--faults", str(path))
+    assert result.code == 2 and "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert any(
+        f"{path}:" in ln and "windows.0.for: " in ln and "past the end of the run (20s)" in ln
+        for ln in lines
+    ), result.stderr
+    assert any(
+        f"{path}:" in ln and "windows.1.target: unknown target 'payroll'" in ln for ln in lines
+    ), result.stderr
+    assert not (tmp_path / "reports").exists()
+
+
+def test_schema_fault_profile_and_example_profiles_fit_spiky_burst():
+    result = agentscale("schema", "fault-profile")
+    assert result.code == 0
+    assert json.loads(result.stdout)["title"] == "agentscale FaultProfile"
+    scenario = yaml.safe_load((ROOT / "scenarios" / "spiky_burst.yaml").read_text())
+    for path in sorted((ROOT / "fault_profiles").glob("*.yaml")):
+        assert agentscale("validate", str(path)).code == 0, path
+        for window in yaml.safe_load(path.read_text())["windows"]:
+            assert window["target"] in {"llm", "kb_search", "crm_lookup", "billing", "logs_read"}
+    assert scenario["load"]["duration"] == "2m"
+
+
+def test_doctor_finds_toxiproxy_server():
+    result = agentscale("doctor")
+    assert "toxiproxy-server at" in result.stdout and "starts on 127.0.0.1" in result.stdout
+    assert result.code == 0, result.output
+
+
+def test_listen_ports_are_below_32768(server):
+    port = free_port(below=32768)
+    assert port < 32768
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # free, as promised
