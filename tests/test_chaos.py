@@ -219,6 +219,35 @@ def test_http_stage_fails_the_configured_share_and_ctrl_c_undoes_it(tmp_path, se
         get(f"http://{listen}/plain", timeout=2)
 
 
+def test_an_http_dependency_refuses_while_down_and_answers_after(tmp_path, server, toxiproxy):
+    dependency, listen = echo_dependency(server, protocol="http")
+    path = profile(
+        tmp_path,
+        dependency,
+        [{"name": "gone", "target": "echo", "at": "1s", "for": "2s", "down": True}],
+    )
+    process, out = apply_in_background(tmp_path, path, toxiproxy, "--for", "5s")
+    assert _retry_get(f"http://{listen}/plain") == 200
+    wait_for_event(out, "fault_applied", "gone")
+    with pytest.raises(urllib.error.URLError) as refused:
+        get(f"http://{listen}/plain")
+    assert isinstance(refused.value.reason, ConnectionRefusedError)
+    wait_for_event(out, "fault_removed", "gone")
+    assert get(f"http://{listen}/plain")[0] == 200  # back, through the stage, after the window
+    assert process.wait(timeout=20) == 0
+
+
+def _retry_get(url: str) -> int:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return get(url)[0]
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def demo_scenario(tmp_path: Path, seconds: int = 16) -> Path:
     shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios", dirs_exist_ok=True)
     path = tmp_path / "scenarios" / "chaos.yaml"

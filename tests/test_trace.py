@@ -111,8 +111,16 @@ def test_cost_sums_llm_steps_and_unknown_models_make_it_unknown():
     trace = read(CONTRACT)
     prices = PriceBook({"gpt-4o-mini": Price(input_per_mtok=0.15, output_per_mtok=0.6)})
     assert prices.tally(trace).cost_usd == pytest.approx((1500 * 0.15 + 100 * 0.6) / 1e6)
-    nobody = PriceBook({})
+    nobody = PriceBook({}, published=False)
     assert nobody.tally(trace).cost_usd is None and nobody.unpriced == {"gpt-4o-mini"}
+
+
+def test_published_prices_fill_in_for_known_models_and_unknown_ones_stay_unknown():
+    book = PriceBook({})
+    assert book.tally(read(CONTRACT)).cost_usd == pytest.approx((1500 * 0.15 + 100 * 0.6) / 1e6)
+    assert book.sources == {"gpt-4o-mini": "genai-prices"}
+    mock = read({"trace": {"steps": [{"kind": "llm", "model": "mock-small", "input_tokens": 5}]}})
+    assert book.tally(mock).cost_usd is None and book.unpriced == {"mock-small"}
 
 
 def test_a_trace_without_tokens_costs_nothing_rather_than_unknown():

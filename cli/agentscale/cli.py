@@ -45,8 +45,13 @@ def load(
     toxiproxy_url: Annotated[
         str | None, typer.Option(help="use this running toxiproxy-server instead of our own")
     ] = None,
+    baseline: Annotated[Path | None, typer.Option(help="gate against this baseline")] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="run K times; the gate sees the noise")] = 1,
+    force: Annotated[bool, typer.Option(help="compare with a baseline of another scenario")] = (
+        False
+    ),
 ) -> int:
-    """Run a scenario: drive the load, record every request, summarise, and give a verdict."""
+    """Run a scenario: drive the load, record every request, score it, and give a verdict."""
     from agentscale.loadrun import LoadOptions, run_load
     from agentscale.units import DURATION_HINT, parse_duration
 
@@ -65,6 +70,9 @@ def load(
         allow_remote=tuple(allow_remote or ()),
         faults=faults,
         toxiproxy_url=toxiproxy_url,
+        baseline=baseline,
+        repeat=repeat,
+        force=force,
     )
     return run_load(scenario, options)
 
@@ -113,6 +121,61 @@ def schema(
     return EXIT_OK
 
 
+@app.command("scorecard")
+def scorecard_command(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+) -> int:
+    """(Re)compute a run's scorecard, write scorecard.json and print it."""
+    from agentscale import console
+    from agentscale.judging import build_scorecard
+
+    card, _frames = build_scorecard(run_dir)
+    console.print_scorecard(card)
+    console.print_line(f"scorecard.json written in {run_dir}")
+    return EXIT_OK
+
+
+baseline_app = typer.Typer(
+    help="Baselines: the scorecards a run is gated against.", no_args_is_help=True
+)
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("save")
+def baseline_save(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run folders")],
+    name: Annotated[str, typer.Option(help="the baseline's name")],
+    folder: Annotated[Path, typer.Option("--dir", help="where baselines are kept")] = Path(
+        "reports/baselines"
+    ),
+) -> int:
+    """Store a baseline from one or more runs (repeated runs give the gate its noise floor)."""
+    from agentscale import console
+    from agentscale.baseline import save
+    from agentscale.judging import build_scorecard
+
+    for run_dir in run_dirs:
+        if not (run_dir / "scorecard.json").is_file():
+            build_scorecard(run_dir)
+    path = save(run_dirs, name, folder)
+    console.print_line(f"baseline {name} ({len(run_dirs)} run(s)) saved: {path}")
+    return EXIT_OK
+
+
+@app.command()
+def compare(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
+    baseline: Annotated[Path, typer.Option(help="the baseline file")],
+    force: Annotated[bool, typer.Option(help="compare with a baseline of another scenario")] = (
+        False
+    ),
+) -> int:
+    """Gate a finished run against a baseline; write verdict.json, junit.xml, summary.md."""
+    from agentscale.judging import compare_run
+
+    return compare_run(run_dir, baseline, force)
+
+
 demo_app = typer.Typer(help="The reference agent stack (target.url: demo).", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
 
@@ -136,8 +199,10 @@ def demo_serve(
     from agentscale.demo.stack import serve
 
     def ready(description: dict[str, object]) -> None:
-        console.print_line(f"agent: POST {description['agent']}  ({profile.value}, "
-                           f"time scale {time_scale:g}); Ctrl-C stops")  # fmt: skip
+        console.print_line(
+            f"agent: POST {description['agent']}  ({profile.value}, "
+            f"time scale {time_scale:g}); Ctrl-C stops"
+        )
         services = description["services"]
         assert isinstance(services, dict)
         for name, address in services.items():

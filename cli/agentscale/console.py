@@ -15,6 +15,8 @@ from agentscale.errors import AgentscaleError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
+if not out.is_terminal:
+    out.width = 120  # CI logs: room for the tables, rather than 80 columns of ellipses
 
 
 def print_error(error: AgentscaleError) -> None:
@@ -93,8 +95,18 @@ class LiveView:
 
     def _table(self) -> Table:
         table = Table(title=self.title, show_header=True, title_justify="left")
-        for column in ("elapsed", "phase", "target", "achieved", "in flight", "p95 so far",
-                       "errors", "dropped", "done", "cpu"):  # fmt: skip
+        for column in (
+            "elapsed",
+            "phase",
+            "target",
+            "achieved",
+            "in flight",
+            "p95 so far",
+            "errors",
+            "dropped",
+            "done",
+            "cpu",
+        ):
             table.add_column(column, justify="right")
         m = self.latest
         if m is None:
@@ -128,20 +140,20 @@ def print_summary(summary: dict[str, Any], run_dir: str, verdict: dict[str, Any]
         ("latency p50 / p95 / p99 (from intended start)", _triple(summary["latency_ms"])),
         ("service p50 / p95 / p99 (from actual send)", _triple(summary["service_ms"])),
         ("scheduling lag p50 / p99", _triple(summary["lag_ms"], ("p50", "p99"))),
-        ("tokens in / out (mean)", f"{_fmt(summary['input_tokens_mean'])} / "
-         f"{_fmt(summary['output_tokens_mean'])}"),
+        (
+            "tokens in / out (mean)",
+            f"{_fmt(summary['input_tokens_mean'])} / {_fmt(summary['output_tokens_mean'])}",
+        ),
         ("tool calls per request (mean)", _fmt(summary["tool_calls_mean"], "", 2)),
         ("cost per success", _usd(summary["cost_per_success_usd"])),
-    ]  # fmt: skip
+    ]
     for name, value in rows:
         table.add_row(name, value)
     for error_class, count in sorted(summary["errors"].items(), key=lambda kv: -kv[1]):
         table.add_row(f"errors: {error_class}", f"{count:,}")
     out.print(table)
-    style = {"pass": "bold green", "invalid": "bold yellow", "interrupted": "bold yellow"}.get(
-        verdict["result"], "bold red"
-    )
-    out.print(Text(f"verdict: {verdict['result']}", style=style))
+    label = {"pass": "valid"}.get(verdict["result"], verdict["result"])
+    out.print(Text(f"measurement: {label}", style="bold" if label == "valid" else "bold yellow"))
     for reason in verdict.get("reasons", []):
         out.print(Text(f"  - {reason}"), soft_wrap=True)
     out.print(Text(f"run folder: {run_dir}"), soft_wrap=True)
@@ -157,3 +169,120 @@ def _usd(value: float | None) -> str:
 
 def _triple(values: dict[str, float | None], keys: tuple[str, ...] = ("p50", "p95", "p99")) -> str:
     return " / ".join(_fmt(values.get(key), "", 1) for key in keys) + " ms"
+
+
+def print_scorecard(card: dict[str, Any]) -> None:
+    """The bottleneck scorecard: the run, then where time, tools and money went."""
+    overall = card["overall"]
+    table = Table(title="bottleneck scorecard", title_justify="left")
+    columns = (
+        "group",
+        "requests",
+        "success",
+        "p95 ms",
+        "tools/req",
+        "retries/call",
+        "tokens in",
+        "$/success",
+        "degraded",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "group" else "right", no_wrap=True)
+
+    def row(name: str, c: dict[str, Any]) -> None:
+        table.add_row(
+            name,
+            _fmt(c["requests"]),
+            _fmt_rate(c["success_rate"]),
+            _fmt(c["latency_p95_ms"], "", 0),
+            _fmt(c["tool_calls_per_request"], "", 2),
+            _fmt(c["retries_per_tool_call"], "", 2),
+            _fmt(c["input_tokens_mean"], "", 0),
+            _usd(c["cost_per_success_usd"]),
+            _fmt_rate(c["degraded_share"]),
+        )
+
+    row("all", overall)
+    for key, label in (("by_workflow", "workflow"), ("by_tenant", "tenant"), ("by_phase", "phase")):
+        for name, c in sorted(card.get(key, {}).items()):
+            row(f"{label} {name}", c)
+    for window, spans in card.get("by_window", {}).items():
+        for when, c in spans.items():
+            row(f"{window} {when}", c)
+    out.print(table)
+    steps = Table(title="steps: p95 and share of the slowest 5%", title_justify="left")
+    for column in ("step", "kind", "calls", "p95 ms", "share of slowest 5%", "retries/call"):
+        steps.add_column(column, justify="left" if column in ("step", "kind") else "right")
+    share = overall.get("slowest_5pct_share", {})
+    for name, step in sorted(
+        overall.get("steps", {}).items(), key=lambda kv: -(kv[1]["p95_ms"] or 0)
+    ):
+        tool = overall.get("tools", {}).get(name, {})
+        steps.add_row(
+            name,
+            step["kind"],
+            _fmt(step["count"]),
+            _fmt(step["p95_ms"], "", 0),
+            _fmt_rate(share.get(name)),
+            _fmt(tool.get("retries_per_call"), "", 2),
+        )
+    if overall.get("steps"):
+        out.print(steps)
+
+
+def print_verdict(verdict: dict[str, Any], run_dir: str) -> None:
+    checks = verdict["checks"]
+    if checks:
+        table = Table(title="checks", title_justify="left")
+        for column in ("check", "baseline", "candidate", "change", "95% CI", "tolerance", "status"):
+            table.add_column(column, justify="left" if column in ("check", "status") else "right")
+        for c in checks:
+            style = {
+                "regressed": "red",
+                "failed": "red",
+                "improved": "green",
+                "pass": "green",
+                "inconclusive": "yellow",
+            }.get(c["status"], "")
+            if c["kind"] == "baseline":
+                ci = c.get("ci")
+                table.add_row(
+                    c["name"],
+                    _short(c["baseline"]),
+                    _short(c["candidate"]),
+                    _short(c["change"]),
+                    f"[{_short(ci[0])}, {_short(ci[1])}]" if ci else "-",
+                    c["tolerance"],
+                    Text(c["status"], style=style),
+                )
+            else:
+                table.add_row(
+                    c["name"],
+                    "",
+                    _short(c.get("value")),
+                    "",
+                    "",
+                    c.get("expected", ""),
+                    Text(c["status"], style=style),
+                )
+        out.print(table)
+    for c in checks:
+        if c.get("detail") and c["status"] == "inconclusive":
+            out.print(Text(f"  {c['name']}: {c['detail']}"), soft_wrap=True)
+    for warning in verdict.get("warnings", []):
+        print_warning(warning)
+    style = {"pass": "bold green", "fail": "bold red"}.get(verdict["result"], "bold yellow")
+    out.print(Text(f"verdict: {verdict['result']} (exit {verdict['exit_code']})", style=style))
+    for reason in verdict.get("invalid_reasons", []):
+        out.print(Text(f"  - {reason}"), soft_wrap=True)
+    out.print(Text(f"verdict.json, junit.xml, summary.md in {run_dir}"), soft_wrap=True)
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value == float("inf"):
+            return "never"
+        return f"{value:.4g}"
+    return str(value)

@@ -15,15 +15,17 @@ from types import FrameType
 from typing import Any
 
 from agentscale import __version__, console
+from agentscale import baseline as baselines
 from agentscale.chaos import state
-from agentscale.chaos.loading import load_fault_profile
+from agentscale.chaos.loading import LoadedProfile, load_fault_profile
 from agentscale.chaos.rig import FaultRig
 from agentscale.chaos.scheduler import FaultScheduler
 from agentscale.demo.process import DemoProcess, demo_profile
 from agentscale.demo.settings import DEPENDENCIES
 from agentscale.engine.launcher import launch
 from agentscale.engine.spec import EngineSpec
-from agentscale.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, Interrupted
+from agentscale.errors import EXIT_INTERRUPTED, EXIT_OK, Interrupted
+from agentscale.judging import Candidate, judge
 from agentscale.loading import LoadedScenario, load_scenario
 from agentscale.records import EventLog, read_events
 from agentscale.runfolder import (
@@ -46,6 +48,9 @@ class LoadOptions:
     allow_remote: tuple[str, ...] = ()
     faults: Path | None = None
     toxiproxy_url: str | None = None
+    baseline: Path | None = None
+    repeat: int = 1
+    force: bool = False
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -56,6 +61,7 @@ def _iso(epoch: float | None) -> str | None:
 
 def plan_run(loaded: LoadedScenario, options: LoadOptions, run_dir: Path) -> dict[str, Any]:
     scenario = loaded.scenario
+    faults = options.faults or (loaded.resolve(scenario.faults) if scenario.faults else None)
     duration = options.duration or scenario.load.duration
     if options.seed is not None:
         seed = options.seed
@@ -84,6 +90,7 @@ def plan_run(loaded: LoadedScenario, options: LoadOptions, run_dir: Path) -> dic
         "versions": versions(),
         "environment": environment(),
         "planned": {"duration_s": duration, "created_at": _iso(datetime.now(UTC).timestamp())},
+        "faults": {"file": str(faults), "sha256": sha256_file(faults)} if faults else None,
     }
 
 
@@ -96,13 +103,38 @@ def run_load(scenario_path: Path, options: LoadOptions) -> int:
     for line in state.clean_leftovers():  # a killed run's faults go before anything starts
         console.print_warning(f"left by an earlier run: {line}")
     scenario = loaded.scenario
-    target = scenario.target
     duration = options.duration or scenario.load.duration
     faults_path = options.faults or (loaded.resolve(scenario.faults) if scenario.faults else None)
     profile = None
     if faults_path is not None:
-        demo_targets = DEPENDENCIES if target.url == "demo" else ()
+        demo_targets = DEPENDENCIES if scenario.target.url == "demo" else ()
         profile = load_fault_profile(faults_path, demo_targets=demo_targets, duration=duration)
+    baseline, warnings = None, []
+    if options.baseline is not None:
+        # Before any load: a baseline of something else is a usage error (exit 2).
+        baseline = baselines.load(options.baseline)
+        planned = plan_run(loaded, options, Path("planned"))
+        warnings = baselines.compatibility(baseline, planned, options.baseline, options.force)
+    candidates: list[Candidate] = []
+    for attempt in range(options.repeat):
+        if options.repeat > 1:
+            console.print_line(f"run {attempt + 1} of {options.repeat}")
+        candidates.append(_run_once(loaded, options, duration, profile, faults_path))
+        if candidates[-1].interrupted:
+            break
+    return judge(candidates, scenario.gates, profile.profile if profile else None,
+                 options.baseline, baseline, warnings)  # fmt: skip
+
+
+def _run_once(
+    loaded: LoadedScenario,
+    options: LoadOptions,
+    duration: float,
+    profile: LoadedProfile | None,
+    faults_path: Path | None,
+) -> Candidate:
+    scenario = loaded.scenario
+    target = scenario.target
     run_dir = create_run_dir(options.out, scenario.name)
     copy_inputs(run_dir, loaded.path, faults_path)
     run = plan_run(loaded, options, run_dir)
@@ -148,10 +180,10 @@ def run_load(scenario_path: Path, options: LoadOptions) -> int:
                     rig, profile.profile, EventLog(run_dir / "events.jsonl", time.time())
                 )
                 run["faults"] = {
+                    **run["faults"],
                     "profile": profile.profile.name,
-                    "file": str(faults_path),
-                    "sha256": sha256_file(faults_path),
                     "routes": {n: r.__dict__ for n, r in rig.routes.items()},
+                    "windows": [[w.name, w.at, w.end] for w in profile.profile.windows],
                 }
                 console.print_line(
                     f"faults: {profile.profile.name}, {len(profile.profile.windows)} window(s)"
@@ -214,7 +246,7 @@ def finish(
     interrupted: bool,
     log_tail: str,
     fault_problems: list[str] | None = None,
-) -> int:
+) -> Candidate:
     events = read_events(run_dir / "events.jsonl")
     started = next((e for e in events if e["type"] == "run_started"), None)
     ended = next((e for e in events if e["type"] == "run_ended"), None)
@@ -246,13 +278,10 @@ def finish(
         )
     if interrupted:
         verdict = {"result": "interrupted", "reasons": ["stopped by a signal; records kept"]}
-        code = EXIT_INTERRUPTED
     elif problems:
         verdict = {"result": "invalid", "reasons": problems}
-        code = EXIT_INVALID
     else:
         verdict = {"result": "pass", "reasons": []}
-        code = EXIT_OK
     unpriced = ended.get("unpriced_models", []) if ended else []
     if unpriced:
         console.print_warning(
@@ -270,12 +299,12 @@ def finish(
             "cpu_mean": ended.get("cpu_mean") if ended else None,
         },
         summary=summary.as_dict(),
+        price_sources=ended.get("price_sources", {}) if ended else {},
         verdict=verdict,
-        exit_code=code,
     )
     write_json(run_dir / "run.json", run)
     console.print_summary(summary.as_dict(), str(run_dir), verdict)
-    return code
+    return Candidate(run_dir, problems, interrupted)
 
 
 def sha256_file(path: Path) -> str:

@@ -27,19 +27,55 @@ def _count(value: object) -> int:
     return 0
 
 
+def published_price(model: str) -> Price | None:
+    """The model's list price from genai-prices' bundled data (no network), if it knows it."""
+    try:
+        from genai_prices import Usage, calc_price
+    except ImportError:
+        return None
+    try:
+        per_in = calc_price(Usage(input_tokens=1_000_000, output_tokens=0), model_ref=model)
+        per_out = calc_price(Usage(input_tokens=0, output_tokens=1_000_000), model_ref=model)
+        cached = calc_price(
+            Usage(input_tokens=1_000_000, cache_read_tokens=1_000_000, output_tokens=0),
+            model_ref=model,
+        )
+    except (LookupError, ValueError):
+        return None
+    return Price(
+        input_per_mtok=float(per_in.total_price),
+        output_per_mtok=float(per_out.total_price),
+        cached_input_per_mtok=float(cached.total_price),
+    )
+
+
 class PriceBook:
-    def __init__(self, prices: Mapping[str, Price]) -> None:
-        self.prices = dict(prices)
+    """The scenario's ``pricing`` first, then published prices (genai-prices); a model in
+    neither is unpriced: its cost is unknown, never zero."""
+
+    def __init__(self, prices: Mapping[str, Price], published: bool = True) -> None:
+        self.prices: dict[str, Price | None] = dict(prices)
+        self.published = published
         self.unpriced: set[str] = set()  # models seen with tokens but no price
+        self.sources: dict[str, str] = {name: "scenario" for name in prices}
+
+    def price(self, model: str) -> Price | None:
+        if model not in self.prices:
+            found = published_price(model) if self.published else None
+            self.prices[model] = found
+            if found is not None:
+                self.sources[model] = "genai-prices"
+        return self.prices[model]
 
     def _cost(self, model: object, tokens_in: int, tokens_out: int, cached: int) -> float | None:
-        price = self.prices.get(model) if isinstance(model, str) else None
+        price = self.price(model) if isinstance(model, str) else None
         if price is None:
             self.unpriced.add(model if isinstance(model, str) else "<no model named>")
             return None
         cached_price = price.cached_input_per_mtok
         if cached_price is None:
             cached_price = price.input_per_mtok
+        # A cached-token count is part of the input count (OpenTelemetry GenAI, OpenAI usage).
         fresh = max(tokens_in - cached, 0)
         return (
             fresh * price.input_per_mtok

@@ -10,9 +10,14 @@ import sys
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from agentscale.errors import ConfigError, Location
+
+if TYPE_CHECKING:
+    from agentscale.scorecard import RunFrames
 
 RUN_SCHEMA = "agentscale/run/v1"
 
@@ -93,3 +98,39 @@ def write_json(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return orjson.loads(path.read_bytes())
+
+
+def load_frames(run_dir: Path) -> RunFrames:
+    """The run's records and timing, for the scorecard; a folder that is not a run is a
+    ConfigError pointing at it."""
+    import pandas as pd
+
+    from agentscale.scorecard import RunFrames, attach_steps
+
+    info_path = run_dir / "run.json"
+    if not info_path.is_file() or not (run_dir / "requests.parquet").exists():
+        raise ConfigError(
+            "not a run folder (no run.json or requests.parquet)",
+            location=Location(run_dir),
+            hint="pass a folder that agentscale load wrote, e.g. "
+            "reports/<scenario>/<UTC timestamp>",
+        )
+    info = read_json(info_path)
+    requests = pd.read_parquet(run_dir / "requests.parquet")
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    actual = info.get("actual") or {}
+    started = actual.get("started_at")
+    started_at = (
+        datetime.fromisoformat(started).timestamp()
+        if started
+        else (requests["intended_start"].min().timestamp() if len(requests) else 0.0)
+    )
+    duration = float(actual.get("load_seconds") or info["planned"]["duration_s"])
+    windows = [tuple(w) for w in (info.get("faults") or {}).get("windows", [])]
+    return RunFrames(
+        requests=requests,
+        steps=attach_steps(requests, steps),
+        started_at=started_at,
+        duration=duration,
+        windows=[(str(n), float(a), float(b)) for n, a, b in windows],
+    )

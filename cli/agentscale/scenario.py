@@ -143,6 +143,7 @@ class Gates(_Strict):
     output_tokens_mean: Change | None = None
     throughput_rps: Change | None = None
     slo: dict[str, ComparisonField] = Field(default_factory=dict)
+    min_requests: int = Field(100, ge=1, description="fewer requests make a check inconclusive")
 
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")

@@ -171,6 +171,7 @@ class FaultRig:
             self.api.set_enabled(proxy, False)
             if self.routes[window.target].protocol == "http":
                 self._stage("PUT", f"/down/{window.target}", {})
+                self._stage_shows_down(window.target, True)
         self.applied[window.name] = window
 
     def remove(self, window: Window) -> None:
@@ -184,7 +185,14 @@ class FaultRig:
             self.api.set_enabled(proxy, True)
             if self.routes[window.target].protocol == "http":
                 self._stage("DELETE", f"/down/{window.target}")
+                self._stage_shows_down(window.target, False)
         self.applied.pop(window.name, None)
+
+    def _stage_shows_down(self, name: str, down: bool) -> None:
+        if (name in self._stage("GET", "/faults").get("down", [])) is not down:
+            raise ToxiproxyError(
+                f"the HTTP stage does not show {name} as {'down' if down else 'up'}"
+            )
 
     def _stage(self, method: str, path: str, body: Any = None) -> Any:
         if self.stage_control is None:

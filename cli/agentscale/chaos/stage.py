@@ -46,6 +46,8 @@ class Stage:
         self.counts: dict[str, dict[str, int]] = {}
         self.session: aiohttp.ClientSession | None = None
         self.sites: dict[str, web.TCPSite] = {}
+        self.addresses: dict[str, tuple[web.AppRunner, str, int]] = {}
+        self.down: set[str] = set()
 
     def rng(self, name: str) -> random.Random:
         if name not in self.random:
@@ -126,20 +128,27 @@ class Stage:
             return web.json_response({})
 
         async def show(_request: web.Request) -> web.Response:
-            down = [name for name, site in self.sites.items() if site._server is None]
-            return web.json_response({"faults": self.faults, "counts": self.counts, "down": down})
+            return web.json_response(
+                {"faults": self.faults, "counts": self.counts, "down": sorted(self.down)}
+            )
 
         async def down(request: web.Request) -> web.Response:
             # "down" is a refused connection, not an error answer: stop listening.
-            site = self.sites[request.match_info["name"]]
-            if site._server is not None:
-                await site.stop()
+            name = request.match_info["name"]
+            if name not in self.down:
+                await self.sites[name].stop()
+                self.down.add(name)
             return web.json_response({})
 
         async def up(request: web.Request) -> web.Response:
-            site = self.sites[request.match_info["name"]]
-            if site._server is None:
+            # A stopped site cannot be started again: bind a new one on the same address.
+            name = request.match_info["name"]
+            if name in self.down:
+                runner, host, port = self.addresses[name]
+                site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
                 await site.start()
+                self.sites[name] = site
+                self.down.discard(name)
             return web.json_response({})
 
         app = web.Application()
@@ -173,10 +182,8 @@ async def main(seed: int, listeners: list[tuple[str, str, int, str]]) -> None:
     for name, host, port, upstream in listeners:
         runner, site, bound = await _listen(stage.proxy_app(name, upstream), host, port)
         runners.append(runner)
-        # A restarted site must come back on the same port.
-        stage.sites[name] = web.TCPSite(runner, host, bound, backlog=2048, reuse_address=True)
-        await site.stop()
-        await stage.sites[name].start()
+        stage.sites[name] = site
+        stage.addresses[name] = (runner, host, bound)
         ports[name] = f"{host}:{bound}"
     control, _site, control_port = await _listen(stage.control_app(), "127.0.0.1", 0)
     runners.append(control)

@@ -61,6 +61,7 @@ class Run:
     events: list[dict[str, Any]] = field(default_factory=list)
     degraded: bool = False
     exhausted: str | None = None
+    context: list[str] = field(default_factory=list)  # what the model has been shown so far
 
     def event(self, kind: str, **fields: Any) -> None:
         self.events.append({"type": kind, **fields})
@@ -247,7 +248,9 @@ class Agent:
                 body={"query": run.text, "top_k": 3},
                 cache_args=run.text,
             )
-            return list(reply["results"])
+            results = list(reply["results"])
+            run.context.extend(r["text"] for r in results)
+            return results
         except Failed:
             if not self.policy.fallbacks:
                 raise
@@ -414,6 +417,15 @@ class Agent:
                 if policy.breaker and breaker.state == "open":
                     raise Failed(outcome, error, attempt + 1)
                 if attempt + 1 < policy.retry.attempts:
+                    if policy.replan_on_error and name != "llm":
+                        # The model sees the whole conversation again to decide the retry.
+                        transcript = "\n".join([run.text, *run.context])
+                        await self.llm(
+                            run,
+                            "replan",
+                            "mock-large",
+                            f"{transcript}\ntool {name} failed with {error}; retry?",
+                        )
                     delay = policy.retry.delay(attempt, self.rng)
                     if retry_after is not None and policy.retry.base > 0:
                         delay = max(delay, min(retry_after, policy.retry.cap))

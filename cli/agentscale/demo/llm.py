@@ -104,6 +104,8 @@ def complete(task: str, user: str) -> str:
         return orjson.dumps(plan(intent.removeprefix("intent: "), text)).decode()
     if task == "summarize":
         return summarize(user)
+    if task == "replan":
+        return "Retry the tool call now."
     if task == "answer":
         return user.split("DRAFT:\n", 1)[-1].strip()
     return "I am a mock model."

@@ -15,8 +15,8 @@ Profile = Literal["resilient", "naive"]
 @dataclass(frozen=True)
 class Policy:
     """What the agent does about failure. ``resilient`` is the pattern catalogue; ``naive`` is
-    the "before": no breaker, immediate retries up to 5, no cache, no budgets, no bulkheads,
-    no fallbacks."""
+    the "before": no breaker, immediate retries up to 5 (each decided by an LLM call), no
+    cache, no budgets, no bulkheads, no fallbacks."""
 
     retry: RetryPolicy
     breaker: bool
@@ -34,6 +34,9 @@ class Policy:
     max_tokens: int | None
     max_seconds: float | None
     runaway_cap: int  # a hard stop even without budgets, so the demo itself never hangs
+    # The LLM decides each retry of a failed tool call: every retry costs a model call, so a
+    # failing tool multiplies tokens and latency (the naive agent's retry storm).
+    replan_on_error: bool = False
 
 
 RESILIENT = Policy(
@@ -65,6 +68,7 @@ NAIVE = replace(
     max_steps=None,
     max_tokens=None,
     max_seconds=None,
+    replan_on_error=True,
 )
 PROFILES: dict[str, Policy] = {"resilient": RESILIENT, "naive": NAIVE}
 

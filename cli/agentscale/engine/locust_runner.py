@@ -320,6 +320,7 @@ class Engine:
             dropped=self.exchange.dropped,
             cancelled=cancelled,
             unpriced_models=sorted(self.exchange.prices.unpriced),
+            price_sources=self.exchange.prices.sources,
             cpu_max=max(self.cpu, default=None),
             cpu_mean=float(np.mean(self.cpu)) if self.cpu else None,
             interrupted=self.interrupted,
