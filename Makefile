@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/open_model.py
 	$(BIN)/python benchmarks/demo_stack.py
+	$(BIN)/python benchmarks/scorecard.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -12,8 +12,19 @@ import yaml
 
 from conftest import ROOT, agentscale
 
-COMMANDS = ("load", "validate", "schema", "version", "demo", "chaos", "doctor")
-GROUPS = {"demo": ("serve",), "chaos": ("list", "apply", "status", "reset")}
+COMMANDS = (
+    "load",
+    "validate",
+    "schema",
+    "version",
+    "demo",
+    "chaos",
+    "doctor",
+    "scorecard",
+    "baseline",
+    "compare",
+)
+GROUPS = {"demo": ("serve",), "chaos": ("list", "apply", "status", "reset"), "baseline": ("save",)}
 
 
 def test_help_lists_the_commands_and_answers_in_under_a_second():

@@ -30,22 +30,79 @@ GATED = (
 )
 
 
+STEP_COLUMNS = (
+    "kind",
+    "name",
+    "latency_ms",
+    "attempts",
+    "outcome",
+    "error",
+    "cache",
+    "top_k",
+    "chunk_tokens",
+    "action",
+    "rule",
+)
+STEP_CATEGORIES = ("kind", "name", "outcome", "error", "cache", "action", "rule")
+
+
 @dataclass
 class RunFrames:
     """A run's records, ready for the scorecard."""
 
     requests: pd.DataFrame  # every row, dropped and cancelled included
-    steps: pd.DataFrame  # with ``req`` = position of its request in ``requests``
+    steps: pd.DataFrame  # STEP_COLUMNS, and ``req``: the position of the step's request
     started_at: float  # epoch seconds of the load's start
     duration: float  # seconds of load
     windows: list[tuple[str, float, float]]  # fault windows: name, start, end (offsets)
+    _arrays: dict[str, np.ndarray] | None = None
+    error_classes: list[str] | None = None
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Per-request columns as numpy arrays, made once: each group then masks arrays
+        instead of copying the frame."""
+        if self._arrays is None:
+            r = self.requests
+            self._arrays = {
+                name: _f(r[name])
+                for name in (
+                    "latency_ms",
+                    "service_ms",
+                    "input_tokens",
+                    "output_tokens",
+                    "tool_calls",
+                    "retries",
+                    "cost_usd",
+                    "circuit_opens",
+                    "fallbacks",
+                    "budget_exhausted",
+                )
+            }
+            self._arrays["expect"] = _f(r["expect_ok"].astype("float64"))
+            self._arrays["success"] = r["success"].to_numpy(dtype=bool, na_value=False)
+            self._arrays["dropped"] = r["dropped"].to_numpy(dtype=bool, na_value=False)
+            self._arrays["cancelled"] = (r["error_class"] == "cancelled").to_numpy(
+                dtype=bool, na_value=False
+            )
+            self._arrays["degraded"] = (r["status"] == "degraded").to_numpy(
+                dtype=bool, na_value=False
+            )
+            errors = pd.Categorical(r["error_class"])
+            self._arrays["error_code"] = errors.codes
+            self.error_classes = [str(c) for c in errors.categories]
+            self._arrays["offset"] = (
+                r["intended_start"].astype("int64").to_numpy() / 1e6 - self.started_at
+            )
+        return self._arrays
 
 
 def attach_steps(requests: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
+    """The scorecard's step columns, with each step's request position (pandas input)."""
     positions = pd.Index(requests["request_id"]).get_indexer(steps["request_id"])
-    out = steps.assign(req=positions)
+    out = steps[[c for c in STEP_COLUMNS if c in steps]].assign(req=positions)
     out = out[out["req"] >= 0]
-    for column in ("kind", "name", "outcome", "cache", "action", "rule", "error"):
+    for column in STEP_CATEGORIES:
         if column in out and out[column].dtype != "category":
             out[column] = out[column].astype("category")
     return out
@@ -69,29 +126,30 @@ def card(
     frames: RunFrames, mask: np.ndarray, seconds: float, *, bootstrap: bool = False, seed: int = 0
 ) -> dict[str, Any]:
     """Every scorecard figure for the requests selected by ``mask``."""
-    requests = frames.requests
-    dropped_all = requests["dropped"].to_numpy(dtype=bool)
-    cancelled_all = (requests["error_class"] == "cancelled").to_numpy()
-    sent_mask = mask & ~dropped_all & ~cancelled_all
-    sent = requests[sent_mask]
-    n = len(sent)
-    success = sent["success"].to_numpy(dtype=bool)
+    a = frames.arrays
+    sent_mask = mask & ~a["dropped"] & ~a["cancelled"]
+    n = int(sent_mask.sum())
+    success = a["success"][sent_mask]
     successes = int(success.sum())
-    latency, service = _f(sent["latency_ms"]), _f(sent["service_ms"])
-    tokens_in, tokens_out = _f(sent["input_tokens"]), _f(sent["output_tokens"])
-    tool_calls, retries = _f(sent["tool_calls"]), _f(sent["retries"])
-    cost = _f(sent["cost_usd"])
-    expect = _f(sent["expect_ok"].astype("float64"))
+    latency, service = a["latency_ms"][sent_mask], a["service_ms"][sent_mask]
+    tokens_in, tokens_out = a["input_tokens"][sent_mask], a["output_tokens"][sent_mask]
+    tool_calls, retries = a["tool_calls"][sent_mask], a["retries"][sent_mask]
+    cost = a["cost_usd"][sent_mask]
+    expect = a["expect"][sent_mask]
     spend = float(cost.sum()) if n and not np.isnan(cost).any() else None
     calls = float(np.nansum(tool_calls))
+    counts = np.bincount(
+        a["error_code"][sent_mask] + 1, minlength=len(frames.error_classes or []) + 1
+    )
+    errors = dict(zip(frames.error_classes or [], counts[1:].tolist(), strict=True))
     figures: dict[str, Any] = {
         "requests": n,
         "successes": successes,
         "success_rate": successes / n if n else None,
         "expected_answer_rate": _mean(expect),
-        "errors": {str(k): int(v) for k, v in sent["error_class"].value_counts().items()},
-        "dropped": int((mask & dropped_all).sum()),
-        "cancelled": int((mask & cancelled_all).sum()),
+        "errors": {str(k): int(v) for k, v in errors.items() if v},
+        "dropped": int((mask & a["dropped"]).sum()),
+        "cancelled": int((mask & a["cancelled"]).sum()),
         "throughput_rps": n / seconds if seconds > 0 else None,
         "latency_ms": {f"p{p}": _q(latency, p) for p in (50, 95, 99)},
         "service_ms": {f"p{p}": _q(service, p) for p in (50, 95, 99)},
@@ -110,10 +168,10 @@ def card(
         "cost_per_request_usd": spend / n if spend is not None and n else None,
         # All spend divided by successes: failed requests cost money too.
         "cost_per_success_usd": spend / successes if spend is not None and successes else None,
-        "degraded_share": float((sent["status"] == "degraded").mean()) if n else None,
-        "circuit_opens": int(sent["circuit_opens"].sum()),
-        "fallbacks": int(sent["fallbacks"].sum()),
-        "budget_exhausted": int(sent["budget_exhausted"].sum()),
+        "degraded_share": float(a["degraded"][sent_mask].mean()) if n else None,
+        "circuit_opens": int(np.nansum(a["circuit_opens"][sent_mask])),
+        "fallbacks": int(np.nansum(a["fallbacks"][sent_mask])),
+        "budget_exhausted": int(np.nansum(a["budget_exhausted"][sent_mask])),
     }
     figures.update(_step_figures(frames, sent_mask, latency))
     if bootstrap:
@@ -125,7 +183,10 @@ def card(
 
 def _step_figures(frames: RunFrames, sent_mask: np.ndarray, latency: np.ndarray) -> dict[str, Any]:
     steps = frames.steps
-    chosen = steps[sent_mask[steps["req"].to_numpy()]] if len(steps) else steps
+    if len(steps) and not sent_mask.all():
+        chosen = steps.iloc[np.flatnonzero(sent_mask[steps["req"].to_numpy()])]
+    else:
+        chosen = steps
     out: dict[str, Any] = {
         "steps": {},
         "tools": {},
@@ -140,7 +201,8 @@ def _step_figures(frames: RunFrames, sent_mask: np.ndarray, latency: np.ndarray)
     stats = by_name.agg(["count", "mean"]).join(by_name.quantile(0.95).rename("p95"))
     out["steps"] = {}
     for key, row in stats.iterrows():
-        kind, name = key  # type: ignore[misc]  # a (kind, name) pair: grouped by two columns
+        pair: tuple[Any, Any] = key  # type: ignore[assignment]  # grouped by two columns
+        kind, name = pair
         out["steps"][str(name)] = {
             "kind": str(kind),
             "count": int(row["count"]),
@@ -195,12 +257,12 @@ def slowest_share(
     threshold = np.nanpercentile(latency, 95)
     positions = np.flatnonzero(sent_mask)
     slow = positions[latency >= threshold]
-    total = float(np.nansum(_f(requests["latency_ms"].iloc[slow])))
+    total = float(np.nansum(latency[latency >= threshold]))
     if total <= 0:
         return {}
     is_slow = np.zeros(len(requests), dtype=bool)
     is_slow[slow] = True
-    chosen = steps[is_slow[steps["req"].to_numpy()]]
+    chosen = steps.iloc[np.flatnonzero(is_slow[steps["req"].to_numpy()])]
     shares = chosen.groupby("name", observed=True)["latency_ms"].sum() / total
     return {str(k): round(float(v), 4) for k, v in shares.sort_values(ascending=False).items()}
 
@@ -255,7 +317,7 @@ def _num(value: Any) -> float | None:
 
 def scorecard(frames: RunFrames, seed: int = 0) -> dict[str, Any]:
     requests = frames.requests
-    offset = (_f(requests["intended_start"].astype("int64")) / 1e6) - frames.started_at
+    offset = frames.arrays["offset"]
     everything = np.ones(len(requests), dtype=bool)
     result: dict[str, Any] = {
         "schema": SCHEMA,
@@ -266,10 +328,15 @@ def scorecard(frames: RunFrames, seed: int = 0) -> dict[str, Any]:
         ("by_tenant", "tenant"),
         ("by_phase", "phase"),
     ):
-        values = requests[column].astype("string").fillna("-").to_numpy()
+        column_values = requests[column]
+        codes = pd.Categorical(
+            column_values if column_values.dtype == "category" else column_values.astype("string")
+        )
         result[key] = {}
-        for value in pd.unique(values):
-            mask = values == value
+        for code, value in enumerate(codes.categories):
+            mask = codes.codes == code
+            if not mask.any():
+                continue
             seconds = frames.duration if column != "phase" else _span(offset[mask])
             result[key][str(value)] = card(frames, mask, seconds)
     result["by_window"] = {}

@@ -20,13 +20,14 @@ from aiohttp import web
 from agentscale.demo import guardrails
 from agentscale.demo.data import tokens
 from agentscale.demo.llm import classify, extract
+from agentscale.demo.llm import plan as plan_by_rules
 from agentscale.demo.resilience import Budget, Bulkhead, CircuitBreaker, TTLCache
 from agentscale.demo.settings import (
     DEPENDENCIES,
     LLM_TIMEOUT,
     READ_ONLY_TOOLS,
+    TIMEOUTS,
     TOOL_CONFIG_VERSION,
-    TOOL_TIMEOUTS,
     DemoSettings,
 )
 from agentscale.demo.tools import search
@@ -207,9 +208,7 @@ class Agent:
     async def gather(self, run: Run, intent: str, entities: dict[str, Any]) -> dict[str, Any]:
         context: dict[str, Any] = {}
         for round_ in range(self.policy.runaway_cap):
-            planned = orjson.loads(
-                await self.llm(run, "plan", "mock-large", f"intent: {intent}\n{run.text}")
-            )
+            planned = await self.plan(run, intent)
             tools = planned.get("tools", [])
             if "kb_search" in tools:
                 context["kb"] = await self.retrieve(run)
@@ -221,6 +220,18 @@ class Agent:
             if not planned.get("more"):
                 break
         return context
+
+    async def plan(self, run: Run, intent: str) -> dict[str, Any]:
+        try:
+            found = orjson.loads(
+                await self.llm(run, "plan", "mock-large", f"intent: {intent}\n{run.text}")
+            )
+            return found if isinstance(found, dict) else {}
+        except (Failed, orjson.JSONDecodeError):
+            if not self.policy.fallbacks:
+                raise Failed("error", "planning failed") from None
+            run.fallback("llm", "rules")
+            return plan_by_rules(intent, run.text)
 
     async def parallel(self, run: Run, calls: list[Any]) -> list[Any]:
         """Independent tool calls at once, at most ``parallel_tools`` of them."""
@@ -380,7 +391,7 @@ class Agent:
         if bulkhead is not None and not await bulkhead.acquire():
             raise Failed("error", "bulkhead full", 0)
         url = f"http://{self.routes[name]}{path}"
-        timeout = aiohttp.ClientTimeout(total=self.settings.timeout(TOOL_TIMEOUTS.get(name, 1.0)))
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout(TIMEOUTS[name]))
         outgoing = {"X-Tenant-Id": run.tenant, **(headers or {})}
         data = orjson.dumps(body) if body is not None else None
         if data is not None:

@@ -73,8 +73,14 @@ NAIVE = replace(
 PROFILES: dict[str, Policy] = {"resilient": RESILIENT, "naive": NAIVE}
 
 # Per-attempt timeouts (seconds at time scale 1); they never shrink below these.
-TOOL_TIMEOUTS = {"kb_search": 1.0, "crm_lookup": 1.0, "billing": 2.0, "logs_read": 3.0}
 LLM_TIMEOUT = 10.0
+TIMEOUTS = {
+    "llm": LLM_TIMEOUT,
+    "kb_search": 1.0,
+    "crm_lookup": 1.0,
+    "billing": 2.0,
+    "logs_read": 3.0,
+}
 TOOL_CONFIG_VERSION = {"kb_search": "v3", "crm_lookup": "v2", "logs_read": "v1"}
 
 

@@ -1,0 +1,245 @@
+"""The scorecard, expectations and gate on small frames whose answers are known."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agentscale.expectations import recovery_time
+from agentscale.gate import METRICS, compare, decide, slo_checks, tolerances
+from agentscale.scenario import Gates
+from agentscale.scorecard import RunFrames, attach_steps, card, scorecard, slowest_share
+from agentscale.verdictfiles import junit, summary
+
+START = 1_700_000_000.0
+
+
+def frames(rows: list[dict], steps: list[dict] | None = None, windows=()) -> RunFrames:
+    defaults = {
+        "workflow": "w",
+        "tenant": "t",
+        "phase": "steady",
+        "service_ms": None,
+        "error_class": None,
+        "status": "ok",
+        "expect_ok": None,
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "tool_calls": 0,
+        "retries": 0,
+        "circuit_opens": 0,
+        "fallbacks": 0,
+        "budget_exhausted": 0,
+        "cost_usd": 0.0,
+        "dropped": False,
+        "agent_events": None,
+        "success": True,
+    }
+    table = []
+    for i, row in enumerate(rows):
+        full = {**defaults, "request_id": f"r{i}", **row}
+        full["intended_start"] = pd.Timestamp(START + full.pop("at", i * 0.1), unit="s", tz="UTC")
+        full["sent_at"] = full["intended_start"]
+        table.append(full)
+    requests = pd.DataFrame(table)
+    step_frame = pd.DataFrame(
+        steps or [],
+        columns=[
+            "request_id",
+            "kind",
+            "name",
+            "latency_ms",
+            "attempts",
+            "outcome",
+            "error",
+            "cache",
+            "top_k",
+            "chunk_tokens",
+            "action",
+            "rule",
+        ],
+    )
+    return RunFrames(requests, attach_steps(requests, step_frame), START, 10.0, list(windows))
+
+
+def test_p95_is_exact_from_the_records():
+    run = frames([{"latency_ms": float(v)} for v in range(1, 101)])
+    overall = card(run, np.ones(100, dtype=bool), 10.0)
+    assert overall["latency_p95_ms"] == pytest.approx(np.percentile(range(1, 101), 95))
+    assert overall["latency_ms"]["p50"] == pytest.approx(50.5)
+
+
+def test_cost_per_success_divides_all_spend_by_successes():
+    rows = [{"latency_ms": 1.0, "cost_usd": 0.01, "success": ok} for ok in (1, 1, 0, 0)]
+    overall = card(frames(rows), np.ones(4, dtype=bool), 1.0)
+    assert overall["cost_per_request_usd"] == pytest.approx(0.01)
+    assert overall["cost_per_success_usd"] == pytest.approx(0.02)  # failures cost money too
+    rows[0]["cost_usd"] = None  # one unpriced request makes the cost unknown, not smaller
+    assert card(frames(rows), np.ones(4, dtype=bool), 1.0)["cost_per_success_usd"] is None
+
+
+def test_retries_per_tool_call_from_requests_and_by_tool_from_steps():
+    rows = [
+        {"latency_ms": 5.0, "tool_calls": 2, "retries": 2},
+        {"latency_ms": 5.0, "tool_calls": 1, "retries": 1},
+    ]
+    steps = [
+        {
+            "request_id": "r0",
+            "kind": "tool",
+            "name": "crm",
+            "latency_ms": 3.0,
+            "attempts": 3,
+            "outcome": "ok",
+            "error": "HTTP 503",
+        },
+        {
+            "request_id": "r0",
+            "kind": "tool",
+            "name": "kb",
+            "latency_ms": 1.0,
+            "attempts": 1,
+            "outcome": "ok",
+        },
+        {
+            "request_id": "r1",
+            "kind": "tool",
+            "name": "crm",
+            "latency_ms": 2.0,
+            "attempts": 1,
+            "outcome": "error",
+            "error": "timeout",
+        },
+    ]
+    overall = card(frames(rows, steps), np.ones(2, dtype=bool), 1.0)
+    assert overall["retries_per_tool_call"] == pytest.approx(1.0)
+    assert overall["tools"]["crm"]["retries"] == 2 and overall["tools"]["crm"]["calls"] == 2
+    assert overall["tools"]["crm"]["retry_reasons"] == {"HTTP 503": 1}
+    assert overall["tools"]["kb"]["retries_per_call"] == 0
+
+
+def test_each_steps_share_of_the_slowest_five_percent():
+    rows = [{"latency_ms": 10.0} for _ in range(19)] + [{"latency_ms": 1000.0}]
+    steps = [
+        {"request_id": "r19", "kind": "llm", "name": "answer", "latency_ms": 600.0},
+        {"request_id": "r19", "kind": "tool", "name": "crm", "latency_ms": 300.0},
+        {"request_id": "r0", "kind": "llm", "name": "answer", "latency_ms": 9.0},
+    ]
+    run = frames(rows, steps)
+    latency = run.requests["latency_ms"].to_numpy(dtype=float)
+    shares = slowest_share(run.steps, run.requests, np.ones(20, dtype=bool), latency)
+    assert shares == {"answer": 0.6, "crm": 0.3}
+
+
+def test_recovery_time_counts_from_the_window_end_until_traffic_is_back():
+    offsets = np.arange(0, 30, 0.1)
+    success = ~((offsets >= 5) & (offsets < 12))  # failing from 5 s until 12 s
+    latency = np.where(success, 100.0, 900.0)
+    found = recovery_time(
+        offsets, latency, success, window_end=10, pre_success=1.0, pre_p95=100.0, horizon=30
+    )
+    assert found == pytest.approx(2.0)
+    never = recovery_time(offsets, latency, np.zeros_like(success), 10, 1.0, 100.0, 30)
+    assert never is None
+
+
+def test_windows_split_before_during_after_and_groups_by_workflow():
+    rows = [{"latency_ms": 1.0, "at": t, "workflow": "a" if t < 5 else "b"} for t in range(10)]
+    card_ = scorecard(frames(rows, windows=[("w", 4.0, 6.0)]))
+    spans = card_["by_window"]["w"]
+    assert (
+        spans["before"]["requests"],
+        spans["during"]["requests"],
+        spans["after"]["requests"],
+    ) == (2, 2, 2)
+    assert card_["by_workflow"]["a"]["requests"] == 5 and card_["overall"]["requests"] == 10
+    assert len(card_["overall"]["bootstrap"]["latency_p95_ms"]) == 200
+
+
+def cards(center: float, n: int = 500, spread: float = 1.0, name="latency_p95_ms"):
+    rng = np.random.default_rng(int(center * 10))
+    return {"requests": n, name: center, "bootstrap": {name: list(rng.normal(center, spread, 200))}}
+
+
+def only(name: str):
+    return {name: METRICS[name]}
+
+
+def test_gate_regressed_pass_improved_and_inconclusive():
+    p95 = only("latency_p95_ms")
+    assert compare([cards(100)], [cards(120)], p95)[0]["status"] == "regressed"
+    assert compare([cards(100)], [cards(105)], p95)[0]["status"] == "pass"  # within 10%
+    assert compare([cards(100)], [cards(80)], p95)[0]["status"] == "improved"
+    small = compare([cards(100)], [cards(130, n=20)], p95)[0]
+    assert small["status"] == "inconclusive" and "too few requests" in small["detail"]
+
+
+def test_a_change_beyond_tolerance_but_inside_the_ci_is_not_a_regression():
+    check = compare([cards(100, spread=20)], [cards(115, spread=20)], only("latency_p95_ms"))[0]
+    assert check["status"] == "pass" and check["ci"][0] < 0 < check["ci"][1]
+
+
+def test_a_change_inside_the_noise_between_repeated_runs_is_not_a_regression():
+    noisy_baseline = [cards(100), cards(140)]  # two runs, 40 apart
+    check = compare(noisy_baseline, [cards(135)], only("latency_p95_ms"))[0]
+    assert check["noise"] == pytest.approx(20) and check["status"] == "pass"
+
+
+def test_lower_is_worse_for_success_rate_in_absolute_points():
+    rate = only("success_rate")
+    base = cards(0.99, spread=0.001, name="success_rate")
+    worse = cards(0.95, spread=0.001, name="success_rate")
+    assert compare([base], [worse], rate)[0]["status"] == "regressed"
+    assert compare([worse], [base], rate)[0]["status"] == "improved"
+
+
+def test_scenario_gates_set_tolerances_and_slos():
+    gates = Gates.model_validate(
+        {"latency_p95_ms": {"max_increase": "25%"}, "slo": {"latency_p95_ms": "< 110"}}
+    )
+    chosen = tolerances(gates)
+    assert chosen["latency_p95_ms"].tolerance == 0.25 and "success_rate" in chosen
+    assert (
+        compare([cards(100)], [cards(120)], {"latency_p95_ms": chosen["latency_p95_ms"]})[0][
+            "status"
+        ]
+        == "pass"
+    )
+    assert [c["status"] for c in slo_checks(gates, [cards(120)])] == ["failed"]
+    assert [c["status"] for c in slo_checks(gates, [cards(100)])] == ["pass"]
+
+
+def test_decide_orders_invalid_fail_inconclusive_pass():
+    def check(status):
+        return {"status": status}
+
+    assert decide([check("pass")], ["lag"]) == ("invalid", 3)
+    assert decide([check("regressed"), check("inconclusive")], []) == ("fail", 1)
+    assert decide([check("pass"), check("inconclusive")], []) == ("inconclusive", 3)
+    assert decide([check("pass"), check("improved")], []) == ("pass", 0)
+
+
+def test_junit_has_one_testcase_per_check_and_summary_is_a_valid_gfm_table():
+    checks = compare([cards(100)], [cards(120)], only("latency_p95_ms"))
+    checks += slo_checks(Gates.model_validate({"slo": {"latency_p95_ms": "< 500"}}), [cards(120)])
+    verdict = {
+        "result": "fail",
+        "exit_code": 1,
+        "run_id": "s/1",
+        "baseline": "b",
+        "checks": checks,
+        "invalid_reasons": [],
+        "warnings": ["a | b"],
+    }
+    root = ET.fromstring(junit(verdict))
+    cases = root.findall(".//testcase")
+    assert len(cases) == 2 and root.get("failures") == "1"
+    assert cases[0].find("failure") is not None and cases[1].find("failure") is None
+    lines = summary(verdict).splitlines()
+    tables = [ln for ln in lines if ln.startswith("|")]
+    header = tables[0].count("|")
+    assert all(ln.replace("\\|", "").count("|") == header for ln in tables[:3])
+    assert "a \\| b" in summary(verdict)
