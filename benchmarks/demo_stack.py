@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from fast_target import pin
 
 HERE = Path(__file__).resolve().parent
 DATASET = HERE.parent / "scenarios" / "datasets" / "support_golden.jsonl"
@@ -39,10 +40,6 @@ pricing:
   mock-small: {{input_per_mtok: 0.15, output_per_mtok: 0.6}}
   mock-large: {{input_per_mtok: 2.5, output_per_mtok: 10.0}}
 """
-
-
-def pin(core: int, command: list[str]) -> list[str]:
-    return ["taskset", "-c", str(core), *command] if shutil.which("taskset") else command
 
 
 def run(work: Path, url: str, model: str, shape: str) -> dict[str, float]:

@@ -83,3 +83,8 @@ def nginx(core: int | None = None) -> Iterator[str]:
 
 def last_core() -> int:
     return (os.cpu_count() or 1) - 1
+
+
+def pin(core: int, command: list[str]) -> list[str]:
+    """``command`` pinned to one core (taskset), so generator and target never share one."""
+    return ["taskset", "-c", str(core), *command] if shutil.which("taskset") else command

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fast_target import last_core, nginx
+from fast_target import last_core, nginx, pin
 
 HERE = Path(__file__).resolve().parent
 DATASET = HERE.parent / "scenarios" / "datasets" / "support_golden.jsonl"
@@ -43,9 +42,7 @@ def measure(url: str, rate: int, work: Path) -> dict[str, float]:
     scenario.write_text(SCENARIO.format(url=url, rate=rate, seconds=SECONDS, dataset=DATASET))
     out = work / "runs"
     command = [sys.executable, "-m", "agentscale", "load", str(scenario), "--out", str(out)]
-    if shutil.which("taskset"):
-        command = ["taskset", "-c", "0", *command]
-    subprocess.run(command, check=False, capture_output=True)
+    subprocess.run(pin(0, command), check=False, capture_output=True)
     run_dir = max(out.glob(f"bench-open-{rate}/*"))
     info = json.loads((run_dir / "run.json").read_text())
     requests = pd.read_parquet(run_dir / "requests.parquet")

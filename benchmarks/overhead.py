@@ -9,14 +9,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from fast_target import last_core, nginx
+from fast_target import last_core, nginx, pin
 
 HERE = Path(__file__).resolve().parent
 USERS = int(os.environ.get("BENCH_USERS", "20"))
@@ -43,14 +42,10 @@ pricing: {{mock-small: {{input_per_mtok: 0.15, output_per_mtok: 0.6}}}}
 """
 
 
-def pinned(command: list[str]) -> list[str]:
-    return ["taskset", "-c", "0", *command] if shutil.which("taskset") else command
-
-
 def bare(url: str, work: Path) -> float:
     prefix = work / "bare"
     subprocess.run(
-        pinned([sys.executable, "-m", "locust", "-f", str(HERE / "bare_locustfile.py"),
+        pin(0, [sys.executable, "-m", "locust", "-f", str(HERE / "bare_locustfile.py"),
                 "--headless", "-u", str(USERS), "-r", str(USERS * 100), "-t", f"{SECONDS}s",
                 "--host", url, "--csv", str(prefix), "--only-summary", "--loglevel", "ERROR"]),
         check=False, capture_output=True,
@@ -66,7 +61,7 @@ def agentscale(url: str, work: Path) -> tuple[float, float]:
     scenario.write_text(SCENARIO.format(url=url, dataset=DATASET, users=USERS, seconds=SECONDS))
     out = work / "runs"
     done = subprocess.run(
-        pinned([sys.executable, "-m", "agentscale", "load", str(scenario), "--out", str(out)]),
+        pin(0, [sys.executable, "-m", "agentscale", "load", str(scenario), "--out", str(out)]),
         check=False, capture_output=True, text=True,
     )  # fmt: skip
     run_dir = max(out.glob("*/*"))

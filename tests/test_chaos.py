@@ -109,14 +109,21 @@ def apply_in_background(tmp_path, path: Path, api: ToxiproxyAPI, *extra: str):
     return process, out
 
 
-def wait_for_event(out: Path, kind: str, window: str, timeout: float = 15) -> dict:
+def wait_for_event(
+    out: Path, kind: str, window: str | None = None, timeout: float = 15, count: int = 1
+) -> dict:
+    """The ``count``-th event of ``kind`` (for ``window``) in any events.jsonl under ``out``,
+    once it is written."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for events in out.glob("**/events.jsonl"):
-            for line in events.read_text().splitlines():
-                event = json.loads(line)
-                if event["type"] == kind and event["window"] == window:
-                    return event
+        found = [
+            event
+            for events in out.glob("**/events.jsonl")
+            for event in map(json.loads, events.read_text().splitlines())
+            if event["type"] == kind and window in (None, event.get("window"))
+        ]
+        if len(found) >= count:
+            return found[count - 1]
         time.sleep(0.02)
     raise AssertionError(f"no {kind} for {window}")
 
@@ -327,7 +334,7 @@ def test_a_stopped_run_leaves_no_fault_behind(tmp_path, toxiproxy, signum):
     process, run_dir = _start_load(
         tmp_path, toxiproxy, at="2s", seconds="30s", duration=40, faults=faults
     )
-    _wait_for(run_dir / "events.jsonl", "fault_applied", count=2)
+    wait_for_event(run_dir, "fault_applied", count=2, timeout=30)
     during = ours(toxiproxy)
     assert any(p["toxics"] for p in during.values())  # the latency toxic is in place
     assert any(not p["enabled"] for p in during.values())  # and the knowledge base is down
@@ -340,7 +347,7 @@ def test_a_stopped_run_leaves_no_fault_behind(tmp_path, toxiproxy, signum):
 
 def test_after_kill_9_the_next_run_starts_clean(tmp_path, toxiproxy):
     process, run_dir = _start_load(tmp_path, toxiproxy, at="1s", seconds="30s", duration=40)
-    _wait_for(run_dir / "events.jsonl", "fault_applied")
+    wait_for_event(run_dir, "fault_applied", timeout=30)
     children = psutil.Process(process.pid).children(recursive=True)
     helpers = [c for c in children if _is_helper(c)]
     assert len(helpers) == 2  # this run's demo stack and HTTP fault stage
@@ -359,7 +366,7 @@ def test_after_kill_9_the_next_run_starts_clean(tmp_path, toxiproxy):
 
 def test_chaos_reset_removes_a_killed_runs_proxies(tmp_path, toxiproxy):
     process, run_dir = _start_load(tmp_path, toxiproxy, at="1s", seconds="30s", duration=40)
-    _wait_for(run_dir / "events.jsonl", "fault_applied")
+    wait_for_event(run_dir, "fault_applied", timeout=30)
     for pid in [process.pid, *(c.pid for c in psutil.Process(process.pid).children())]:
         os.kill(pid, signal.SIGKILL)
     process.communicate(timeout=10)
@@ -397,15 +404,6 @@ def _start_load(tmp_path, api, *, at, seconds, duration, faults=None):
         time.sleep(0.05)
     process.kill()
     raise AssertionError("the run did not start")
-
-
-def _wait_for(path: Path, kind: str, timeout: float = 30, count: int = 1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().count(f'"type":"{kind}"') >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no {kind} in {path}")
 
 
 def _is_helper(process: psutil.Process) -> bool:

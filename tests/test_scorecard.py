@@ -11,7 +11,14 @@ import pytest
 from agentscale.expectations import recovery_time
 from agentscale.gate import METRICS, compare, decide, slo_checks, tolerances
 from agentscale.scenario import Gates
-from agentscale.scorecard import RunFrames, attach_steps, card, scorecard, slowest_share
+from agentscale.scorecard import (
+    STEP_COLUMNS,
+    RunFrames,
+    attach_steps,
+    card,
+    scorecard,
+    slowest_share,
+)
 from agentscale.verdictfiles import junit, summary
 
 START = 1_700_000_000.0
@@ -45,23 +52,7 @@ def frames(rows: list[dict], steps: list[dict] | None = None, windows=()) -> Run
         full["sent_at"] = full["intended_start"]
         table.append(full)
     requests = pd.DataFrame(table)
-    step_frame = pd.DataFrame(
-        steps or [],
-        columns=[
-            "request_id",
-            "kind",
-            "name",
-            "latency_ms",
-            "attempts",
-            "outcome",
-            "error",
-            "cache",
-            "top_k",
-            "chunk_tokens",
-            "action",
-            "rule",
-        ],
-    )
+    step_frame = pd.DataFrame(steps or [], columns=["request_id", *STEP_COLUMNS])
     return RunFrames(requests, attach_steps(requests, step_frame), START, 10.0, list(windows))
 
 
