@@ -109,6 +109,14 @@ def apply_in_background(tmp_path, path: Path, api: ToxiproxyAPI, *extra: str):
     return process, out
 
 
+def events_in(folder: Path) -> list[dict]:
+    return [
+        json.loads(line)
+        for events in folder.glob("**/events.jsonl")
+        for line in events.read_text().splitlines()
+    ]
+
+
 def wait_for_event(
     out: Path, kind: str, window: str | None = None, timeout: float = 15, count: int = 1
 ) -> dict:
@@ -508,3 +516,87 @@ def test_listen_ports_are_below_32768(server):
     assert port < 32768
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # free, as promised
+
+
+TOXICS = [
+    {"type": "latency", "latency": 100, "jitter": 10},
+    {"type": "bandwidth", "rate": 64},
+    {"type": "slow_close", "delay": 200},
+    {"type": "timeout", "timeout": 500, "stream": "upstream"},
+    {"type": "reset_peer", "timeout": 100},
+    {"type": "slicer", "average_size": 64, "size_variation": 16, "delay": 10},
+    {"type": "limit_data", "bytes": 1024, "toxicity": 0.5},
+]
+
+
+@pytest.mark.parametrize("toxic", TOXICS, ids=[t["type"] for t in TOXICS])
+def test_every_toxic_type_lands_on_the_server_with_its_attributes(
+    tmp_path, server, toxiproxy, toxic
+):
+    from agentscale.chaos.loading import load_fault_profile
+    from agentscale.chaos.rig import FaultRig
+
+    dependency, _listen = echo_dependency(server)
+    path = profile(
+        tmp_path,
+        dependency,
+        [{"name": "w", "target": "echo", "at": "0s", "for": "1s", "toxic": toxic}],
+    )
+    window = load_fault_profile(path).profile.windows[0]
+    rig = FaultRig(load_fault_profile(path).profile, tmp_path, toxiproxy.url)
+    rig.prepare()
+    rig.connect()
+    try:
+        rig.apply(window, window.toxic)
+        shown = toxiproxy.proxy(rig.proxy_name("echo"))["toxics"][0]
+        assert shown["type"] == toxic["type"]
+        assert shown["stream"] == toxic.get("stream", "downstream")
+        assert shown["toxicity"] == toxic.get("toxicity", 1.0)
+        expected = {k: v for k, v in toxic.items() if k not in ("type", "stream", "toxicity")}
+        assert {k: shown["attributes"].get(k) for k in expected} == expected
+    finally:
+        assert rig.close() == []
+    assert ours(toxiproxy) == {}
+
+
+def test_a_fault_that_cannot_be_applied_makes_the_run_invalid(tmp_path, server):
+    binary = find_binary()
+    port = free_port()
+    doomed = subprocess.Popen(
+        [str(binary), "-host", "127.0.0.1", "-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    api = ToxiproxyAPI(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            api.version()
+            break
+        except Exception:
+            time.sleep(0.05)
+    slow = profile(
+        tmp_path,
+        None,
+        [
+            {
+                "name": "crm_slow",
+                "target": "crm_lookup",
+                "at": "4s",
+                "for": "3s",
+                "toxic": {"type": "latency", "latency": 100},
+            }
+        ],
+        name="slow.yaml",
+    )
+    process, run_dir = _start_load(tmp_path, api, at="4s", seconds="3s", duration=10, faults=slow)
+    time.sleep(1.5)
+    doomed.kill()  # the server is gone before the window is due
+    doomed.wait()
+    stdout, stderr = process.communicate(timeout=90)
+    assert process.returncode == 3, stdout + stderr
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    assert verdict["result"] == "invalid"
+    assert any("could not be applied" in r for r in verdict["invalid_reasons"])
+    failed = [e for e in events_in(run_dir) if e["type"] == "fault_applied"]
+    assert failed and failed[0]["result"].startswith("error")

@@ -159,6 +159,18 @@ def test_compare_gates_a_finished_run_and_refuses_another_scenarios_baseline(wor
     )
     assert refused.code == 2 and "measured with another scenario" in refused.stderr
     assert "--force" in refused.stderr and not (work / "other").exists()
+    forced = agentscale(
+        "load",
+        str(other),
+        "--duration",
+        "1s",
+        "--baseline",
+        str(baseline),
+        "--out",
+        str(work / "other"),
+        "--force",
+    )
+    assert forced.code == 3, forced.output  # compared anyway: too few requests to judge
     missing = agentscale("compare", str(run_dir), "--baseline", str(work / "nope.json"))
     assert missing.code == 2 and "baseline not found" in missing.stderr
 

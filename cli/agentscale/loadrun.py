@@ -210,9 +210,9 @@ def _run_once(
     finally:
         signal.signal(signal.SIGTERM, previous)
         leftovers = _tear_down(rig, scheduler)
-    fault_problems = (scheduler.failures if scheduler else []) + [
-        f"could not undo {item}" for item in leftovers
-    ]
+    fault_problems = [
+        f"a fault could not be applied: {f}" for f in (scheduler.failures if scheduler else [])
+    ] + [f"a fault could not be removed: {item}" for item in leftovers]
     if scheduler is not None:
         run["faults"]["lateness_ms_max"] = max(scheduler.lateness_ms, default=None)
         run["faults"]["failures"] = fault_problems
@@ -270,8 +270,7 @@ def finish(
     problems = validity_problems(
         summary, model=load.model, max_dropped=load.max_dropped, max_lag_ms=load.max_lag_ms
     )
-    for problem in fault_problems or []:
-        problems.append(f"a fault could not be applied: {problem}")
+    problems.extend(fault_problems or [])
     if returncode not in (EXIT_OK, EXIT_INTERRUPTED):
         problems.insert(
             0, f"the load engine failed (exit {returncode}); engine.log ends:\n{log_tail.strip()}"
