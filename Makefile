@@ -6,9 +6,9 @@ TOOLS := $(CURDIR)/.tools
 TOXIPROXY := $(TOOLS)/bin/toxiproxy-server
 TOXIPROXY_VERSION := v2.12.0
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench clean chromium
 
-setup: $(VENV)/.installed $(TOXIPROXY)
+setup: $(VENV)/.installed $(TOXIPROXY) chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(TOXIPROXY):
 	mkdir -p $(TOOLS)/bin
 	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
 	mv $(TOOLS)/bin/server $(TOXIPROXY)
+
+# Debian's chromium renders the HTML report in the tests (headless, offline).
+chromium:
+	@command -v chromium > /dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 lint: setup
 	$(BIN)/ruff check cli tests benchmarks

@@ -13,6 +13,7 @@ import yaml
 from conftest import ROOT, agentscale
 
 COMMANDS = (
+    "report",
     "load",
     "validate",
     "schema",

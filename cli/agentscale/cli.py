@@ -176,6 +176,30 @@ def compare(
     return compare_run(run_dir, baseline, force)
 
 
+class ReportFormat(StrEnum):
+    html = "html"
+    md = "md"
+    adr = "adr"
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+    baseline: Annotated[Path | None, typer.Option(help="show the run against this baseline")] = (
+        None
+    ),
+    format: Annotated[ReportFormat, typer.Option(help="html, md or adr")] = ReportFormat.html,
+    out: Annotated[Path | None, typer.Option(help="where to write it")] = None,
+) -> int:
+    """Write the run's report: one self-contained HTML file, or Markdown, or an ADR."""
+    from agentscale import console
+    from agentscale.reporting import write_report
+
+    path = write_report(run_dir, format.value, baseline, out)
+    console.print_line(f"report: {path}")
+    return EXIT_OK
+
+
 demo_app = typer.Typer(help="The reference agent stack (target.url: demo).", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
 

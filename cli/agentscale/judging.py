@@ -82,6 +82,9 @@ def judge(
         write_json(candidate.run_dir / "run.json", run)
     console.print_scorecard(read_json(last / "scorecard.json"))
     console.print_verdict(verdict, str(last))
+    from agentscale.reporting import write_report
+
+    console.print_line(f"report: {write_report(last, 'html', baseline_path, None)}")
     return code
 
 

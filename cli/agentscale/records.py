@@ -50,6 +50,7 @@ REQUEST_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("faults", pa.list_(pa.string())),
     ("dropped", pa.bool_()),
     ("response_bytes", pa.int64()),
+    ("output_excerpt", pa.string()),  # what a failed request answered (first 300 characters)
 )
 STEP_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("request_id", pa.string()),

@@ -177,6 +177,7 @@ class Exchange:
                 tally.cost_usd, self.phase(intended - self.start),
                 self.active(sent - self.start) if self.windows else NO_FAULTS,
                 False, len(content),
+                None if success else (trace.output or "")[:300],
             )
         )  # fmt: skip
 
@@ -212,7 +213,7 @@ def _unsent_row(
         None, None, None, None, error_class, False, None, None, None, None, None,
         0, 0, 0, 0, 0, 0, None, None, exchange.phase(intended - exchange.start),
         exchange.active(intended - exchange.start),
-        dropped, 0,
+        dropped, 0, None,
     )  # fmt: skip
 
 

@@ -1,0 +1,93 @@
+"""Which scaling lever to pull first, from the scorecard, with the numbers that led there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DOMINANT_SHARE = 0.35  # a step holding this much of the slowest 5% dominates it
+INPUT_COST_SHARE = 0.6  # input tokens at this share of LLM spend: context is the cost
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    lever: str
+    why: str
+    evidence: list[str]
+
+
+def diagnose(overall: dict[str, Any], prices: dict[str, Any] | None = None) -> Diagnosis:
+    steps = overall.get("steps", {})
+    shares = overall.get("slowest_5pct_share", {})
+    tools = overall.get("tools", {})
+    dependency = [
+        (n, s) for n, s in shares.items() if steps.get(n, {}).get("kind") in ("tool", "retrieval")
+    ]
+    if dependency:
+        name, share = max(dependency, key=lambda pair: pair[1])
+        if share >= DOMINANT_SHARE:
+            tool = tools.get(name, {})
+            return Diagnosis(
+                f"timeout, cache and fallback for {name}",
+                f"{name} holds {share:.0%} of the time of the slowest 5% of requests",
+                [
+                    f"{name} p95 {steps[name]['p95_ms']:,.0f} ms",
+                    f"retries per call {tool.get('retries_per_call', 0):.2f}",
+                    f"outcomes {tool.get('outcomes', {})}",
+                    f"cache hit rate {_pct(overall.get('cache_hit_rate'))}",
+                ],
+            )
+    tokens_in = overall.get("input_tokens_mean") or 0.0
+    tokens_out = overall.get("output_tokens_mean") or 0.0
+    price_in, price_out = _average_prices(prices)
+    spend_in, spend_out = tokens_in * price_in, tokens_out * price_out
+    if spend_in + spend_out > 0 and spend_in / (spend_in + spend_out) >= INPUT_COST_SHARE:
+        return Diagnosis(
+            "reduce the context (fewer or smaller chunks, summaries, prompt caching)",
+            f"input tokens are {spend_in / (spend_in + spend_out):.0%} of the model spend",
+            [
+                f"{tokens_in:,.0f} input / {tokens_out:,.0f} output tokens per request",
+                f"cost per success ${overall.get('cost_per_success_usd') or 0:.6f}",
+                f"retrieval {overall.get('retrieval')}",
+            ],
+        )
+    tool_share = sum(s for n, s in shares.items() if steps.get(n, {}).get("kind") == "tool")
+    calls = overall.get("tool_calls_per_request") or 0.0
+    if calls >= 2 and tool_share >= 0.3:
+        return Diagnosis(
+            "run independent tool calls concurrently (bounded async)",
+            f"{calls:.1f} tool calls per request take {tool_share:.0%} of the slowest 5%",
+            [f"{n} p95 {steps[n]['p95_ms']:,.0f} ms" for n in tools if n in steps],
+        )
+    llm = sum(s for n, s in shares.items() if steps.get(n, {}).get("kind") == "llm")
+    return Diagnosis(
+        "add replicas and balance load (no single step to fix first)",
+        "no tool dominates, context is not the cost, tool calls are not serial",
+        [
+            f"model steps hold {llm:.0%} of the slowest 5%",
+            f"p95 {overall.get('latency_p95_ms') or 0:,.0f} ms at "
+            f"{overall.get('throughput_rps') or 0:.1f} requests/s",
+        ],
+    )
+
+
+def _average_prices(prices: dict[str, Any] | None) -> tuple[float, float]:
+    """Mean input and output price per token over the scenario's models (1:4 if unknown)."""
+    if not prices:
+        return 1.0, 4.0
+    ins = [p["input_per_mtok"] for p in prices.values()]
+    outs = [p["output_per_mtok"] for p in prices.values()]
+    return sum(ins) / len(ins), sum(outs) / len(outs)
+
+
+def _retrieval(found: dict[str, Any] | None) -> str:
+    if not found:
+        return "no retrieval step reported"
+    return (
+        f"retrieval: top_k {found.get('top_k_mean') or 0:.1f}, "
+        f"{found.get('chunk_tokens_mean') or 0:,.0f} chunk tokens per search"
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"

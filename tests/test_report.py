@@ -1,0 +1,147 @@
+"""The report: self-contained HTML that renders offline, escaped agent output, valid GFM."""
+
+from __future__ import annotations
+
+import http.server
+import re
+import shutil
+import subprocess
+import threading
+import zlib
+from pathlib import Path
+
+import pytest
+
+from conftest import agentscale, only_run, scenario_dict, write_scenario
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+HOSTILE = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, server) -> Path:
+    """A short run whose failed answers carry markup, with a fault window in it."""
+    folder = tmp_path_factory.mktemp("report")
+    (folder / "golden.jsonl").write_text(
+        f'{{"prompt": "{HOSTILE} where is order 4410?", "workflow": "order_status", '
+        '"expect": "never said"}\n{"prompt": "Where is order 7781?", "workflow": '
+        '"order_status", "expect": "7781"}\n'
+    )
+    document = scenario_dict(server.url("/agent"), load__duration="4s")
+    path = write_scenario(folder, document)
+    result = agentscale("load", str(path), "--out", str(folder / "r"))
+    assert result.code == 0, result.output
+    assert "report: " in result.stdout
+    return only_run(folder / "r")
+
+
+def test_every_load_writes_a_report_with_the_verdict_first(run_dir):
+    text = (run_dir / "report.html").read_text()
+    order = [
+        text.index(marker)
+        for marker in (
+            "class='badge",
+            "Key figures",
+            "Bottleneck diagnosis",
+            "Traffic",
+            "Latency over time",
+            "p95 by step",
+            "Measurement method",
+        )
+    ]
+    assert order == sorted(order)
+    assert "Pull first:" in text and "agentscale load" in text  # how to reproduce it
+
+
+def test_agent_output_is_escaped(run_dir):
+    text = (run_dir / "report.html").read_text()
+    assert HOSTILE not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_the_report_fetches_nothing(run_dir):
+    text = (run_dir / "report.html").read_text()
+    for fetching in ("<script", "<iframe", "<object", "<embed", "<img", "@import", "url("):
+        assert fetching not in text, fetching
+    # Every link or source points at data: (the icon), nothing else.
+    assert re.findall(r"""(?:href|src)=['"]([^'"]*)""", text) == ["data:,"]
+
+
+def test_markdown_and_adr_are_valid_gfm_tables(run_dir):
+    for kind, name in (("md", "report.md"), ("adr", "adr.md")):
+        result = agentscale("report", str(run_dir), "--format", kind)
+        assert result.code == 0, result.output
+        lines = (run_dir / name).read_text().splitlines()
+        assert HOSTILE not in "\n".join(lines)
+        for i, line in enumerate(lines):
+            if line.startswith("| ---") or line.startswith("| :--"):
+                header = lines[i - 1]
+                width = _cells(header)
+                assert re.fullmatch(r"\|( -{3}:? \|)+", line), line
+                j = i + 1
+                while j < len(lines) and lines[j].startswith("|"):
+                    assert _cells(lines[j]) == width, lines[j]
+                    j += 1
+
+
+def _cells(line: str) -> int:
+    return len(re.split(r"(?<!\\)\|", line)) - 2
+
+
+def test_headless_chromium_renders_it_offline_with_no_request_and_no_console_message(
+    run_dir, tmp_path
+):
+    assert CHROMIUM, "chromium is missing: `make setup` installs it (apt-get install chromium)"
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(run_dir), **kwargs)
+
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    shot = tmp_path / "shot.png"
+    try:
+        done = subprocess.run(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--window-size=1000,2400",
+                f"--screenshot={shot}",
+                f"http://127.0.0.1:{server.server_port}/report.html",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.shutdown()
+    assert shot.exists(), done.stderr[-2000:]
+    assert requests == ["/report.html"]  # the page, and nothing it would have to fetch
+    assert "CONSOLE" not in done.stderr
+    assert _distinct_pixels(shot.read_bytes()) > 20  # not a blank page
+
+
+def _distinct_pixels(png: bytes) -> int:
+    """Distinct byte values of the decompressed image data (a blank page has a handful)."""
+    data, position = b"", 8
+    while position < len(png):
+        length = int.from_bytes(png[position : position + 4], "big")
+        kind = png[position + 4 : position + 8]
+        if kind == b"IDAT":
+            data += png[position + 8 : position + 8 + length]
+        position += 12 + length
+    return len(set(zlib.decompress(data)))
