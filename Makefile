@@ -34,9 +34,11 @@ lint: setup
 test: lint
 	$(BIN)/pytest -q
 
-# Two minutes of spiky traffic against the reference agent stack (target.url: demo).
+# The showcase: two minutes of spiky traffic at the reference agent stack (target.url: demo)
+# while its CRM tool answers 503s, gated against the committed baseline; ends with the report.
 demo: setup
-	$(BIN)/agentscale load scenarios/spiky_burst.yaml
+	$(BIN)/agentscale load scenarios/spiky_burst.yaml --faults fault_profiles/tool_5xx.yaml \
+	  --baseline reports/baselines/spiky-burst-tool-5xx.json
 
 bench: setup
 	$(BIN)/python benchmarks/overhead.py

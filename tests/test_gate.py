@@ -203,3 +203,23 @@ def test_scorecard_command_prints_and_writes(work, baseline):
     assert card["overall"]["steps"]["answer"]["kind"] == "llm"
     assert "answer" in card["overall"]["slowest_5pct_share"]
     assert agentscale("scorecard", str(work)).code == 2  # not a run folder
+
+
+def test_the_committed_showcase_baseline_matches_what_make_demo_runs():
+    """`make demo` gates against reports/baselines/: re-record it when these files change
+    (agentscale load scenarios/spiky_burst.yaml --faults fault_profiles/tool_5xx.yaml, then
+    agentscale baseline save RUN --name spiky-burst-tool-5xx)."""
+    import hashlib
+
+    found = json.loads((ROOT / "reports" / "baselines" / "spiky-burst-tool-5xx.json").read_text())
+    method = found["method"]
+
+    def sha(path: str) -> str:
+        return hashlib.sha256((ROOT / path).read_bytes()).hexdigest()
+
+    assert method["scenario_sha256"] == sha("scenarios/spiky_burst.yaml")
+    assert method["dataset_sha256"] == sha("scenarios/datasets/support_golden.jsonl")
+    assert method["faults"] == sha("fault_profiles/tool_5xx.yaml")
+    assert found["runs"][0]["scorecard"]["requests"] > 1000
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--baseline reports/baselines/spiky-burst-tool-5xx.json" in makefile
