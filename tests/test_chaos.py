@@ -600,3 +600,45 @@ def test_a_fault_that_cannot_be_applied_makes_the_run_invalid(tmp_path, server):
     assert any("could not be applied" in r for r in verdict["invalid_reasons"])
     failed = [e for e in events_in(run_dir) if e["type"] == "fault_applied"]
     assert failed and failed[0]["result"].startswith("error")
+
+
+def test_a_ramp_step_changes_the_toxic_mid_window(tmp_path, server, toxiproxy):
+    dependency, _listen = echo_dependency(server)
+    path = profile(
+        tmp_path,
+        dependency,
+        [
+            {
+                "name": "slow",
+                "target": "echo",
+                "at": "0s",
+                "for": "3s",
+                "toxic": {"type": "latency", "latency": 100},
+                "ramp": [{"at": "1s", "toxic": {"latency": 400}}],
+            }
+        ],
+    )
+    process, out = apply_in_background(tmp_path, path, toxiproxy)
+    wait_for_event(out, "fault_applied", "slow")
+    first = toxiproxy.proxies()
+    updated = wait_for_event(out, "fault_updated", "slow")
+    assert updated["result"] == "ok" and updated["planned_at"] == 1.0
+    now = ours(toxiproxy)
+    assert [t["attributes"]["latency"] for p in now.values() for t in p["toxics"]] == [400]
+    assert any(t["attributes"]["latency"] == 100 for p in first.values() for t in p["toxics"])
+    assert process.wait(timeout=20) == 0
+    assert ours(toxiproxy) == {}
+
+
+def test_chaos_list_and_status_show_profiles_and_what_is_in_place(tmp_path, toxiproxy):
+    listed = agentscale("chaos", "list", str(ROOT / "fault_profiles"))
+    assert listed.code == 0 and "crm_503: crm_lookup http 503 at rate 0.6 at 40s" in listed.stdout
+    idle = agentscale("chaos", "status")
+    assert idle.code == 0 and "no faults made by agentscale" in idle.stdout
+    process, run_dir = _start_load(tmp_path, toxiproxy, at="1s", seconds="20s", duration=30)
+    wait_for_event(run_dir, "fault_applied", timeout=30)
+    status = agentscale("chaos", "status")
+    assert status.code == 0 and "proxy(ies) made by agentscale" in status.stdout
+    assert "crm_lookup" in status.stdout
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=30)

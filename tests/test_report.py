@@ -145,3 +145,11 @@ def _distinct_pixels(png: bytes) -> int:
             data += png[position + 8 : position + 8 + length]
         position += 12 + length
     return len(set(zlib.decompress(data)))
+
+
+def test_the_report_stays_small_whatever_the_run_length(run_dir):
+    from agentscale.report import gather
+
+    data = gather(run_dir)
+    assert len(data.series["x"]) <= 121  # about 120 buckets, however long the run
+    assert (run_dir / "report.html").stat().st_size < 1.5 * 1024 * 1024

@@ -201,8 +201,8 @@ def adr(data: ReportData) -> str:
         "## Cache safety",
         "",
         f"Cache hit rate {fmt_pct(cache)}. The scorecard cannot see a cache key; check that "
-        "every cached read is keyed by tenant, auth scope and tool version (agentscale's "
-        "cross-tenant probe makes a leak visible).",
+        "every cached read is keyed by tenant, auth scope and tool version, and that a "
+        "tenant's answer never reaches another tenant.",
         "",
     ]
     lines += [
