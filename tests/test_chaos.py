@@ -26,9 +26,7 @@ from agentscale.chaos.toxiproxy_client import PREFIX, ToxiproxyAPI
 from conftest import AGENTSCALE, ROOT, agentscale, only_run
 
 
-@pytest.fixture(scope="session")
-def toxiproxy() -> Iterator[ToxiproxyAPI]:
-    """A toxiproxy-server of the test's own, so that what agentscale leaves can be inspected."""
+def start_toxiproxy() -> tuple[subprocess.Popen, ToxiproxyAPI]:
     binary = find_binary()
     if binary is None:
         pytest.fail("toxiproxy-server is missing: run `make setup` (it installs it)")
@@ -46,6 +44,13 @@ def toxiproxy() -> Iterator[ToxiproxyAPI]:
             break
         except Exception:
             time.sleep(0.05)
+    return process, api
+
+
+@pytest.fixture(scope="session")
+def toxiproxy() -> Iterator[ToxiproxyAPI]:
+    """A toxiproxy-server of the test's own, so that what agentscale leaves can be inspected."""
+    process, api = start_toxiproxy()
     yield api
     process.terminate()
     process.wait(timeout=10)
@@ -560,21 +565,7 @@ def test_every_toxic_type_lands_on_the_server_with_its_attributes(
 
 
 def test_a_fault_that_cannot_be_applied_makes_the_run_invalid(tmp_path, server):
-    binary = find_binary()
-    port = free_port()
-    doomed = subprocess.Popen(
-        [str(binary), "-host", "127.0.0.1", "-port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    api = ToxiproxyAPI(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            api.version()
-            break
-        except Exception:
-            time.sleep(0.05)
+    doomed, api = start_toxiproxy()
     slow = profile(
         tmp_path,
         None,
