@@ -144,3 +144,14 @@ def test_missing_file_and_unknown_command():
     assert agentscale("validate", "/nonexistent/x.yaml").code == 2
     result = agentscale("frobnicate")
     assert result.code == 2 and "Traceback" not in result.output
+
+
+def test_a_tolerance_in_the_wrong_direction_is_refused_where_it_is_written(tmp_path):
+    text = GOOD + "gates:\n  latency_p95_ms: {max_decrease: 10%}\n"
+    check(
+        tmp_path,
+        text,
+        line=13,
+        field="gates.latency_p95_ms",
+        words=["other way", "write max_increase"],
+    )

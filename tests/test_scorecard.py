@@ -234,3 +234,10 @@ def test_junit_has_one_testcase_per_check_and_summary_is_a_valid_gfm_table():
     header = tables[0].count("|")
     assert all(ln.replace("\\|", "").count("|") == header for ln in tables[:3])
     assert "a \\| b" in summary(verdict)
+
+
+def test_every_gate_a_scenario_can_set_is_one_the_gate_checks():
+    settable = set(Gates.model_fields) - {"slo", "min_requests"}
+    assert settable == set(METRICS)
+    gates = Gates.model_validate({"expected_answer_rate": {"max_decrease": 0.05}})
+    assert tolerances(gates)["expected_answer_rate"].tolerance == 0.05

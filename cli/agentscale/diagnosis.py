@@ -48,7 +48,7 @@ def diagnose(overall: dict[str, Any], prices: dict[str, Any] | None = None) -> D
             [
                 f"{tokens_in:,.0f} input / {tokens_out:,.0f} output tokens per request",
                 f"cost per success ${overall.get('cost_per_success_usd') or 0:.6f}",
-                f"retrieval {overall.get('retrieval')}",
+                _retrieval(overall.get("retrieval")),
             ],
         )
     tool_share = sum(s for n, s in shares.items() if steps.get(n, {}).get("kind") == "tool")

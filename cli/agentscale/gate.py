@@ -58,10 +58,15 @@ def tolerances(gates: Gates | None) -> dict[str, Metric]:
         if change is None or name not in METRICS:
             continue
         base = METRICS[name]
-        limit = change["max_increase"] if base.higher_is_worse else change["max_decrease"]
-        limit = limit if limit is not None else change["max_increase"] or change["max_decrease"]
-        chosen[name] = Metric(base.higher_is_worse, base.absolute, limit, base.floor)
+        limit = change[bad_direction(name)]  # the loader has checked it is the one given
+        if limit is not None:
+            chosen[name] = Metric(base.higher_is_worse, base.absolute, limit, base.floor)
     return chosen
+
+
+def bad_direction(metric: str) -> str:
+    """The tolerance field that makes sense for ``metric``: max_increase or max_decrease."""
+    return "max_increase" if METRICS[metric].higher_is_worse else "max_decrease"
 
 
 def compare(

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from agentscale.dataset import Dataset, load_dataset
 from agentscale.errors import ConfigError, ConfigErrors
+from agentscale.gate import bad_direction
 from agentscale.scenario import LOOPBACK_HOSTS, Scenario
 from agentscale.shapes import OPEN_ONLY, Replay, parse_offsets_csv
 from agentscale.template import BUILTIN_VARIABLES, env_references, template_variables
@@ -216,6 +217,18 @@ def _check(
         error(loc, f"wrong unit: the {load.model} model counts {unit}", hint=f"write {fixed}")
     for name in missing if not wrong else ():
         error(("load", "shape"), f"{name} is required by the {load.model} model ({unit})")
+
+    for name, change in (
+        scenario.gates.model_dump(exclude={"slo", "min_requests"}) if scenario.gates else {}
+    ).items():
+        wanted = bad_direction(name)
+        if change is not None and change[wanted] is None:
+            other = "max_decrease" if wanted == "max_increase" else "max_increase"
+            error(
+                ("gates", name),
+                f"{name} regresses by going the other way",
+                hint=f"write {wanted} instead of {other}",
+            )
 
     replay_offsets = None
     if isinstance(shape, Replay):

@@ -72,16 +72,11 @@ STEP_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("action", pa.string()),
     ("rule", pa.string()),
 )
-REQUEST_INDEX = {name: i for i, (name, _) in enumerate(REQUEST_COLUMNS)}
 _TIMESTAMP_COLUMNS = {"intended_start", "sent_at"}
 
 
 def _schema(columns: tuple[tuple[str, pa.DataType], ...]) -> pa.Schema:
     return pa.schema([pa.field(name, kind) for name, kind in columns])
-
-
-REQUEST_SCHEMA = _schema(REQUEST_COLUMNS)
-STEP_SCHEMA = _schema(STEP_COLUMNS)
 
 
 class PartWriter:
@@ -93,7 +88,6 @@ class PartWriter:
         self.schema = _schema(columns)
         self.rows: list[tuple[Any, ...]] = []
         self.parts = 0
-        self.written = 0
         folder.mkdir(parents=True, exist_ok=True)
         # An empty first part: readers get the schema even from an empty run, and the
         # conversion path is warmed up before the load starts (no stall at the first flush).
@@ -109,7 +103,6 @@ class PartWriter:
         if not rows:
             return 0
         self._write(self._table(list(zip(*rows, strict=True))))
-        self.written += len(rows)
         return len(rows)
 
     def flush(self) -> int:

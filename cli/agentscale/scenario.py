@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validato
 from agentscale.fields import ComparisonField, Duration, Fraction, PositiveDuration
 from agentscale.shapes import Shape
 
-API_VERSION = "agentscale/v1"
 DEFAULT_REQUIRE = "status != 'error'"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -135,13 +134,13 @@ class Gates(_Strict):
     latency_p95_ms: Change | None = None
     latency_p99_ms: Change | None = None
     success_rate: Change | None = None
+    expected_answer_rate: Change | None = None
     cost_per_success_usd: Change | None = None
     cost_per_request_usd: Change | None = None
     tool_calls_per_request: Change | None = None
     retries_per_tool_call: Change | None = None
     input_tokens_mean: Change | None = None
     output_tokens_mean: Change | None = None
-    throughput_rps: Change | None = None
     slo: dict[str, ComparisonField] = Field(default_factory=dict)
     min_requests: int = Field(100, ge=1, description="fewer requests make a check inconclusive")
 

@@ -15,20 +15,6 @@ import pandas as pd
 SCHEMA = "agentscale/scorecard/v1"
 BOOTSTRAP_REPLICATES = 200
 BOOTSTRAP_SAMPLE = 20_000  # requests resampled per replicate (a random subset above this)
-GATED = (
-    "latency_p50_ms",
-    "latency_p95_ms",
-    "latency_p99_ms",
-    "success_rate",
-    "expected_answer_rate",
-    "cost_per_success_usd",
-    "cost_per_request_usd",
-    "tool_calls_per_request",
-    "retries_per_tool_call",
-    "input_tokens_mean",
-    "output_tokens_mean",
-)
-
 
 STEP_COLUMNS = (
     "kind",

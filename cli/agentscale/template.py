@@ -98,9 +98,6 @@ class RequestTemplate:
     def escape(self, value: str) -> str:
         return self.body.escape(value) if self.body is not None else value
 
-    def render_body(self, values: Mapping[str, str]) -> bytes | None:
-        return self.body.render(values).encode() if self.body is not None else None
-
     def fill_body(self, escaped: Mapping[str, str]) -> bytes | None:
         return self.body.fill(escaped).encode() if self.body is not None else None
 

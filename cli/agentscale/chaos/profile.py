@@ -82,15 +82,6 @@ Toxic = Annotated[
     Latency | Bandwidth | SlowClose | Timeout | ResetPeer | Slicer | LimitData,
     Field(discriminator="type"),
 ]
-TOXIC_TYPES = (
-    "latency",
-    "bandwidth",
-    "slow_close",
-    "timeout",
-    "reset_peer",
-    "slicer",
-    "limit_data",
-)
 
 
 class HttpFault(_Strict):

@@ -29,9 +29,6 @@ MODELS = {
     "mock-small": ModelSpec(ttft_s=0.08, per_token_s=0.004),
     "mock-large": ModelSpec(ttft_s=0.30, per_token_s=0.012),
 }
-# USD per million tokens, for scenarios' pricing: blocks.
-PRICES = {"mock-small": (0.15, 0.60), "mock-large": (2.50, 10.00)}
-
 _INTENT_TEXT = {
     "refund": {"refund", "money", "back", "charge", "charged", "reimburse"},
     "incident_triage": {

@@ -78,7 +78,6 @@ class Engine:
         )
         self.queue: gevent.queue.Queue[tuple[int, float] | None] = gevent.queue.Queue()
         self.outstanding = 0
-        self.sent_marks: list[float] = []
         self.stopping = False
         self.records_closed = gevent.event.Event()
         self.interrupted = False
