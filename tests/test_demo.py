@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from agentscale.demo.process import DemoProcess
+from agentscale.scenario import DemoOptions
 from conftest import ROOT, start_server
 
 GOLDEN = [
@@ -127,7 +128,7 @@ def test_the_cache_never_serves_one_tenants_entry_to_another(tmp_path):
 
 
 def test_a_cache_key_without_the_tenant_leaks_and_the_check_above_would_see_it(tmp_path):
-    with stack(tmp_path, cache_scope_bug=True) as demo:
+    with stack(tmp_path, options=DemoOptions(cache_scope_bug=True)) as demo:
         ask(demo, "Where is order 4410?", "acme")
         globex = ask(demo, "Where is order 4410?", "globex")
     assert "in transit" in globex["output"]  # acme's order, served to globex

@@ -159,6 +159,8 @@ def slo_checks(gates: Gates | None, candidate: list[dict[str, Any]]) -> list[dic
 
 def decide(checks: list[dict[str, Any]], invalid: list[str]) -> tuple[str, int]:
     """(result, exit code): invalid 3, regressed or failed 1, inconclusive 3, else 0."""
+    if any(c.get("kind") == "security" and c["status"] == "failed" for c in checks):
+        return "fail", 1
     if invalid:
         return "invalid", 3
     statuses = {c["status"] for c in checks}

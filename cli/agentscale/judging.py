@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from agentscale import baseline as baselines
-from agentscale import console, verdictfiles
+from agentscale import console, tenantchecks, verdictfiles
 from agentscale.chaos.profile import FaultProfile
 from agentscale.errors import EXIT_INTERRUPTED
 from agentscale.expectations import evaluate
 from agentscale.gate import compare, decide, slo_checks, tolerances
 from agentscale.runfolder import load_frames, read_json, write_json
-from agentscale.scenario import Gates
+from agentscale.scenario import Gates, Scenario
 from agentscale.scorecard import scorecard
 
 
@@ -28,6 +28,9 @@ class Candidate:
 def build_scorecard(run_dir: Path, seed: int = 0) -> tuple[dict[str, Any], Any]:
     frames = load_frames(run_dir)
     card = scorecard(frames, seed=seed)
+    scenario = _scenario(run_dir)
+    if scenario is not None:
+        card["tenants"] = tenantchecks.figures(frames, card, scenario)
     write_json(run_dir / "scorecard.json", card)
     return card, frames
 
@@ -45,18 +48,24 @@ def judge(
         info = read_json(candidate.run_dir / "run.json")
         card, frames = build_scorecard(candidate.run_dir, seed=int(info.get("seed", 0)))
         cards.append(card["overall"])
+        found = []
+        if "tenants" in card:
+            scenario = _scenario(candidate.run_dir)
+            found += tenantchecks.evaluate(scenario.expect if scenario else None, card["tenants"])
         if profile is not None and profile.expect:
-            found = evaluate(profile.expect, frames, card)
-            if len(candidates) > 1:
-                for check in found:
-                    check["name"] = f"run {i + 1}: {check['name']}"
-            checks += found
+            found += evaluate(profile.expect, frames, card)
+        if len(candidates) > 1:
+            for check in found:
+                check["name"] = f"run {i + 1}: {check['name']}"
+        checks += found
     checks += slo_checks(gates, cards)
     if baseline is not None:
         runs = [r["scorecard"] for r in baseline["runs"]]
         min_requests = gates.min_requests if gates else 100
         checks += compare(runs, cards, tolerances(gates), min_requests=min_requests)
     invalid = [p for c in candidates for p in c.problems]
+    # Security findings head the verdict: a leak seen is a leak, however the run went.
+    checks.sort(key=lambda c: c.get("kind") != "security")
     result, code = decide(checks, invalid)
     if any(c.interrupted for c in candidates):
         result, code = "interrupted", EXIT_INTERRUPTED
@@ -106,13 +115,17 @@ def compare_run(run_dir: Path, baseline_path: Path, force: bool) -> int:
 
 
 def _gates(run_dir: Path) -> Gates | None:
+    scenario = _scenario(run_dir)
+    return scenario.gates if scenario else None
+
+
+def _scenario(run_dir: Path) -> Scenario | None:
     from agentscale.loading import parse_document
-    from agentscale.scenario import Scenario
 
     path = run_dir / "scenario.yaml"
     if not path.is_file():
         return None
-    return parse_document(path, Scenario, hint="")[1].gates
+    return parse_document(path, Scenario, hint="")[1]
 
 
 def _profile(run_dir: Path) -> FaultProfile | None:

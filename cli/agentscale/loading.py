@@ -230,6 +230,8 @@ def _check(
                 hint=f"write {wanted} instead of {other}",
             )
 
+    _check_tenants(scenario, error)
+
     replay_offsets = None
     if isinstance(shape, Replay):
         replay_path = (path.parent / shape.file).resolve()
@@ -298,3 +300,57 @@ def _check(
         raise ConfigErrors(errors)
     assert dataset is not None
     return LoadedScenario(path, document, scenario, dataset, replay_offsets)
+
+
+def _check_tenants(scenario: Scenario, error: Any) -> None:
+    tenants = scenario.tenant_specs()
+    load = scenario.load
+    own = [name for name, spec in tenants.items() if spec.shape is not None]
+    for name in own:
+        spec = tenants[name]
+        assert spec.shape is not None
+        if load.model == "closed":
+            error(("tenants", name, "shape"), "a tenant's own shape needs the open model",
+                  hint="remove it, or set load.model: open")  # fmt: skip
+            continue
+        if "weight" in spec.model_fields_set:
+            error(("tenants", name, "weight"), "a tenant with its own shape takes no share of "
+                  "load.shape", hint="remove weight, or remove shape")  # fmt: skip
+        if spec.shape.kind == "replay":
+            error(("tenants", name, "shape", "kind"), "a tenant's shape cannot be a replay")
+        missing, wrong = spec.shape.unit_problems("open")
+        for field in wrong:
+            error(("tenants", name, "shape", field), "wrong unit: the open model counts "
+                  "requests/s", hint=f"write {field.rsplit('_', 1)[0]}_rps")  # fmt: skip
+        for field in missing if not wrong else ():
+            error(("tenants", name, "shape"), f"{field} is required (requests/s)")
+    if own and len(own) == len(tenants):
+        error(
+            ("tenants",),
+            "every tenant has its own shape, so load.shape's traffic has no tenant",
+            hint="leave one tenant without a shape: it takes load.shape's traffic",
+        )
+    canaries = [spec.canary for spec in tenants.values() if spec.canary]
+    for name, spec in tenants.items():
+        if spec.canary and canaries.count(spec.canary) > 1:
+            error(("tenants", name, "canary"), "two tenants share this canary",
+                  hint="a canary must be unique to its tenant")  # fmt: skip
+    expect = scenario.expect
+    if expect is None:
+        return
+    if expect.noisy_neighbor is not None:
+        pair = expect.noisy_neighbor
+        for role, name in (("victim", pair.victim), ("neighbor", pair.neighbor)):
+            if name not in tenants:
+                error(("expect", "noisy_neighbor", role), f"{name!r} is not a tenant",
+                      hint="tenants: " + ", ".join(tenants))  # fmt: skip
+        if pair.victim == pair.neighbor:
+            error(("expect", "noisy_neighbor", "neighbor"), "the neighbour is the victim")
+        elif pair.neighbor in tenants and tenants[pair.neighbor].shape is None:
+            error(
+                ("expect", "noisy_neighbor", "neighbor"),
+                f"tenant {pair.neighbor!r} has no shape of its own, so it never spikes alone",
+                hint=f"give tenants.{pair.neighbor} a shape, e.g. {{kind: spike, ...}}",
+            )
+    if expect.fairness is not None and len(tenants) < 2:
+        error(("expect", "fairness"), "fairness needs two tenants or more")

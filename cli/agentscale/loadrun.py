@@ -38,6 +38,7 @@ from agentscale.runfolder import (
 )
 from agentscale.scenario import DemoOptions
 from agentscale.summary import read_requests, summarize, validity_problems
+from agentscale.tenancy import canaries
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,16 @@ def plan_run(loaded: LoadedScenario, options: LoadOptions, run_dir: Path) -> dic
         "environment": environment(),
         "planned": {"duration_s": duration, "created_at": _iso(datetime.now(UTC).timestamp())},
         "faults": {"file": str(faults), "sha256": sha256_file(faults)} if faults else None,
+        "tenants": {
+            name: {
+                "canary": canary,
+                "weight": spec.weight if spec.shape is None else None,
+                "shape": spec.shape.model_dump(mode="json") if spec.shape else None,
+            }
+            for (name, spec), canary in zip(
+                scenario.tenant_specs().items(), canaries(scenario).values(), strict=True
+            )
+        },
     }
 
 
@@ -166,6 +177,7 @@ def _run_once(
                         demo.time_scale,
                         run_dir / "demo.log",
                         routes=routes,
+                        options=demo,
                     )
                 )
                 target_url = process.agent_url
@@ -198,6 +210,7 @@ def _run_once(
                 windows=[(w.name, w.at, w.end) for w in profile.profile.windows] if profile else [],
                 allow_remote=options.allow_remote,
                 parent_pid=os.getpid(),
+                canaries={name: t["canary"] for name, t in run["tenants"].items()},
             )
             with console.LiveView(f"{scenario.name} ({scenario.load.model} model)") as view:
 

@@ -51,6 +51,7 @@ REQUEST_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("dropped", pa.bool_()),
     ("response_bytes", pa.int64()),
     ("output_excerpt", pa.string()),  # what a failed request answered (first 300 characters)
+    ("leaked_from", pa.string()),  # the tenant whose canary this response carried
 )
 STEP_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("request_id", pa.string()),

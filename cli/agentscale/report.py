@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 
 from agentscale import baseline as baselines
+from agentscale import report_tenants
 from agentscale.charts import bar_pairs, line_chart
 from agentscale.diagnosis import Diagnosis, diagnose
+from agentscale.formats import fmt_pct, fmt_usd, fmt_value
 from agentscale.records import read_events
 from agentscale.runfolder import read_json
 from agentscale.verdictfiles import LABEL, describe
@@ -141,23 +143,6 @@ def _prices(run_dir: Path) -> dict[str, Any] | None:
     return {name: price.model_dump() for name, price in scenario.pricing.items()} or None
 
 
-# --- formatting ------------------------------------------------------------------------------
-def fmt_value(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "never" if value == float("inf") else f"{value:,.{digits}g}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def fmt_pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def fmt_usd(value: float | None) -> str:
-    return "unknown" if value is None else f"${value:.6f}"
-
-
 KEY_FIGURES = (
     ("requests", "requests", fmt_value),
     ("success rate", "success_rate", fmt_pct),
@@ -275,6 +260,8 @@ def html(data: ReportData) -> str:
         )
         + "</p>",
     ]
+    for line in report_tenants.leak_lines(data.card.get("tenants")):
+        out.append(f"<p class='s-failed'><b>{e(line)}</b></p>")
     for reason in verdict.get("invalid_reasons", []):
         out.append(f"<p class='s-failed'>invalid: {e(reason)}</p>")
     if verdict.get("checks"):
@@ -368,6 +355,7 @@ def html(data: ReportData) -> str:
             )
         out.append("</table>")
     out.append(_group_table("Per tenant", data.card.get("by_tenant", {})))
+    out.append(report_tenants.html(data.card.get("tenants")))
     out.append(_group_table("Per workflow", data.card.get("by_workflow", {})))
     out.append(_group_table("Per traffic phase", data.card.get("by_phase", {})))
     if data.windows:

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentscale.report import (
-    ReportData,
-    check_detail,
-    fmt_pct,
-    fmt_usd,
-    fmt_value,
-    key_rows,
-    method_rows,
-)
+from agentscale import report_tenants
+from agentscale.formats import fmt_pct, fmt_usd, fmt_value
+from agentscale.report import ReportData, check_detail, key_rows, method_rows
 from agentscale.verdictfiles import LABEL
 
 
@@ -41,6 +35,7 @@ def _verdict(data: ReportData) -> list[str]:
         + (f", against baseline `{data.baseline_name}`" if data.baseline_name else ""),
         "",
     ]
+    lines += [f"- **{_cell(r)}**" for r in report_tenants.leak_lines(data.card.get("tenants"))]
     lines += [f"- invalid: {_cell(r)}" for r in verdict.get("invalid_reasons", [])]
     if verdict.get("checks"):
         lines += _table(
@@ -158,6 +153,8 @@ def markdown(data: ReportData) -> str:
     ]
     lines += ["## p95 by step", "", *_steps(data)]
     lines += ["## Per tenant", "", *_groups("tenants", data.card.get("by_tenant", {}))]
+    for title, note, (header, *rows) in report_tenants.sections(data.card.get("tenants")):
+        lines += [f"### {title}", "", *([note, ""] if note else []), *_table(header, rows)]
     lines += ["## Per workflow", "", *_groups("workflows", data.card.get("by_workflow", {}))]
     if data.windows:
         lines += ["## Resilience", "", *_chaos(data)]

@@ -35,9 +35,28 @@ def _check_jmespath(expression: str | None) -> str | None:
 JMESPath = Annotated[str, Field(description="a JMESPath expression over the response JSON")]
 
 
+class DemoBudgets(_Strict):
+    """Per-request budgets of the demo agent, in place of its profile's."""
+
+    steps: int | None = Field(None, ge=1, description="LLM and tool calls per request")
+    tokens: int | None = Field(None, ge=1, description="LLM tokens per request")
+    time: PositiveDuration | None = Field(None, description="wall time per request")
+
+
 class DemoOptions(_Strict):
     profile: Literal["resilient", "naive"] = "resilient"
     time_scale: float = Field(1.0, ge=0)
+    bulkheads: bool | None = Field(None, description="per-tenant and per-tool bulkheads on/off")
+    tenant_concurrency: int | None = Field(
+        None, ge=1, description="agent requests in flight per tenant (bulkheads on)"
+    )
+    llm_capacity: int | None = Field(
+        None, ge=1, description="completions the shared model serves at once; unlimited if absent"
+    )
+    budgets: DemoBudgets | None = None
+    cache_scope_bug: bool = Field(
+        False, description="a tool cache keyed without the tenant: a real cross-tenant leak"
+    )
 
 
 class Target(_Strict):
@@ -49,7 +68,8 @@ class Target(_Strict):
     )
     timeout: PositiveDuration = 30.0
     body: Any = Field(
-        None, description="JSON body; {{tenant}}, {{prompt}}, {{workflow}}, {{request_id}}"
+        None,
+        description="JSON body; {{tenant}}, {{prompt}}, {{workflow}}, {{request_id}}, {{canary}}",
     )
     allow_remote: bool = Field(False, description="allow a host other than 127.0.0.1/localhost")
 
@@ -145,6 +165,65 @@ class Gates(_Strict):
     min_requests: int = Field(100, ge=1, description="fewer requests make a check inconclusive")
 
 
+class Tenant(_Strict):
+    weight: PositiveFloat = Field(1.0, description="share of load.shape's traffic")
+    shape: Shape | None = Field(
+        None, description="open model: this tenant's own arrivals, on top of load.shape"
+    )
+    canary: str | None = Field(
+        None,
+        min_length=8,
+        max_length=200,
+        description="a marker planted in this tenant's data; a fresh one per run if absent",
+    )
+
+
+class NoisyNeighbor(_Strict):
+    victim: str = Field(description="the tenant that must not suffer")
+    neighbor: str = Field(description="the tenant whose own shape spikes")
+    max_p95_increase: Fraction = Field(
+        0.5, ge=0, description="victim p95 during the neighbour's spikes vs before them"
+    )
+    max_success_drop: Fraction = Field(0.02, ge=0, le=1, description="absolute drop allowed")
+
+
+class Fairness(_Strict):
+    """Jain's index over the tenants (1 = equal, 1/n = one tenant has everything)."""
+
+    success_rate: ComparisonField | None = None
+    latency_p95_ms: ComparisonField | None = None
+
+
+class GuardrailsUnderLoad(_Strict):
+    max_drop: Fraction = Field(
+        0.1, ge=0, le=1, description="blocks and redactions per answer, high load vs low"
+    )
+
+
+class BudgetLimits(_Strict):
+    max_steps: int | None = Field(None, ge=1, description="LLM, retrieval and tool steps")
+    max_tokens: int | None = Field(None, ge=1, description="input plus output tokens")
+    max_service_time: PositiveDuration | None = None
+    exhausted_share: ComparisonField | None = Field(
+        None, description="share of answers that hit a budget, e.g. '>= 0.05'"
+    )
+    degraded_labelled: bool = Field(
+        True, description="a request that hit a budget must answer with status degraded"
+    )
+
+
+class TenantExpectations(_Strict):
+    noisy_neighbor: NoisyNeighbor | None = None
+    fairness: Fairness | None = None
+    guardrails: GuardrailsUnderLoad | None = None
+    budgets: BudgetLimits | None = None
+    leakage: bool = Field(True, description="the cross-tenant canary probe (2+ tenants)")
+
+
+def _one_tenant() -> dict[str, float | Tenant]:
+    return {"default": 1.0}
+
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
@@ -156,8 +235,9 @@ class Scenario(_Strict):
     seed: int | None = Field(None, description="fixes the request mix and Poisson arrivals")
     target: Target
     workload: Workload
-    tenants: dict[str, PositiveFloat] = Field(
-        default_factory=lambda: {"default": 1.0}, description="tenant weights"
+    tenants: dict[str, PositiveFloat | Tenant] = Field(
+        default_factory=_one_tenant,
+        description="tenant weights, or per tenant {weight, shape, canary}",
     )
     load: Load
     success: Success = Field(default_factory=Success)
@@ -165,3 +245,11 @@ class Scenario(_Strict):
     pricing: dict[str, Price] = Field(default_factory=dict)
     faults: str | None = Field(None, description="a fault profile, relative to this file")
     gates: Gates | None = None
+    expect: TenantExpectations | None = None
+
+    def tenant_specs(self) -> dict[str, Tenant]:
+        """Every tenant as a ``Tenant`` (a bare number is a weight)."""
+        return {
+            name: spec if isinstance(spec, Tenant) else Tenant(weight=spec)
+            for name, spec in self.tenants.items()
+        }

@@ -14,7 +14,7 @@ import orjson
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-BUILTIN_VARIABLES = ("tenant", "prompt", "workflow", "request_id")
+BUILTIN_VARIABLES = ("tenant", "prompt", "workflow", "request_id", "canary")
 
 
 class MissingVariable(KeyError):

@@ -18,6 +18,12 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--route", action="append", default=[], help="NAME=HOST:PORT")
     parser.add_argument("--cache-scope-bug", action="store_true")
+    parser.add_argument("--llm-capacity", type=int)
+    parser.add_argument("--bulkheads", choices=("on", "off"))
+    parser.add_argument("--tenant-concurrency", type=int)
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--max-tokens", type=int)
+    parser.add_argument("--max-seconds", type=float)
     args = parser.parse_args()
     routes = dict(item.split("=", 1) for item in args.route)
     unknown = set(routes) - set(DEPENDENCIES)
@@ -29,6 +35,12 @@ def main() -> None:
         port=args.port,
         routes=routes,
         cache_scope_bug=args.cache_scope_bug,
+        llm_capacity=args.llm_capacity,
+        bulkheads=None if args.bulkheads is None else args.bulkheads == "on",
+        tenant_concurrency=args.tenant_concurrency,
+        max_steps=args.max_steps,
+        max_tokens=args.max_tokens,
+        max_seconds=args.max_seconds,
     )
 
     def ready(description: dict[str, object]) -> None:

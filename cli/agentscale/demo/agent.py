@@ -58,6 +58,7 @@ class Run:
     text: str
     request_id: str
     budget: Budget
+    account: str = ""  # the caller's account reference, as the CRM reports it back
     steps: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     degraded: bool = False
@@ -74,6 +75,9 @@ class Run:
 
 class BudgetExhausted(Exception):
     pass
+
+
+OUTPUT_ALLOWANCE = 128  # tokens kept for a completion when checking a call against the budget
 
 
 class Agent:
@@ -112,6 +116,7 @@ class Agent:
             scope=str(payload.get("auth_scope") or "support:read"),
             text=text,
             request_id=str(payload.get("request_id") or hashlib.sha1(text.encode()).hexdigest()),
+            account=str(payload.get("account_ref") or ""),
             budget=Budget(
                 policy.max_steps,
                 policy.max_tokens,
@@ -171,7 +176,8 @@ class Agent:
             run.fallback("llm", "template")
             output = draft
         except BudgetExhausted:
-            output = draft
+            output = draft  # the model never polished it: say so
+            run.degraded = True
         started = time.perf_counter()
         output, fired = guardrails.redact(output)
         for rule in fired:
@@ -292,6 +298,7 @@ class Agent:
                     "tool",
                     "GET",
                     f"/orders/{order}",
+                    headers={"X-Account-Ref": run.account} if run.account else None,
                     cache_args=order,
                     not_found_ok=True,
                 )
@@ -468,9 +475,10 @@ class Agent:
         run.steps.append(step)
         return result
 
-    def spend(self, run: Run) -> None:
-        """Count a step against the budget, or stop the request when a budget is spent."""
-        exhausted = run.exhausted or run.budget.exhausted(time.monotonic())
+    def spend(self, run: Run, tokens: int = 0) -> None:
+        """Count a step against the budget, or stop the request when a budget is spent or the
+        step's ``tokens`` (a prompt's estimate) would overspend it."""
+        exhausted = run.exhausted or run.budget.exhausted(time.monotonic(), tokens)
         if exhausted is not None:
             if run.exhausted is None:
                 run.exhausted = exhausted
@@ -479,7 +487,7 @@ class Agent:
         run.budget.steps += 1
 
     async def llm(self, run: Run, task: str, model: str, user: str, stream: bool = False) -> str:
-        self.spend(run)
+        self.spend(run, tokens(user) + OUTPUT_ALLOWANCE)
         started = time.perf_counter()
         step: dict[str, Any] = {
             "kind": "llm",
@@ -577,9 +585,10 @@ class Agent:
         if intent == "order_status":
             if isinstance(order, dict):
                 eta = f", expected {order['eta']}" if order.get("eta") else ""
+                account = f" (account {order['account_ref']})" if order.get("account_ref") else ""
                 return (
                     f"Order {order_id} ({order['item']}) is {order['status']}{eta}. "
-                    f"Updates go to {order['email']}."
+                    f"Updates go to {order['email']}{account}."
                 )
             return f"I can't see order {order_id} right now; please try again shortly."
         if intent == "incident_triage":

@@ -6,6 +6,7 @@ forgets the tenant serves a visibly wrong answer."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 KB = [
     (
@@ -47,7 +48,7 @@ KB = [
     ),
 ]
 
-ORDERS = {
+ORDERS: dict[str, dict[str, dict[str, Any]]] = {
     "acme": {
         "1182": {
             "status": "delivered",
@@ -135,6 +136,23 @@ ORDERS = {
             "email": "av@globex.example",
             "eta": None,
         },
+    },
+    "initech": {
+        number: {
+            "status": status,
+            "amount": amount,
+            "item": item,
+            "email": f"{who}@initech.example",
+            "eta": eta,
+        }
+        for number, status, amount, item, who, eta in (
+            ("1182", "shipped", 15.00, "red stapler", "milton", "2026-11-27"),
+            ("2291", "delivered", 240.00, "printer toner", "peter", None),
+            ("4410", "processing", 32.50, "tps cover sheets", "bill", "2026-12-01"),
+            ("7781", "delivered", 8.00, "coffee mugs", "joanna", None),
+            ("1029", "in transit", 410.00, "fax machine", "michael", "2026-11-28"),
+            ("3356", "shipped", 55.00, "whiteboard", "samir", "2026-11-26"),
+        )
     },
 }
 INVOICES = {"INV-5530": {"amount": 19.99, "reason": "duplicate charge"}}

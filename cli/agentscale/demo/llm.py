@@ -115,8 +115,18 @@ def _task(messages: list[dict[str, Any]]) -> tuple[str, str]:
     return (match.group(1) if match else "chat"), str(user)
 
 
-def build_llm(time_scale: float) -> web.Application:
+def build_llm(time_scale: float, capacity: int | None = None) -> web.Application:
+    """The mock model endpoint. ``capacity`` completions run at once (a provider's concurrency
+    limit, or a GPU's batch slots); the rest wait their turn, as on a shared model."""
+    slots = asyncio.Semaphore(capacity) if capacity else None
+
     async def completions(request: web.Request) -> web.StreamResponse:
+        if slots is None:
+            return await complete_one(request)
+        async with slots:
+            return await complete_one(request)
+
+    async def complete_one(request: web.Request) -> web.StreamResponse:
         try:
             payload = orjson.loads(await request.read())
             messages = payload["messages"]

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from agentscale.errors import RunInvalid
+from agentscale.scenario import DemoOptions
 
 START_TIMEOUT_S = 30.0
 PROFILE_ENV = "AGENTSCALE_DEMO_PROFILE"
@@ -29,14 +30,13 @@ class DemoProcess:
         time_scale: float,
         log_path: Path,
         routes: dict[str, str] | None = None,
-        cache_scope_bug: bool = False,
+        options: DemoOptions | None = None,
     ) -> None:
         self.command = [sys.executable, "-m", "agentscale.demo", "--profile", profile,
                         "--time-scale", str(time_scale)]  # fmt: skip
         for name, address in (routes or {}).items():
             self.command += ["--route", f"{name}={address}"]
-        if cache_scope_bug:
-            self.command.append("--cache-scope-bug")
+        self.command += _option_arguments(options or DemoOptions())
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.description: dict[str, Any] = {}
@@ -89,6 +89,22 @@ class DemoProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _option_arguments(options: DemoOptions) -> list[str]:
+    out = ["--cache-scope-bug"] if options.cache_scope_bug else []
+    if options.bulkheads is not None:
+        out += ["--bulkheads", "on" if options.bulkheads else "off"]
+    for flag, value in (
+        ("--llm-capacity", options.llm_capacity),
+        ("--tenant-concurrency", options.tenant_concurrency),
+        ("--max-steps", options.budgets.steps if options.budgets else None),
+        ("--max-tokens", options.budgets.tokens if options.budgets else None),
+        ("--max-seconds", options.budgets.time if options.budgets else None),
+    ):
+        if value is not None:
+            out += [flag, str(value)]
+    return out
 
 
 def demo_profile(configured: str) -> str:

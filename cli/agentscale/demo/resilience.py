@@ -137,10 +137,11 @@ class Budget:
     steps: int = 0
     tokens: int = 0
 
-    def exhausted(self, now: float) -> str | None:
+    def exhausted(self, now: float, upcoming_tokens: int = 0) -> str | None:
+        """The budget that is spent, or that the next step's ``upcoming_tokens`` would overspend."""
         if self.max_steps is not None and self.steps >= self.max_steps:
             return "steps"
-        if self.max_tokens is not None and self.tokens >= self.max_tokens:
+        if self.max_tokens is not None and self.tokens + upcoming_tokens > self.max_tokens:
             return "tokens"
         if self.max_seconds is not None and now - self.started >= self.max_seconds:
             return "time"

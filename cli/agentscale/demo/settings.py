@@ -93,12 +93,30 @@ class DemoSettings:
     # Where the agent sends each dependency's calls; by default straight to the service. A
     # fault proxy goes in between by pointing a route at it.
     routes: dict[str, str] = field(default_factory=dict)
-    cache_scope_bug: bool = False  # issue 7's probe target: a cache key without the tenant
+    cache_scope_bug: bool = False  # the leakage probe's target: a cache key without the tenant
     seed: int = 0
+    llm_capacity: int | None = None  # completions the mock model serves at once
+    # In place of the profile's: bulkheads on/off, per-tenant concurrency, budgets.
+    bulkheads: bool | None = None
+    tenant_concurrency: int | None = None
+    max_steps: int | None = None
+    max_tokens: int | None = None
+    max_seconds: float | None = None
 
     @property
     def policy(self) -> Policy:
-        return PROFILES[self.profile]
+        changes: dict[str, object] = {
+            name: value
+            for name in (
+                "bulkheads",
+                "tenant_concurrency",
+                "max_steps",
+                "max_tokens",
+                "max_seconds",
+            )
+            if (value := getattr(self, name)) is not None
+        }
+        return replace(PROFILES[self.profile], **changes)  # type: ignore[arg-type]
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale

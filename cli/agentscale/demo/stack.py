@@ -56,7 +56,7 @@ async def _listen(app: web.Application, host: str, port: int) -> tuple[web.AppRu
 async def start(settings: DemoSettings) -> Stack:
     runners: list[web.AppRunner] = []
     services: dict[str, str] = {}
-    apps = {"llm": build_llm(settings.time_scale)}
+    apps = {"llm": build_llm(settings.time_scale, settings.llm_capacity)}
     apps.update({name: build(settings.time_scale) for name, build in BUILDERS.items()})
     for name in DEPENDENCIES:
         runner, port = await _listen(apps[name], settings.host, 0)

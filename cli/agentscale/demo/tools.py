@@ -102,7 +102,11 @@ def build_crm(time_scale: float) -> web.Application:
         order = ORDERS.get(tenant, {}).get(request.match_info["order_id"])
         if order is None:
             return _json({"error": "no such order"}, status=404)
-        return _json({"order_id": request.match_info["order_id"], "tenant": tenant, **order})
+        record = {"order_id": request.match_info["order_id"], "tenant": tenant, **order}
+        account = request.headers.get("X-Account-Ref")
+        if account:  # the record as the caller's account sees it
+            record["account_ref"] = account
+        return _json(record)
 
     app = web.Application()
     app.router.add_get("/orders/{order_id}", handle)

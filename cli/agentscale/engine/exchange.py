@@ -82,6 +82,7 @@ class Exchange:
         phase: Callable[[float], str],
         start: float,
         windows: list[tuple[str, float, float]] | None = None,
+        canaries: dict[str, str] | None = None,
     ) -> None:
         self.method, self.path = method, path
         self.template, self.planner = template, planner
@@ -97,21 +98,31 @@ class Exchange:
         # Escaped once here, so rendering a request is a join.
         self.escaped = [{k: template.escape(v) for k, v in vs.items()} for vs in raw]
         self.raw = raw
-        self.escaped_tenants = {t: template.escape(t) for t in planner.tenants}
+        self.canaries = canaries or {}
+        tenants = set(planner.tenants) | set(self.canaries)
+        self.escaped_tenants = {t: template.escape(t) for t in tenants}
+        self.escaped_canaries = {t: template.escape(c) for t, c in self.canaries.items()}
+        # The probe: every other tenant's canary, looked for in each response's bytes.
+        self.foreign = {
+            t: [(owner, c.encode()) for owner, c in self.canaries.items() if owner != t]
+            for t in tenants
+        }
         self.dynamic_headers = bool(template.dynamic_headers)
         self.in_flight: dict[int, tuple[PlannedRequest, float, float]] = {}
         self.live = LiveLatency()  # for the live view only; the records are the truth
         self.sent = self.completed = self.failed = self.dropped = 0
 
-    def perform(self, send: Send, seq: int, intended: float) -> None:
-        planned = self.planner.plan(seq)
+    def perform(self, send: Send, seq: int, intended: float, tenant: str | None = None) -> None:
+        planned = self.planner.plan(seq, tenant)
         escaped = dict(self.escaped[planned.item])
         escaped["tenant"] = self.escaped_tenants[planned.tenant]
         escaped["request_id"] = planned.request_id
+        escaped["canary"] = self.escaped_canaries.get(planned.tenant, "")
         body = self.template.fill_body(escaped)
         if self.dynamic_headers:
             values = dict(self.raw[planned.item])
             values["tenant"], values["request_id"] = planned.tenant, planned.request_id
+            values["canary"] = self.canaries.get(planned.tenant, "")
             headers = self.template.render_headers(values)
         else:
             headers = self.template.static_headers
@@ -164,6 +175,11 @@ class Exchange:
                 fallbacks += 1
             elif kind == "budget_exhausted":
                 budgets += 1
+        leaked = None
+        for owner, mark in self.foreign.get(planned.tenant, ()):
+            if mark in content:
+                leaked = owner
+                break
         offset = self.clock.wall0 - self.clock.mono0
         self.requests.rows.append(
             (
@@ -177,7 +193,8 @@ class Exchange:
                 tally.cost_usd, self.phase(intended - self.start),
                 self.active(sent - self.start) if self.windows else NO_FAULTS,
                 False, len(content),
-                None if success else (trace.output or "")[:300],
+                None if success and leaked is None else (trace.output or "")[:300],
+                leaked,
             )
         )  # fmt: skip
 
@@ -185,8 +202,8 @@ class Exchange:
         """The fault windows planned to be in force ``offset`` seconds into the load."""
         return [name for name, start, end in self.windows if start <= offset < end]
 
-    def record_dropped(self, seq: int, intended: float) -> None:
-        planned = self.planner.plan(seq)
+    def record_dropped(self, seq: int, intended: float, tenant: str | None = None) -> None:
+        planned = self.planner.plan(seq, tenant)
         self.dropped += 1
         self.requests.rows.append(_unsent_row(self, planned, intended, "dropped", dropped=True))
 
@@ -213,7 +230,7 @@ def _unsent_row(
         None, None, None, None, error_class, False, None, None, None, None, None,
         0, 0, 0, 0, 0, 0, None, None, exchange.phase(intended - exchange.start),
         exchange.active(intended - exchange.start),
-        dropped, 0, None,
+        dropped, 0, None, None,
     )  # fmt: skip
 
 

@@ -34,8 +34,8 @@ from agentscale.judge import Judge
 from agentscale.loading import LoadedScenario, load_scenario
 from agentscale.pricing import PriceBook
 from agentscale.records import REQUEST_COLUMNS, STEP_COLUMNS, EventLog, PartWriter
-from agentscale.shapes import arrival_offsets
 from agentscale.template import RequestTemplate
+from agentscale.tenancy import arrivals, levels, own_shapes, shared_weights
 from agentscale.trace import TraceReader
 
 SPAWN_RATE = 10_000.0  # users/s: the shape, not Locust's ramp, decides how many run
@@ -64,7 +64,7 @@ class Engine:
             template=RequestTemplate(target.body, target.headers, os.environ),
             dataset=loaded.dataset,
             planner=Planner(
-                loaded.dataset, scenario.tenants, scenario.workload.workflows, spec.seed
+                loaded.dataset, shared_weights(scenario), scenario.workload.workflows, spec.seed
             ),
             reader=TraceReader(scenario.telemetry),
             judge=Judge(scenario.success),
@@ -75,8 +75,9 @@ class Engine:
             phase=lambda offset: shape.phase(offset, self.duration),
             start=self.start,
             windows=list(spec.windows),
+            canaries=spec.canaries,
         )
-        self.queue: gevent.queue.Queue[tuple[int, float] | None] = gevent.queue.Queue()
+        self.queue: gevent.queue.Queue[tuple[int, float, str | None] | None] = gevent.queue.Queue()
         self.outstanding = 0
         self.stopping = False
         self.records_closed = gevent.event.Event()
@@ -135,9 +136,9 @@ class Engine:
             arrival = self.queue.get()
             if arrival is None:
                 raise StopUser()
-            seq, intended = arrival
+            seq, intended, tenant = arrival
             try:
-                self.exchange.perform(send, seq, intended)
+                self.exchange.perform(send, seq, intended, tenant)
             finally:
                 self.outstanding -= 1
             return
@@ -149,13 +150,13 @@ class Engine:
 
     # --- the clock's side ------------------------------------------------------------------
     def schedule_open(self) -> None:
-        offsets = arrival_offsets(
-            self.load.shape,
-            self.duration,
-            poisson=self.load.arrivals == "poisson",
-            seed=self.spec.seed,
-            replay_offsets=self.loaded.replay_offsets,
+        scenario = self.loaded.scenario
+        offsets, who = arrivals(
+            scenario, self.duration, seed=self.spec.seed, replay_offsets=self.loaded.replay_offsets
         )
+        names: list[str | None] = list(own_shapes(scenario))
+        names.append(None)  # SHARED (-1) indexes the last entry: the planner draws the tenant
+        senders = [names[i] for i in who.tolist()]
         self.planned = len(offsets)
         self.events.write("arrivals_planned", count=len(offsets), duration=self.duration)
         cap = self.load.max_concurrency
@@ -170,10 +171,10 @@ class Engine:
             else:
                 gevent.sleep(0)  # behind schedule: let the users take what is queued
             if self.outstanding >= cap:
-                self.exchange.record_dropped(seq, intended)
+                self.exchange.record_dropped(seq, intended, senders[seq])
                 continue
             self.outstanding += 1
-            self.queue.put((seq, intended))
+            self.queue.put((seq, intended, senders[seq]))
 
     def control_closed(self) -> None:
         shape, current = self.load.shape, -1
@@ -227,7 +228,8 @@ class Engine:
             rate = (exchange.sent - last_sent) / max(now - last_time, 1e-6)
             last_sent, last_time = exchange.sent, now
             p95 = exchange.live.percentile(95)
-            level = self.load.shape.level(min(elapsed, self.duration), self.duration)
+            at = np.array([min(elapsed, self.duration)])
+            level = float(levels(self.loaded.scenario, at, self.duration)[0])
             self.emit(
                 "progress",
                 elapsed=round(elapsed, 2),

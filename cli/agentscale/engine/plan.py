@@ -37,9 +37,12 @@ class Planner:
         self.random = random.Random(seed)
         self.prefix = id_prefix
 
-    def plan(self, seq: int) -> PlannedRequest:
+    def plan(self, seq: int, tenant: str | None = None) -> PlannedRequest:
+        """The request of arrival ``seq``; ``tenant`` is the sender when the arrival is a
+        tenant's own, else one is drawn by weight."""
         draw = self.random.random
-        tenant = self.tenants[bisect(self.tenant_cum, draw() * self.tenant_cum[-1])]
+        drawn = self.tenants[bisect(self.tenant_cum, draw() * self.tenant_cum[-1])]
+        tenant = tenant or drawn
         index = bisect(self.workflow_cum, draw() * self.workflow_cum[-1])
         items = self.items[index]
         item = items[int(draw() * len(items))]

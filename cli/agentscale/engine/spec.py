@@ -17,6 +17,7 @@ class EngineSpec(BaseModel):
     target_url: str | None = None  # the demo stack's address when target.url is demo
     windows: list[tuple[str, float, float]] = []  # fault windows: name, start, end (offsets)
     allow_remote: tuple[str, ...] = ()
+    canaries: dict[str, str] = {}  # tenant -> canary, for {{canary}} and the leakage probe
     progress_every: float = 0.5
     flush_every: float = 1.0
     parent_pid: int | None = None
