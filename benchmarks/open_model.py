@@ -12,34 +12,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench_scenario import write_scenario
 from fast_target import last_core, nginx, pin
 
-HERE = Path(__file__).resolve().parent
-DATASET = HERE.parent / "scenarios" / "datasets" / "support_golden.jsonl"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
 RATES = [int(r) for r in os.environ.get("BENCH_RATES", "200,1000").split(",")]
 
-SCENARIO = """
-apiVersion: agentscale/v1
-kind: Scenario
-name: bench-open-{rate}
-seed: 1
-target:
-  url: {url}/agent
-  timeout: 10s
-  body: {{tenant_id: "{{{{tenant}}}}", input: "{{{{prompt}}}}"}}
-workload: {{dataset: {dataset}}}
-load:
-  shape: {{kind: constant, rps: {rate}}}
-  duration: {seconds}s
-  max_concurrency: 200
-success: {{expect: none}}
-"""
-
 
 def measure(url: str, rate: int, work: Path) -> dict[str, float]:
-    scenario = work / f"open-{rate}.yaml"
-    scenario.write_text(SCENARIO.format(url=url, rate=rate, seconds=SECONDS, dataset=DATASET))
+    load = {"shape": {"kind": "constant", "rps": rate}, "duration": f"{SECONDS}s",
+            "max_concurrency": 200}  # fmt: skip
+    scenario = write_scenario(work / f"open-{rate}.yaml", f"bench-open-{rate}", url, load)
     out = work / "runs"
     command = [sys.executable, "-m", "agentscale", "load", str(scenario), "--out", str(out)]
     subprocess.run(pin(0, command), check=False, capture_output=True)

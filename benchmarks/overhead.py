@@ -15,31 +15,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench_scenario import write_scenario
 from fast_target import last_core, nginx, pin
 
 HERE = Path(__file__).resolve().parent
 USERS = int(os.environ.get("BENCH_USERS", "20"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-DATASET = HERE.parent / "scenarios" / "datasets" / "support_golden.jsonl"
-
-SCENARIO = """
-apiVersion: agentscale/v1
-kind: Scenario
-name: bench-overhead
-seed: 1
-target:
-  url: {url}/agent
-  timeout: 10s
-  body: {{tenant_id: "{{{{tenant}}}}", input: "{{{{prompt}}}}"}}
-workload: {{dataset: {dataset}}}
-load:
-  model: closed
-  shape: {{kind: constant, users: {users}}}
-  duration: {seconds}s
-success: {{expect: none}}
-pricing: {{mock-small: {{input_per_mtok: 0.15, output_per_mtok: 0.6}}}}
-"""
 
 
 def bare(url: str, work: Path) -> float:
@@ -57,8 +39,9 @@ def bare(url: str, work: Path) -> float:
 
 
 def agentscale(url: str, work: Path) -> tuple[float, float]:
-    scenario = work / "bench.yaml"
-    scenario.write_text(SCENARIO.format(url=url, dataset=DATASET, users=USERS, seconds=SECONDS))
+    load = {"model": "closed", "shape": {"kind": "constant", "users": USERS},
+            "duration": f"{SECONDS}s"}  # fmt: skip
+    scenario = write_scenario(work / "bench.yaml", "bench-overhead", url, load)
     out = work / "runs"
     done = subprocess.run(
         pin(0, [sys.executable, "-m", "agentscale", "load", str(scenario), "--out", str(out)]),
