@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python benchmarks/open_model.py
 	$(BIN)/python benchmarks/demo_stack.py
 	$(BIN)/python benchmarks/scorecard.py
+	$(BIN)/python benchmarks/distributed.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

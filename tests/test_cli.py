@@ -14,6 +14,7 @@ from conftest import ROOT, agentscale
 
 COMMANDS = (
     "report",
+    "worker",
     "load",
     "validate",
     "schema",

@@ -50,6 +50,15 @@ def load(
     force: Annotated[bool, typer.Option(help="compare with a baseline of another scenario")] = (
         False
     ),
+    workers: Annotated[
+        int, typer.Option(min=0, help="Locust workers to start here (master/worker mode)")
+    ] = 0,
+    remote_workers: Annotated[
+        int, typer.Option(min=0, help="workers to wait for from other machines")
+    ] = 0,
+    master_bind: Annotated[
+        str, typer.Option(help="HOST:PORT the master listens on for workers")
+    ] = "127.0.0.1:0",
 ) -> int:
     """Run a scenario: drive the load, record every request, score it, and give a verdict."""
     from agentscale.loadrun import LoadOptions, run_load
@@ -73,8 +82,36 @@ def load(
         baseline=baseline,
         repeat=repeat,
         force=force,
+        workers=workers,
+        remote_workers=remote_workers,
+        master_bind=_address(master_bind, "--master-bind"),
     )
+    if remote_workers and master_bind.startswith("127.0.0.1:0"):
+        raise ConfigError(
+            "remote workers need a port they can reach",
+            field="--master-bind",
+            hint="e.g. --master-bind 0.0.0.0:5557, then on each machine: "
+            "agentscale worker --master THIS_HOST:5557",
+        )
     return run_load(scenario, options)
+
+
+def _address(text: str, field: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{text!r} is not HOST:PORT", field=field, hint="e.g. 127.0.0.1:5557")
+    return host, int(port)
+
+
+@app.command()
+def worker(
+    master: Annotated[str, typer.Option(help="HOST:PORT of the master (agentscale load)")],
+) -> int:
+    """Join an `agentscale load --workers/--remote-workers` run as one more Locust worker."""
+    host, port = _address(master, "--master")
+    from agentscale.engine.locust_runner import run_worker
+
+    return run_worker(host, port)
 
 
 @app.command()

@@ -91,6 +91,8 @@ class LiveView:
             f" · achieved {_fmt(m['achieved'])} rps · in flight {m['in_flight']}"
             f" · p95 {_fmt(m['p95_ms'], ' ms', 0)} · errors {m['errors']}"
             f" · dropped {m['dropped']}"
+            + (f" · workers {m['workers']}" if "workers" in m else "")
+            + (f" ({m['workers_lost']} lost)" if m.get("workers_lost") else "")
         )
 
     def _table(self) -> Table:

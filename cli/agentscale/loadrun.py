@@ -52,6 +52,9 @@ class LoadOptions:
     baseline: Path | None = None
     repeat: int = 1
     force: bool = False
+    workers: int = 0
+    remote_workers: int = 0
+    master_bind: tuple[str, int] = ("127.0.0.1", 0)
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -211,12 +214,20 @@ def _run_once(
                 allow_remote=options.allow_remote,
                 parent_pid=os.getpid(),
                 canaries={name: t["canary"] for name, t in run["tenants"].items()},
+                workers=options.workers,
+                remote_workers=options.remote_workers,
+                master_bind=options.master_bind,
             )
             with console.LiveView(f"{scenario.name} ({scenario.load.model} model)") as view:
 
                 def on_message(message: dict[str, Any]) -> None:
                     if message.get("type") == "started" and scheduler is not None:
-                        scheduler.start(message["started_at"])
+                        scheduler.start(message["started_at"])  # the load's clock, one for all
+                    if message.get("type") == "waiting":
+                        console.print_line(
+                            f"master at {message['master']}: waiting for "
+                            f"{message['workers']} worker(s)"
+                        )
                     view.update(message)
 
                 outcome = launch(spec, on_message)
@@ -278,11 +289,18 @@ def finish(
         last_send = requests["sent_at"].max()
         if last_send is not None and last_send == last_send:
             load_seconds = max(load_seconds, last_send.timestamp() - started_at)
-    summary = summarize(requests, load_seconds, planned_event["count"] if planned_event else None)
+    # A distributed run's total is in run_ended: each worker logs the plan of its own share.
+    planned = (ended or {}).get("planned") or (planned_event["count"] if planned_event else None)
+    summary = summarize(requests, load_seconds, planned)
     load = loaded.scenario.load
     problems = validity_problems(
         summary, model=load.model, max_dropped=load.max_dropped, max_lag_ms=load.max_lag_ms
     )
+    for lost in (ended or {}).get("workers_lost", []):
+        if load.on_worker_loss == "continue":
+            console.print_warning(f"{lost}: its share of the load is missing (on_worker_loss)")
+        else:
+            problems.append(f"{lost}: its share of the load is missing")
     problems.extend(fault_problems or [])
     if returncode not in (EXIT_OK, EXIT_INTERRUPTED):
         problems.insert(

@@ -80,24 +80,31 @@ def _schema(columns: tuple[tuple[str, pa.DataType], ...]) -> pa.Schema:
     return pa.schema([pa.field(name, kind) for name, kind in columns])
 
 
-class PartWriter:
-    """Rows in memory as tuples (cheap in the hot path); a part file per ``flush``."""
+class RowBuffer:
+    """Rows in memory as tuples: cheap in the hot path."""
 
-    def __init__(self, folder: Path, columns: tuple[tuple[str, pa.DataType], ...]) -> None:
-        self.folder = folder
-        self.columns = columns
-        self.schema = _schema(columns)
+    def __init__(self) -> None:
         self.rows: list[tuple[Any, ...]] = []
-        self.parts = 0
-        folder.mkdir(parents=True, exist_ok=True)
-        # An empty first part: readers get the schema even from an empty run, and the
-        # conversion path is warmed up before the load starts (no stall at the first flush).
-        self._write(self._table([()] * len(columns)))
 
     def take(self) -> list[tuple[Any, ...]]:
         """The rows buffered so far, leaving an empty buffer (call from the producing thread)."""
         rows, self.rows = self.rows, []
         return rows
+
+
+class PartWriter(RowBuffer):
+    """A row buffer written as a part file per ``flush``."""
+
+    def __init__(self, folder: Path, columns: tuple[tuple[str, pa.DataType], ...]) -> None:
+        super().__init__()
+        self.folder = folder
+        self.columns = columns
+        self.schema = _schema(columns)
+        self.parts = 0
+        folder.mkdir(parents=True, exist_ok=True)
+        # An empty first part: readers get the schema even from an empty run, and the
+        # conversion path is warmed up before the load starts (no stall at the first flush).
+        self._write(self._table([()] * len(columns)))
 
     def write(self, rows: list[tuple[Any, ...]]) -> int:
         """Write ``rows`` as one part; safe to call from another thread, one call at a time."""

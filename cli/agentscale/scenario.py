@@ -108,6 +108,9 @@ class Load(_Strict):
     think_time: Duration = Field(0.0, description="closed model: pause between a user's requests")
     max_dropped: Fraction = Field(0.01, ge=0, le=1, description="dropped share before invalid")
     max_lag_ms: float = Field(100.0, gt=0, description="scheduling lag p99 before invalid")
+    on_worker_loss: Literal["invalid", "continue"] = Field(
+        "invalid", description="--workers: a worker that dies makes the run invalid, or not"
+    )
 
 
 class Success(_Strict):

@@ -17,7 +17,7 @@ from agentscale.dataset import Dataset
 from agentscale.engine.plan import PlannedRequest, Planner
 from agentscale.judge import Judge, transport_error_class
 from agentscale.pricing import PriceBook
-from agentscale.records import PartWriter
+from agentscale.records import RowBuffer
 from agentscale.template import RequestTemplate
 from agentscale.trace import STEP_KINDS, Trace, TraceReader
 
@@ -76,8 +76,8 @@ class Exchange:
         reader: TraceReader,
         judge: Judge,
         prices: PriceBook,
-        requests: PartWriter,
-        steps: PartWriter,
+        requests: RowBuffer,
+        steps: RowBuffer,
         clock: Clock,
         phase: Callable[[float], str],
         start: float,

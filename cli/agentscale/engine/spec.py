@@ -18,6 +18,9 @@ class EngineSpec(BaseModel):
     windows: list[tuple[str, float, float]] = []  # fault windows: name, start, end (offsets)
     allow_remote: tuple[str, ...] = ()
     canaries: dict[str, str] = {}  # tenant -> canary, for {{canary}} and the leakage probe
+    workers: int = 0  # local worker processes (Locust master/worker mode when any)
+    remote_workers: int = 0  # workers expected from other machines
+    master_bind: tuple[str, int] = ("127.0.0.1", 0)
     progress_every: float = 0.5
     flush_every: float = 1.0
     parent_pid: int | None = None
