@@ -223,3 +223,16 @@ def test_the_committed_showcase_baseline_matches_what_make_demo_runs():
     assert found["runs"][0]["scorecard"]["requests"] > 1000
     makefile = (ROOT / "Makefile").read_text()
     assert "--baseline reports/baselines/spiky-burst-tool-5xx.json" in makefile
+    # The same traffic: no warning that the load differs (new settings at their defaults).
+    from pathlib import Path
+
+    from agentscale.baseline import compatibility
+    from agentscale.loading import load_scenario
+    from agentscale.loadrun import LoadOptions, plan_run
+
+    loaded = load_scenario(ROOT / "scenarios" / "spiky_burst.yaml")
+    planned = plan_run(loaded, LoadOptions(out=Path("reports")), Path("planned"))
+    planned["faults"] = {"sha256": method["faults"]}
+    path = ROOT / "reports" / "baselines" / "spiky-burst-tool-5xx.json"
+    warnings = compatibility(found, planned, path, False)
+    assert not [w for w in warnings if "load" in w], warnings

@@ -111,7 +111,9 @@ def compatibility(
     warnings = []
     if theirs.get("environment", {}).get("fingerprint") != ours["environment"]["fingerprint"]:
         warnings.append("the baseline ran on another machine (environment fingerprint differs)")
-    if theirs.get("load") != ours.get("load"):
+    # What shapes the traffic; settings added later (with their defaults) change nothing.
+    traffic = ("model", "shape", "duration", "arrivals", "max_concurrency", "think_time")
+    if any((theirs.get("load") or {}).get(k) != (ours.get("load") or {}).get(k) for k in traffic):
         warnings.append("the baseline's load shape or duration differs")
     if theirs.get("faults") != ours.get("faults"):
         warnings.append("the baseline ran with a different fault profile")
