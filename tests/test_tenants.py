@@ -130,6 +130,11 @@ def test_the_leakage_probe_finds_a_real_cache_scope_bug_and_nothing_without_it(t
     assert planted[pair["canary_of"]]["canary"] in pair["excerpt"]  # the evidence, quoted
     html = (run_dir / "report.html").read_text()
     assert html.index("SECURITY: cross-tenant leak") < html.index("<h2>Checks</h2>")
+    markdown = agentscale("report", str(run_dir), "--format", "md")
+    assert markdown.code == 0, markdown.output
+    text = (run_dir / "report.md").read_text()
+    assert text.index("SECURITY: cross-tenant leak") < text.index("## Key figures")
+    assert "### Fairness and isolation" in text and "carried one" in text
 
     code, run_dir, output = outcomes[False]
     assert code == 0, output

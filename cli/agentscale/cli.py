@@ -253,6 +253,15 @@ def demo_serve(
     time_scale: Annotated[
         float, typer.Option(min=0, help="multiplies every artificial delay; 0 = none")
     ] = 1.0,
+    llm_capacity: Annotated[
+        int | None, typer.Option(min=1, help="completions the mock model serves at once")
+    ] = None,
+    bulkheads: Annotated[
+        bool | None, typer.Option("--bulkheads/--no-bulkheads", help="override the profile's")
+    ] = None,
+    cache_scope_bug: Annotated[
+        bool, typer.Option(help="key the tool cache without the tenant (a real leak)")
+    ] = False,
 ) -> int:
     """Run the reference agent stack in the foreground; the agent answers POST .../agent."""
     from agentscale import console
@@ -269,7 +278,15 @@ def demo_serve(
         for name, address in services.items():
             console.print_line(f"  {name:<11} {address}")
 
-    serve(DemoSettings(profile=profile.value, time_scale=time_scale, port=port), ready)
+    settings = DemoSettings(
+        profile=profile.value,
+        time_scale=time_scale,
+        port=port,
+        llm_capacity=llm_capacity,
+        bulkheads=bulkheads,
+        cache_scope_bug=cache_scope_bug,
+    )
+    serve(settings, ready)
     return EXIT_OK
 
 

@@ -176,10 +176,12 @@ class Exchange:
             elif kind == "budget_exhausted":
                 budgets += 1
         leaked = None
-        for owner, mark in self.foreign.get(planned.tenant, ()):
-            if mark in content:
-                leaked = owner
-                break
+        foreign = self.foreign[planned.tenant]
+        if foreign:
+            for owner, mark in foreign:
+                if mark in content:
+                    leaked = owner
+                    break
         offset = self.clock.wall0 - self.clock.mono0
         self.requests.rows.append(
             (

@@ -240,7 +240,7 @@ class Engine:
             finally:
                 self.outstanding -= 1
             return
-        if not self.go.is_set():
+        if self.worker and not self.go.is_set():
             self.go.wait()  # a worker's users may spawn before the common start
         if self.stopping:
             raise StopUser()
