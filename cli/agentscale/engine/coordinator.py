@@ -159,6 +159,7 @@ class Coordinator:
             self._set_up_workers()
             return self._drive()
         finally:
+            self.port.quit()  # every worker, local or remote, leaves with the master
             self._stop_local_workers()
 
     def _interrupt(self) -> None:
@@ -270,7 +271,6 @@ class Coordinator:
             interrupted=self.interrupted,
         )  # fmt: skip
         self.events.close()
-        self.port.quit()
         self.emit("ended", interrupted=self.interrupted)
         return EXIT_INTERRUPTED if self.interrupted else EXIT_OK
 
