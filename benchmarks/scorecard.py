@@ -100,6 +100,26 @@ def synthetic_run(folder: Path) -> None:
         "faults": {"windows": [["w", 200.0, 260.0]]},
     }
     (folder / "run.json").write_text(json.dumps(info))
+    # A scenario too, so that the tenant figures (fairness, guardrails by load) are computed.
+    (folder / "scenario.yaml").write_text(SCENARIO)
+    (folder / "golden.jsonl").write_text('{"prompt": "p", "workflow": "refund"}\n')
+
+
+SCENARIO = """
+apiVersion: agentscale/v1
+kind: Scenario
+name: bench-synthetic
+target: {url: "http://127.0.0.1:9/agent", body: {input: "{{prompt}}", ref: "{{canary}}"}}
+workload: {dataset: golden.jsonl}
+tenants:
+  acme: 1
+  globex:
+    shape: {kind: spike, base_rps: 500, peak_rps: 3000, every: 120s, spike_for: 30s}
+load: {shape: {kind: constant, rps: 1000}, duration: 600s}
+expect:
+  noisy_neighbor: {victim: acme, neighbor: globex}
+  guardrails: {max_drop: 10%}
+"""
 
 
 def main() -> None:

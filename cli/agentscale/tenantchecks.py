@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from agentscale.scenario import Scenario, TenantExpectations
 from agentscale.scorecard import RunFrames
@@ -148,13 +149,13 @@ def guardrails_by_load(frames: RunFrames, scenario: Scenario) -> dict[str, Any] 
     answered = _sent(frames) & requests["status"].isin(["ok", "degraded"]).to_numpy(dtype=bool)
     at = levels(scenario, a["offset"], frames.duration)
     low, high = answered & (at <= middle), answered & (at > middle)
-    action = frames.steps["action"].astype("string")
-    workflow = requests["workflow"].astype("string").to_numpy()
+    action = frames.steps["action"]  # categorical: comparisons work on the codes
+    workflow = pd.Categorical(requests["workflow"]).codes
     out: dict[str, Any] = {"levels": [low_level, high_level]}
     for name, chosen in (("low", low), ("high", high)):
         out[name] = {"answers": int(chosen.sum())}
     for metric, act in (("blocks", "block"), ("redactions", "redact")):
-        counts = _per_request(frames, (action == act).fillna(False).to_numpy())
+        counts = _per_request(frames, (action == act).to_numpy(dtype=bool, na_value=False))
         expected = 0.0
         for flow in np.unique(workflow[low | high]):
             mine = workflow == flow
@@ -174,11 +175,8 @@ def budgets(frames: RunFrames) -> dict[str, Any]:
     a = frames.arrays
     sent = _sent(frames)
     n = int(sent.sum())
-    kinds = frames.steps["kind"].astype("string") if not frames.steps.empty else None
-    dependency = (
-        _per_request(frames, kinds.isin(DEPENDENCY_KINDS).fillna(False).to_numpy())
-        if kinds is not None
-        else np.zeros(len(frames.requests), dtype=np.int64)
+    dependency = _per_request(
+        frames, frames.steps["kind"].isin(DEPENDENCY_KINDS).to_numpy(dtype=bool)
     )
     tokens = np.nan_to_num(a["input_tokens"]) + np.nan_to_num(a["output_tokens"])
     exhausted = sent & (np.nan_to_num(a["budget_exhausted"]) > 0)
