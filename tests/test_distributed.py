@@ -169,3 +169,28 @@ def test_faults_stay_on_the_master_and_on_the_load_clock(tmp_path):
     crm = called.merge(requests[["request_id"]].assign(marked=marked), on="request_id")
     assert crm[crm["marked"]]["error"].notna().mean() > 0.8  # the 503s landed in the window
     assert crm[~crm["marked"] & crm["error"].isna()].shape[0] > 0
+
+
+def test_closed_model_users_are_spread_over_the_workers(server, tmp_path):
+    document = scenario_dict(
+        server.url("/agent"),
+        load__model="closed",
+        load__shape={"kind": "stages", "stages": [{"for": "3s", "users": 2},
+                                                  {"for": "3s", "users": 6}]},
+        load__duration="6s",
+        load__think_time="20ms",
+    )  # fmt: skip
+    path = write_scenario(tmp_path, document)
+    result = agentscale("load", str(path), "--workers", "2", "--out", str(tmp_path / "out"))
+    assert result.code == 0, result.output
+    run_dir = only_run(tmp_path / "out")
+    assert [e["users"] for e in _events(run_dir, "users_changed")][-1] == 6
+    requests = pd.read_parquet(run_dir / "requests.parquet")
+    assert requests["request_id"].is_unique
+    seqs = requests["request_id"].astype(int)
+    assert (seqs % 2 == 0).any() and (seqs % 2 == 1).any()  # both workers sent
+    offsets = (requests["intended_start"] - requests["intended_start"].min()).dt.total_seconds()
+    # No user sends before the common start, and the load stops at its duration.
+    assert offsets.max() < 6.5
+    early, late = (offsets < 2.5).sum() / 2.5, (offsets > 3.5).sum() / 2.5
+    assert late > 2 * early  # three times the users: well over twice the rate
