@@ -130,6 +130,8 @@ def test_the_leakage_probe_finds_a_real_cache_scope_bug_and_nothing_without_it(t
     assert planted[pair["canary_of"]]["canary"] in pair["excerpt"]  # the evidence, quoted
     html = (run_dir / "report.html").read_text()
     assert html.index("SECURITY: cross-tenant leak") < html.index("<h2>Checks</h2>")
+    chart = html[html.index("<h2>Per tenant over time</h2>") :]
+    assert all(f">{name}<" in chart[:20_000] for name in ("acme", "globex", "initech"))
     markdown = agentscale("report", str(run_dir), "--format", "md")
     assert markdown.code == 0, markdown.output
     text = (run_dir / "report.md").read_text()
