@@ -125,6 +125,13 @@ def agentscale(*args: str, cwd: Path | None = None, timeout: float = 120, env=No
     return Result(done.returncode, done.stdout, done.stderr)
 
 
+def spawn(*args: str) -> subprocess.Popen[str]:
+    """``agentscale ARGS...`` in the background, its output captured as text."""
+    return subprocess.Popen(
+        [*AGENTSCALE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 def only_run(out: Path) -> Path:
     runs = [p for p in out.glob("*/*") if p.is_dir()]
     assert len(runs) == 1, runs

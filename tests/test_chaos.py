@@ -23,7 +23,7 @@ import yaml
 
 from agentscale.chaos.server import find_binary, free_port
 from agentscale.chaos.toxiproxy_client import PREFIX, ToxiproxyAPI
-from conftest import AGENTSCALE, ROOT, agentscale, only_run
+from conftest import ROOT, agentscale, only_run, spawn
 
 
 def start_toxiproxy() -> tuple[subprocess.Popen, ToxiproxyAPI]:
@@ -95,22 +95,8 @@ def echo_dependency(server, protocol="tcp") -> tuple[dict, str]:
 
 def apply_in_background(tmp_path, path: Path, api: ToxiproxyAPI, *extra: str):
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        [
-            *AGENTSCALE,
-            "chaos",
-            "apply",
-            str(path),
-            "--toxiproxy-url",
-            api.url,
-            "--out",
-            str(out),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = spawn("chaos", "apply", str(path), "--toxiproxy-url", api.url, "--out", str(out),
+                    *extra)  # fmt: skip
     return process, out
 
 
@@ -393,22 +379,8 @@ def _start_load(tmp_path, api, *, at, seconds, duration, faults=None):
     scenario = demo_scenario(tmp_path, seconds=duration)
     out = tmp_path / "r"
     faults = faults or crm_503(tmp_path, at, seconds)
-    process = subprocess.Popen(
-        [
-            *AGENTSCALE,
-            "load",
-            str(scenario),
-            "--faults",
-            str(faults),
-            "--toxiproxy-url",
-            api.url,
-            "--out",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = spawn("load", str(scenario), "--faults", str(faults), "--toxiproxy-url", api.url,
+                    "--out", str(out))  # fmt: skip
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         runs = list(out.glob("*/*"))

@@ -13,7 +13,7 @@ import pytest
 
 from agentscale.demo.process import DemoProcess
 from agentscale.scenario import DemoOptions
-from conftest import ROOT, start_server
+from conftest import ROOT, spawn, start_server
 
 GOLDEN = [
     json.loads(line)
@@ -271,15 +271,8 @@ def test_demo_profile_can_be_overridden_from_the_environment(tmp_path):
 
 def test_demo_serve_runs_in_the_foreground_until_ctrl_c(tmp_path):
     import signal
-    import subprocess
-    import sys
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agentscale", "demo", "serve", "--port", "0", "--time-scale", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = spawn("demo", "serve", "--port", "0", "--time-scale", "0")
     assert process.stdout is not None
     first = process.stdout.readline()
     assert first.startswith("agent: POST http://127.0.0.1:"), first

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import subprocess
 import threading
 import time
 
@@ -13,7 +12,7 @@ import pandas as pd
 import psutil
 
 from agentscale.records import read_events
-from conftest import AGENTSCALE, ROOT, agentscale, only_run, scenario_dict, write_scenario
+from conftest import ROOT, agentscale, only_run, scenario_dict, spawn, write_scenario
 
 
 def _events(run_dir, kind):
@@ -112,12 +111,7 @@ def test_a_worker_started_elsewhere_joins_with_agentscale_worker(server, tmp_pat
         server.url("/agent"), load__shape={"kind": "constant", "rps": 100}, load__duration="4s"
     )
     path = write_scenario(tmp_path, document)
-    remote = subprocess.Popen(
-        [*AGENTSCALE, "worker", "--master", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    remote = spawn("worker", "--master", f"127.0.0.1:{port}")
     try:
         result = agentscale(
             "load", str(path), "--workers", "1", "--remote-workers", "1",

@@ -147,29 +147,12 @@ def test_compare_gates_a_finished_run_and_refuses_another_scenarios_baseline(wor
     assert agentscale("compare", str(run_dir), "--baseline", str(baseline)).code == 0
     other = work / "scenarios" / "other.yaml"
     other.write_text((work / "scenarios" / "gate.yaml").read_text().replace("rps: 20", "rps: 21"))
-    refused = agentscale(
-        "load",
-        str(other),
-        "--duration",
-        "1s",
-        "--baseline",
-        str(baseline),
-        "--out",
-        str(work / "other"),
-    )
+    command = ["load", str(other), "--duration", "1s", "--baseline", str(baseline),
+               "--out", str(work / "other")]  # fmt: skip
+    refused = agentscale(*command)
     assert refused.code == 2 and "measured with another scenario" in refused.stderr
     assert "--force" in refused.stderr and not (work / "other").exists()
-    forced = agentscale(
-        "load",
-        str(other),
-        "--duration",
-        "1s",
-        "--baseline",
-        str(baseline),
-        "--out",
-        str(work / "other"),
-        "--force",
-    )
+    forced = agentscale(*command, "--force")
     assert forced.code == 3, forced.output  # compared anyway: too few requests to judge
     missing = agentscale("compare", str(run_dir), "--baseline", str(work / "nope.json"))
     assert missing.code == 2 and "baseline not found" in missing.stderr

@@ -62,16 +62,10 @@ def load(
 ) -> int:
     """Run a scenario: drive the load, record every request, score it, and give a verdict."""
     from agentscale.loadrun import LoadOptions, run_load
-    from agentscale.units import DURATION_HINT, parse_duration
 
-    seconds = None
-    if duration is not None:
-        try:
-            seconds = parse_duration(duration)
-        except ValueError as error:
-            raise ConfigError(str(error), field="--duration", hint=DURATION_HINT) from None
-        if seconds <= 0:
-            raise ConfigError("must be longer than zero", field="--duration")
+    seconds = _seconds(duration, "--duration")
+    if seconds is not None and seconds <= 0:
+        raise ConfigError("must be longer than zero", field="--duration")
     options = LoadOptions(
         out=out,
         duration=seconds,
@@ -94,6 +88,18 @@ def load(
             "agentscale worker --master THIS_HOST:5557",
         )
     return run_load(scenario, options)
+
+
+def _seconds(text: str | None, field: str) -> float | None:
+    """A duration option (30s, 5m, ...) in seconds; a usage error names the option."""
+    from agentscale.units import DURATION_HINT, parse_duration
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise ConfigError(str(error), field=field, hint=DURATION_HINT) from None
 
 
 def _address(text: str, field: str) -> tuple[str, int]:
@@ -316,15 +322,8 @@ def chaos_apply(
 ) -> int:
     """Apply a profile's windows on their schedule without load; undo all of it at the end."""
     from agentscale.chaos.commands import apply
-    from agentscale.units import DURATION_HINT, parse_duration
 
-    seconds = None
-    if for_ is not None:
-        try:
-            seconds = parse_duration(for_)
-        except ValueError as error:
-            raise ConfigError(str(error), field="--for", hint=DURATION_HINT) from None
-    return apply(profile, seconds, toxiproxy_url, out)
+    return apply(profile, _seconds(for_, "--for"), toxiproxy_url, out)
 
 
 @chaos_app.command("status")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -83,6 +84,15 @@ def search(query: str, top_k: int) -> list[dict[str, Any]]:
     ]
 
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _app(method: str, path: str, handle: Handler) -> web.Application:
+    app = web.Application()
+    app.router.add_route(method, path, handle)
+    return app
+
+
 def build_kb(time_scale: float) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
         payload = orjson.loads(await request.read())
@@ -90,9 +100,7 @@ def build_kb(time_scale: float) -> web.Application:
         top_k = max(1, min(int(payload.get("top_k", 3)), 10))
         return _json({"mode": "vector", "results": search(str(payload.get("query", "")), top_k)})
 
-    app = web.Application()
-    app.router.add_post("/search", handle)
-    return app
+    return _app("POST", "/search", handle)
 
 
 def build_crm(time_scale: float) -> web.Application:
@@ -108,9 +116,7 @@ def build_crm(time_scale: float) -> web.Application:
             record["account_ref"] = account
         return _json(record)
 
-    app = web.Application()
-    app.router.add_get("/orders/{order_id}", handle)
-    return app
+    return _app("GET", "/orders/{order_id}", handle)
 
 
 def build_billing(time_scale: float) -> web.Application:
@@ -136,9 +142,7 @@ def build_billing(time_scale: float) -> web.Application:
         done[key] = refund
         return _json(refund, status=201)
 
-    app = web.Application()
-    app.router.add_post("/refunds", handle)
-    return app
+    return _app("POST", "/refunds", handle)
 
 
 def build_logs(time_scale: float) -> web.Application:
@@ -147,9 +151,7 @@ def build_logs(time_scale: float) -> web.Application:
         service = request.query.get("service", "checkout")
         return web.Response(text="\n".join(log_lines(service)), content_type="text/plain")
 
-    app = web.Application()
-    app.router.add_get("/logs", handle)
-    return app
+    return _app("GET", "/logs", handle)
 
 
 BUILDERS = {
