@@ -510,8 +510,8 @@ TOXICS = [
 def test_every_toxic_type_lands_on_the_server_with_its_attributes(
     tmp_path, server, toxiproxy, toxic
 ):
-    from agentscale.chaos.loading import load_fault_profile
     from agentscale.chaos.rig import FaultRig
+    from agentscale.config.loader import load_fault_profile
 
     dependency, _listen = echo_dependency(server)
     path = profile(

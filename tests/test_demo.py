@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from agentscale.config.scenario import DemoOptions
 from agentscale.demo.process import DemoProcess
-from agentscale.scenario import DemoOptions
 from conftest import ROOT, spawn, start_server
 
 GOLDEN = [

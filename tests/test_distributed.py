@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import psutil
 
-from agentscale.records import read_events
+from agentscale.records.writer import read_events
 from conftest import ROOT, agentscale, only_run, scenario_dict, spawn, write_scenario
 
 

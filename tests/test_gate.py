@@ -209,9 +209,9 @@ def test_the_committed_showcase_baseline_matches_what_make_demo_runs():
     # The same traffic: no warning that the load differs (new settings at their defaults).
     from pathlib import Path
 
-    from agentscale.baseline import compatibility
-    from agentscale.loading import load_scenario
-    from agentscale.loadrun import LoadOptions, plan_run
+    from agentscale.commands.load import LoadOptions, plan_run
+    from agentscale.config.loader import load_scenario
+    from agentscale.gate.baseline import compatibility
 
     loaded = load_scenario(ROOT / "scenarios" / "spiky_burst.yaml")
     planned = plan_run(loaded, LoadOptions(out=Path("reports")), Path("planned"))

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from agentscale.records import REQUEST_COLUMNS, EventLog, PartWriter, read_events
+from agentscale.records.writer import REQUEST_COLUMNS, EventLog, PartWriter, read_events
 
 
 def row(i: int):

@@ -148,7 +148,7 @@ def _distinct_pixels(png: bytes) -> int:
 
 
 def test_the_report_stays_small_whatever_the_run_length(run_dir):
-    from agentscale.report import gather
+    from agentscale.report.data import gather
 
     data = gather(run_dir)
     assert len(data.series["x"]) <= 121  # about 120 buckets, however long the run

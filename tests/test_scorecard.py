@@ -8,18 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agentscale.expectations import recovery_time
-from agentscale.gate import METRICS, compare, decide, slo_checks, tolerances
-from agentscale.scenario import Gates
-from agentscale.scorecard import (
-    STEP_COLUMNS,
-    RunFrames,
-    attach_steps,
-    card,
-    scorecard,
-    slowest_share,
-)
-from agentscale.verdictfiles import junit, summary
+from agentscale.analysis.resilience import recovery_time
+from agentscale.analysis.scorecard import card, scorecard, slowest_share
+from agentscale.config.metrics import METRICS
+from agentscale.config.scenario import Gates
+from agentscale.gate.cifiles import junit, summary
+from agentscale.gate.checks import new_check
+from agentscale.gate.compare import compare, tolerances
+from agentscale.gate.slo import slo_checks
+from agentscale.gate.verdict import decide
+from agentscale.records.frames import STEP_COLUMNS, RunFrames, attach_steps
 
 START = 1_700_000_000.0
 
@@ -205,7 +203,7 @@ def test_scenario_gates_set_tolerances_and_slos():
 
 def test_decide_orders_invalid_fail_inconclusive_pass():
     def check(status):
-        return {"status": status}
+        return new_check("a check", "slo", "latency_p95_ms", status)
 
     assert decide([check("pass")], ["lag"]) == ("invalid", 3)
     assert decide([check("regressed"), check("inconclusive")], []) == ("fail", 1)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter
 
-from agentscale.shapes import Shape, arrival_offsets, parse_offsets_csv
+from agentscale.config.shapes import Shape, arrival_offsets, parse_offsets_csv
 
 shape = TypeAdapter(Shape).validate_python
 

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from agentscale.loading import parse_document
-from agentscale.scenario import Scenario
-from agentscale.tenancy import SHARED, arrivals, canaries, jain_index, own_shapes
+from agentscale.analysis.tenants import jain_index
+from agentscale.config.loader import parse_document
+from agentscale.config.scenario import Scenario
+from agentscale.config.traffic import SHARED, arrivals, canaries, own_shapes
 from conftest import ROOT, agentscale, only_run, scenario_dict, write_scenario
 
 

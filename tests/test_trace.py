@@ -3,10 +3,10 @@
 import orjson
 import pytest
 
-from agentscale.judge import Judge, transport_error_class
-from agentscale.pricing import PriceBook
-from agentscale.scenario import Price, Success, Telemetry
-from agentscale.trace import TraceReader
+from agentscale.config.scenario import Price, Success, Telemetry
+from agentscale.telemetry.body import TraceReader
+from agentscale.telemetry.judge import Judge, transport_error_class
+from agentscale.telemetry.pricing import PriceBook
 
 CONTRACT = {
     "output": "Refund issued for order 1182.",

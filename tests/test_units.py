@@ -1,6 +1,6 @@
 import pytest
 
-from agentscale.units import parse_comparison, parse_duration, parse_fraction
+from agentscale.config.units import parse_comparison, parse_duration, parse_fraction
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,7 @@ def load(
     ] = "127.0.0.1:0",
 ) -> int:
     """Run a scenario: drive the load, record every request, score it, and give a verdict."""
-    from agentscale.loadrun import LoadOptions, run_load
+    from agentscale.commands.load import LoadOptions, run_load
 
     seconds = _seconds(duration, "--duration")
     if seconds is not None and seconds <= 0:
@@ -92,7 +92,7 @@ def load(
 
 def _seconds(text: str | None, field: str) -> float | None:
     """A duration option (30s, 5m, ...) in seconds; a usage error names the option."""
-    from agentscale.units import DURATION_HINT, parse_duration
+    from agentscale.config.units import DURATION_HINT, parse_duration
 
     if text is None:
         return None
@@ -115,7 +115,7 @@ def worker(
 ) -> int:
     """Join an `agentscale load --workers/--remote-workers` run as one more Locust worker."""
     host, port = _address(master, "--master")
-    from agentscale.engine.locust_runner import run_worker
+    from agentscale.commands.worker import worker as run_worker
 
     return run_worker(host, port)
 
@@ -126,7 +126,7 @@ def validate(
 ) -> int:
     """Check scenarios and fault profiles; print file:line:col: field: message (exit 2)."""
     from agentscale import console
-    from agentscale.validation import validate_file
+    from agentscale.commands.validate import validate_file
 
     failed = False
     for path in files:
@@ -148,19 +148,9 @@ def schema(
     import json
 
     from agentscale import console
+    from agentscale.commands.validate import schema_document
 
-    if name is SchemaName.scenario:
-        from agentscale.scenario import Scenario
-
-        document = Scenario.model_json_schema(by_alias=True)
-        document["title"] = "agentscale Scenario"
-    else:
-        from agentscale.chaos.profile import FaultProfile
-
-        document = FaultProfile.model_json_schema(by_alias=True)
-        document["title"] = "agentscale FaultProfile"
-    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    console.print_plain(json.dumps(document, indent=2))
+    console.print_plain(json.dumps(schema_document(name.value), indent=2))
     return EXIT_OK
 
 
@@ -169,13 +159,9 @@ def scorecard_command(
     run_dir: Annotated[Path, typer.Argument(help="a run folder")],
 ) -> int:
     """(Re)compute a run's scorecard, write scorecard.json and print it."""
-    from agentscale import console
-    from agentscale.judging import build_scorecard
+    from agentscale.commands.finished import scorecard
 
-    card, _frames = build_scorecard(run_dir)
-    console.print_scorecard(card)
-    console.print_line(f"scorecard.json written in {run_dir}")
-    return EXIT_OK
+    return scorecard(run_dir)
 
 
 baseline_app = typer.Typer(
@@ -193,16 +179,9 @@ def baseline_save(
     ),
 ) -> int:
     """Store a baseline from one or more runs (repeated runs give the gate its noise floor)."""
-    from agentscale import console
-    from agentscale.baseline import save
-    from agentscale.judging import build_scorecard
+    from agentscale.commands.finished import save_baseline
 
-    for run_dir in run_dirs:
-        if not (run_dir / "scorecard.json").is_file():
-            build_scorecard(run_dir)
-    path = save(run_dirs, name, folder)
-    console.print_line(f"baseline {name} ({len(run_dirs)} run(s)) saved: {path}")
-    return EXIT_OK
+    return save_baseline(run_dirs, name, folder)
 
 
 @app.command()
@@ -214,9 +193,9 @@ def compare(
     ),
 ) -> int:
     """Gate a finished run against a baseline; write verdict.json, junit.xml, summary.md."""
-    from agentscale.judging import compare_run
+    from agentscale.commands.finished import compare
 
-    return compare_run(run_dir, baseline, force)
+    return compare(run_dir, baseline, force)
 
 
 class ReportFormat(StrEnum):
@@ -235,12 +214,9 @@ def report(
     out: Annotated[Path | None, typer.Option(help="where to write it")] = None,
 ) -> int:
     """Write the run's report: one self-contained HTML file, or Markdown, or an ADR."""
-    from agentscale import console
-    from agentscale.reporting import write_report
+    from agentscale.commands.finished import report as write
 
-    path = write_report(run_dir, format.value, baseline, out)
-    console.print_line(f"report: {path}")
-    return EXIT_OK
+    return write(run_dir, format.value, baseline, out)
 
 
 demo_app = typer.Typer(help="The reference agent stack (target.url: demo).", no_args_is_help=True)
@@ -270,19 +246,8 @@ def demo_serve(
     ] = False,
 ) -> int:
     """Run the reference agent stack in the foreground; the agent answers POST .../agent."""
-    from agentscale import console
+    from agentscale.commands.demo import serve_demo
     from agentscale.demo.settings import DemoSettings
-    from agentscale.demo.stack import serve
-
-    def ready(description: dict[str, object]) -> None:
-        console.print_line(
-            f"agent: POST {description['agent']}  ({profile.value}, "
-            f"time scale {time_scale:g}); Ctrl-C stops"
-        )
-        services = description["services"]
-        assert isinstance(services, dict)
-        for name, address in services.items():
-            console.print_line(f"  {name:<11} {address}")
 
     settings = DemoSettings(
         profile=profile.value,
@@ -292,8 +257,7 @@ def demo_serve(
         bulkheads=bulkheads,
         cache_scope_bug=cache_scope_bug,
     )
-    serve(settings, ready)
-    return EXIT_OK
+    return serve_demo(settings)
 
 
 chaos_app = typer.Typer(help="Fault injection without load.", no_args_is_help=True)
@@ -306,7 +270,7 @@ def chaos_list(
     folder: Annotated[Path, typer.Argument(help="where the profiles are")] = Path("fault_profiles"),
 ) -> int:
     """List the fault profiles of a folder and their windows."""
-    from agentscale.chaos.commands import list_profiles
+    from agentscale.commands.chaos import list_profiles
 
     return list_profiles(folder)
 
@@ -321,7 +285,7 @@ def chaos_apply(
     out: Annotated[Path, typer.Option(help="output root for the events")] = Path("reports"),
 ) -> int:
     """Apply a profile's windows on their schedule without load; undo all of it at the end."""
-    from agentscale.chaos.commands import apply
+    from agentscale.commands.chaos import apply
 
     return apply(profile, _seconds(for_, "--for"), toxiproxy_url, out)
 
@@ -329,7 +293,7 @@ def chaos_apply(
 @chaos_app.command("status")
 def chaos_status(toxiproxy_url: ToxiproxyURL = None) -> int:
     """Show the proxies, toxics and stages agentscale has in place."""
-    from agentscale.chaos.commands import status
+    from agentscale.commands.chaos import status
 
     return status(toxiproxy_url)
 
@@ -337,7 +301,7 @@ def chaos_status(toxiproxy_url: ToxiproxyURL = None) -> int:
 @chaos_app.command("reset")
 def chaos_reset(toxiproxy_url: ToxiproxyURL = None) -> int:
     """Remove every toxic, proxy and fault process agentscale made (also a killed run's)."""
-    from agentscale.chaos.commands import reset
+    from agentscale.commands.chaos import reset
 
     return reset(toxiproxy_url)
 
@@ -345,7 +309,7 @@ def chaos_reset(toxiproxy_url: ToxiproxyURL = None) -> int:
 @app.command()
 def doctor() -> int:
     """Check toxiproxy-server, ports and versions; say how to fix what is missing."""
-    from agentscale.chaos.commands import doctor as run_doctor
+    from agentscale.commands.doctor import doctor as run_doctor
 
     return run_doctor()
 
@@ -353,12 +317,9 @@ def doctor() -> int:
 @app.command()
 def version() -> int:
     """Print the versions of agentscale and of what it drives."""
-    from agentscale import console
-    from agentscale.runfolder import versions
+    from agentscale.commands.doctor import version as show
 
-    for package, found in versions().items():
-        console.print_line(f"{package} {found}")
-    return EXIT_OK
+    return show()
 
 
 def run(argv: list[str]) -> int:

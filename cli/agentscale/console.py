@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -11,7 +12,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from agentscale.analysis.figures import Card, Scorecard
+from agentscale.analysis.summary import Summary
 from agentscale.errors import AgentscaleError
+from agentscale.formatting import fixed, num, pct, usd
+from agentscale.gate.checks import Verdict
+from agentscale.records.runfolder import RunVerdict
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -35,14 +41,6 @@ def print_line(message: str = "", style: str | None = None) -> None:
 def print_plain(text: str) -> None:
     """Machine-readable output (JSON Schema): no wrapping, no markup."""
     out.out(text, highlight=False)
-
-
-def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}{unit}"
-    return f"{value:,}{unit}"
 
 
 class LiveView:
@@ -87,9 +85,9 @@ class LiveView:
         unit = "rps" if m["model"] == "open" else "users"
         return (
             f"[{m['elapsed']:.0f}/{m['duration']:.0f}s] {m.get('phase', '')}"
-            f" · target {_fmt(m['target'])} {unit}"
-            f" · achieved {_fmt(m['achieved'])} rps · in flight {m['in_flight']}"
-            f" · p95 {_fmt(m['p95_ms'], ' ms', 0)} · errors {m['errors']}"
+            f" · target {fixed(m['target'])} {unit}"
+            f" · achieved {fixed(m['achieved'])} rps · in flight {m['in_flight']}"
+            f" · p95 {fixed(m['p95_ms'], 0, ' ms')} · errors {m['errors']}"
             f" · dropped {m['dropped']}"
             + (f" · workers {m['workers']}" if "workers" in m else "")
             + (f" ({m['workers_lost']} lost)" if m.get("workers_lost") else "")
@@ -118,40 +116,40 @@ class LiveView:
         table.add_row(
             f"{m['elapsed']:.0f}s / {m['duration']:.0f}s",
             str(m.get("phase", "-")),
-            _fmt(m["target"], unit),
-            _fmt(m["achieved"], " rps"),
+            fixed(m["target"], 1, unit),
+            fixed(m["achieved"], 1, " rps"),
             str(m["in_flight"]),
-            _fmt(m["p95_ms"], " ms", 0),
+            fixed(m["p95_ms"], 0, " ms"),
             str(m["errors"]),
             str(m["dropped"]),
             f"{m['completed']:,}",
-            _fmt(m.get("cpu"), "%", 0),
+            fixed(m.get("cpu"), 0, "%"),
         )
         return table
 
 
-def print_summary(summary: dict[str, Any], run_dir: str, verdict: dict[str, Any]) -> None:
+def print_summary(summary: Summary, run_dir: str, verdict: RunVerdict) -> None:
     table = Table(title="run summary (exact, from the records)", title_justify="left")
     table.add_column("figure")
     table.add_column("value", justify="right")
     rows = [
-        ("arrivals planned / requests sent", f"{summary['planned']:,} / {summary['sent']:,}"),
-        ("successes", f"{summary['successes']:,} ({_fmt_rate(summary['success_rate'])})"),
-        ("achieved rate", _fmt(summary["achieved_rps"], " rps", 2)),
-        ("dropped arrivals", _fmt(summary["dropped"])),
-        ("latency p50 / p95 / p99 (from intended start)", _triple(summary["latency_ms"])),
-        ("service p50 / p95 / p99 (from actual send)", _triple(summary["service_ms"])),
-        ("scheduling lag p50 / p99", _triple(summary["lag_ms"], ("p50", "p99"))),
+        ("arrivals planned / requests sent", f"{summary.planned:,} / {summary.sent:,}"),
+        ("successes", f"{summary.successes:,} ({pct(summary.success_rate, 2)})"),
+        ("achieved rate", fixed(summary.achieved_rps, 2, " rps")),
+        ("dropped arrivals", fixed(summary.dropped)),
+        ("latency p50 / p95 / p99 (from intended start)", _triple(summary.latency_ms)),
+        ("service p50 / p95 / p99 (from actual send)", _triple(summary.service_ms)),
+        ("scheduling lag p50 / p99", _triple(summary.lag_ms, ("p50", "p99"))),
         (
             "tokens in / out (mean)",
-            f"{_fmt(summary['input_tokens_mean'])} / {_fmt(summary['output_tokens_mean'])}",
+            f"{fixed(summary.input_tokens_mean)} / {fixed(summary.output_tokens_mean)}",
         ),
-        ("tool calls per request (mean)", _fmt(summary["tool_calls_mean"], "", 2)),
-        ("cost per success", _usd(summary["cost_per_success_usd"])),
+        ("tool calls per request (mean)", fixed(summary.tool_calls_mean, 2)),
+        ("cost per success", usd(summary.cost_per_success_usd)),
     ]
     for name, value in rows:
         table.add_row(name, value)
-    for error_class, count in sorted(summary["errors"].items(), key=lambda kv: -kv[1]):
+    for error_class, count in sorted(summary.errors.items(), key=lambda kv: -kv[1]):
         table.add_row(f"errors: {error_class}", f"{count:,}")
     out.print(table)
     label = {"pass": "valid"}.get(verdict["result"], verdict["result"])
@@ -161,19 +159,13 @@ def print_summary(summary: dict[str, Any], run_dir: str, verdict: dict[str, Any]
     out.print(Text(f"run folder: {run_dir}"), soft_wrap=True)
 
 
-def _fmt_rate(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate:.2%}"
+def _triple(
+    values: Mapping[str, float | None], keys: tuple[str, ...] = ("p50", "p95", "p99")
+) -> str:
+    return " / ".join(fixed(values.get(key), 1) for key in keys) + " ms"
 
 
-def _usd(value: float | None) -> str:
-    return "unknown" if value is None else f"${value:.6f}"
-
-
-def _triple(values: dict[str, float | None], keys: tuple[str, ...] = ("p50", "p95", "p99")) -> str:
-    return " / ".join(_fmt(values.get(key), "", 1) for key in keys) + " ms"
-
-
-def print_scorecard(card: dict[str, Any]) -> None:
+def print_scorecard(card: Scorecard) -> None:
     """The bottleneck scorecard: the run, then where time, tools and money went."""
     overall = card["overall"]
     table = Table(title="bottleneck scorecard", title_justify="left")
@@ -191,48 +183,50 @@ def print_scorecard(card: dict[str, Any]) -> None:
     for column in columns:
         table.add_column(column, justify="left" if column == "group" else "right", no_wrap=True)
 
-    def row(name: str, c: dict[str, Any]) -> None:
+    def row(name: str, c: Card) -> None:
         table.add_row(
             name,
-            _fmt(c["requests"]),
-            _fmt_rate(c["success_rate"]),
-            _fmt(c["latency_p95_ms"], "", 0),
-            _fmt(c["tool_calls_per_request"], "", 2),
-            _fmt(c["retries_per_tool_call"], "", 2),
-            _fmt(c["input_tokens_mean"], "", 0),
-            _usd(c["cost_per_success_usd"]),
-            _fmt_rate(c["degraded_share"]),
+            fixed(c["requests"]),
+            pct(c["success_rate"], 2),
+            fixed(c["latency_p95_ms"], 0),
+            fixed(c["tool_calls_per_request"], 2),
+            fixed(c["retries_per_tool_call"], 2),
+            fixed(c["input_tokens_mean"], 0),
+            usd(c["cost_per_success_usd"]),
+            pct(c["degraded_share"], 2),
         )
 
     row("all", overall)
-    for key, label in (("by_workflow", "workflow"), ("by_tenant", "tenant"), ("by_phase", "phase")):
-        for name, c in sorted(card.get(key, {}).items()):
+    for groups, label in (
+        (card["by_workflow"], "workflow"),
+        (card["by_tenant"], "tenant"),
+        (card["by_phase"], "phase"),
+    ):
+        for name, c in sorted(groups.items()):
             row(f"{label} {name}", c)
-    for window, spans in card.get("by_window", {}).items():
+    for window, spans in card["by_window"].items():
         for when, c in spans.items():
             row(f"{window} {when}", c)
     out.print(table)
     steps = Table(title="steps: p95 and share of the slowest 5%", title_justify="left")
     for column in ("step", "kind", "calls", "p95 ms", "share of slowest 5%", "retries/call"):
         steps.add_column(column, justify="left" if column in ("step", "kind") else "right")
-    share = overall.get("slowest_5pct_share", {})
-    for name, step in sorted(
-        overall.get("steps", {}).items(), key=lambda kv: -(kv[1]["p95_ms"] or 0)
-    ):
-        tool = overall.get("tools", {}).get(name, {})
+    share = overall["slowest_5pct_share"]
+    for name, step in sorted(overall["steps"].items(), key=lambda kv: -(kv[1]["p95_ms"] or 0)):
+        tool = overall["tools"].get(name)
         steps.add_row(
             name,
             step["kind"],
-            _fmt(step["count"]),
-            _fmt(step["p95_ms"], "", 0),
-            _fmt_rate(share.get(name)),
-            _fmt(tool.get("retries_per_call"), "", 2),
+            fixed(step["count"]),
+            fixed(step["p95_ms"], 0),
+            pct(share.get(name), 2),
+            fixed(tool["retries_per_call"] if tool else None, 2),
         )
-    if overall.get("steps"):
+    if overall["steps"]:
         out.print(steps)
 
 
-def print_verdict(verdict: dict[str, Any], run_dir: str) -> None:
+def print_verdict(verdict: Verdict, run_dir: str) -> None:
     checks = verdict["checks"]
     if checks:
         table = Table(title="checks", title_justify="left")
@@ -250,26 +244,26 @@ def print_verdict(verdict: dict[str, Any], run_dir: str) -> None:
                 ci = c.get("ci")
                 table.add_row(
                     c["name"],
-                    _short(c["baseline"]),
-                    _short(c["candidate"]),
-                    _short(c["change"]),
-                    f"[{_short(ci[0])}, {_short(ci[1])}]" if ci else "-",
-                    c["tolerance"],
+                    num(c["baseline"]),
+                    num(c["candidate"]),
+                    num(c["change"]),
+                    f"[{num(ci[0])}, {num(ci[1])}]" if ci else "-",
+                    c["tolerance"] or "",
                     Text(c["status"], style=style),
                 )
             else:
                 table.add_row(
                     c["name"],
                     "",
-                    _short(c.get("value")),
+                    num(c["value"]),
                     "",
                     "",
-                    c.get("expected", ""),
+                    c["expected"] or "",
                     Text(c["status"], style=style),
                 )
         out.print(table)
     for c in checks:
-        if c.get("detail") and c["status"] == "inconclusive":
+        if c["detail"] and c["status"] == "inconclusive":
             out.print(Text(f"  {c['name']}: {c['detail']}"), soft_wrap=True)
     for warning in verdict.get("warnings", []):
         print_warning(warning)
@@ -278,13 +272,3 @@ def print_verdict(verdict: dict[str, Any], run_dir: str) -> None:
     for reason in verdict.get("invalid_reasons", []):
         out.print(Text(f"  - {reason}"), soft_wrap=True)
     out.print(Text(f"verdict.json, junit.xml, summary.md in {run_dir}"), soft_wrap=True)
-
-
-def _short(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if value == float("inf"):
-            return "never"
-        return f"{value:.4g}"
-    return str(value)

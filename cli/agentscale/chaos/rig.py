@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 
 from agentscale.chaos import state
-from agentscale.chaos.profile import FaultProfile, HttpFault, ToxicBase, Window
 from agentscale.chaos.server import INSTALL_HINT, ManagedToxiproxy, find_binary, free_port
 from agentscale.chaos.toxiproxy_client import PREFIX, ToxiproxyAPI, ToxiproxyError
+from agentscale.config.faults import FaultProfile, HttpFault, ToxicBase, Window
 from agentscale.errors import RunInvalid
 
 LISTEN_BELOW = 32768

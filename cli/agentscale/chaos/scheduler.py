@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agentscale.chaos.profile import FaultProfile, Window
 from agentscale.chaos.rig import FaultRig
 from agentscale.chaos.toxiproxy_client import ToxiproxyError
-from agentscale.records import EventLog
+from agentscale.config.faults import FaultProfile, Window
+from agentscale.records.writer import EventLog
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from agentscale.lifeline import watch_parent
+from agentscale.processes import watch_parent
 
 HOP_BY_HOP = {
     "connection",

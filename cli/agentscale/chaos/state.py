@@ -13,7 +13,7 @@ import orjson
 import psutil
 
 from agentscale.chaos.toxiproxy_client import ToxiproxyAPI, ToxiproxyError
-from agentscale.runfolder import write_json
+from agentscale.records.runfolder import write_json
 
 ENV = "AGENTSCALE_STATE_DIR"
 

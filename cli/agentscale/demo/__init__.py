@@ -1,3 +1,9 @@
-"""The reference agent stack behind ``target.url: demo``: a mock LLM, tool services and an agent
-that shows the resilience patterns (timeouts, retries with backoff, breakers, bulkheads, scoped
-caches, explicit fallbacks, guardrails, budgets) and speaks the trace contract."""
+"""The reference agent stack (``target.url: demo``): what the rest of agentscale needs of it.
+
+Only the command layer imports this package; the core learns the demo's dependencies as data.
+"""
+
+from agentscale.demo.process import DemoProcess, demo_profile
+from agentscale.demo.settings import DEPENDENCIES
+
+__all__ = ["DEPENDENCIES", "DemoProcess", "demo_profile"]

@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import orjson
 
+from agentscale.config.scenario import DemoOptions
 from agentscale.errors import RunInvalid
-from agentscale.scenario import DemoOptions
+from agentscale.records.runfolder import DemoRef
 
 START_TIMEOUT_S = 30.0
 PROFILE_ENV = "AGENTSCALE_DEMO_PROFILE"
@@ -39,7 +39,7 @@ class DemoProcess:
         self.command += _option_arguments(options or DemoOptions())
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
-        self.description: dict[str, Any] = {}
+        self.description: DemoRef = {}
 
     def __enter__(self) -> DemoProcess:
         log = self.log_path.open("wb")

@@ -18,7 +18,7 @@ from agentscale.demo.agent import Agent
 from agentscale.demo.llm import build_llm
 from agentscale.demo.settings import DEPENDENCIES, DemoSettings
 from agentscale.demo.tools import BUILDERS
-from agentscale.lifeline import watch_parent
+from agentscale.processes import watch_parent
 
 
 @dataclass

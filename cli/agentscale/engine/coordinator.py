@@ -24,13 +24,13 @@ import numpy as np
 import orjson
 import psutil
 
-from agentscale.dataset import load_dataset
+from agentscale.config.dataset import load_dataset
+from agentscale.config.loader import LoadedScenario, parse_document
+from agentscale.config.scenario import Scenario
+from agentscale.config.traffic import levels
 from agentscale.engine.spec import EngineSpec
 from agentscale.errors import EXIT_INTERRUPTED, EXIT_OK, RunInvalid
-from agentscale.loading import LoadedScenario, parse_document
-from agentscale.records import REQUEST_COLUMNS, STEP_COLUMNS, EventLog, PartWriter
-from agentscale.scenario import Scenario
-from agentscale.tenancy import levels
+from agentscale.records.writer import REQUEST_COLUMNS, STEP_COLUMNS, EventLog, PartWriter
 
 JOIN_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 60.0

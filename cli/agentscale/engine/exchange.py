@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from agentscale.dataset import Dataset
+from agentscale.config.dataset import Dataset
+from agentscale.config.template import RequestTemplate
 from agentscale.engine.plan import PlannedRequest, Planner
-from agentscale.judge import Judge, transport_error_class
-from agentscale.pricing import PriceBook
-from agentscale.records import RowBuffer
-from agentscale.template import RequestTemplate
-from agentscale.trace import STEP_KINDS, Trace, TraceReader
+from agentscale.records.writer import RowBuffer
+from agentscale.telemetry.body import STEP_KINDS, Trace, TraceReader
+from agentscale.telemetry.judge import Judge, transport_error_class
+from agentscale.telemetry.pricing import PriceBook
 
 # method, path, body, headers -> status code (0 if none), content, transport error
 Send = Callable[[str, str, bytes | None, dict[str, str]], tuple[int, bytes, BaseException | None]]

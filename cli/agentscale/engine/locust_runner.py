@@ -25,12 +25,12 @@ from locust.exception import StopUser
 from locust.log import setup_logging
 from locust.runners import STATE_MISSING, MasterRunner
 
+from agentscale.config.loader import LoadedScenario, load_scenario
 from agentscale.engine.coordinator import Coordinator, worker_setup
 from agentscale.engine.loop import SPAWN_RATE, Engine, Finished
 from agentscale.engine.outputs import LocalOutput, WorkerOutput
 from agentscale.engine.spec import EngineSpec
 from agentscale.errors import EXIT_OK, AgentscaleError
-from agentscale.loading import LoadedScenario, load_scenario
 
 
 class Holder:

@@ -24,17 +24,17 @@ import gevent.queue
 import numpy as np
 import psutil
 
+from agentscale.config.loader import LoadedScenario
+from agentscale.config.template import RequestTemplate
+from agentscale.config.traffic import arrivals, levels, own_shapes, shared_weights
 from agentscale.engine.exchange import Clock, Exchange
 from agentscale.engine.outputs import Output, RunnerPort, WorkerOutput
 from agentscale.engine.plan import Planner
 from agentscale.engine.spec import EngineSpec
 from agentscale.errors import EXIT_INTERRUPTED, EXIT_OK
-from agentscale.judge import Judge
-from agentscale.loading import LoadedScenario
-from agentscale.pricing import PriceBook
-from agentscale.template import RequestTemplate
-from agentscale.tenancy import arrivals, levels, own_shapes, shared_weights
-from agentscale.trace import TraceReader
+from agentscale.telemetry.body import TraceReader
+from agentscale.telemetry.judge import Judge
+from agentscale.telemetry.pricing import PriceBook
 
 SPAWN_RATE = 10_000.0  # users/s: the shape, not Locust's ramp, decides how many run
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import gevent
 import orjson
 
-from agentscale.records import REQUEST_COLUMNS, STEP_COLUMNS, EventLog, PartWriter, RowBuffer
+from agentscale.records.writer import REQUEST_COLUMNS, STEP_COLUMNS, EventLog, PartWriter, RowBuffer
 
 
 class RunnerPort(Protocol):

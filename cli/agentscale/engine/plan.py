@@ -7,7 +7,7 @@ import random
 from bisect import bisect
 from dataclasses import dataclass
 
-from agentscale.dataset import Dataset
+from agentscale.config.dataset import Dataset
 
 
 @dataclass(frozen=True, slots=True)

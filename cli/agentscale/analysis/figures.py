@@ -1,0 +1,171 @@
+"""The scorecard's shape (``scorecard.json``, schema ``agentscale/scorecard/v1``), as types:
+what the gate, the report and the terminal read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NotRequired, TypedDict, cast
+
+
+class Percentiles(TypedDict):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class StepFigures(TypedDict):
+    kind: str
+    count: int
+    p95_ms: float | None
+    mean_ms: float | None
+
+
+class ToolFigures(TypedDict):
+    calls: int
+    retries: int
+    retries_per_call: float
+    outcomes: dict[str, int]
+    retry_reasons: dict[str, int]
+
+
+class RetrievalFigures(TypedDict):
+    top_k_mean: float | None
+    chunk_tokens_mean: float | None
+
+
+class GuardrailFigures(TypedDict):
+    blocks: dict[str, int]
+    redactions: dict[str, int]
+
+
+class Card(TypedDict):
+    """Every figure of one group of requests (the run, a workflow, a window...)."""
+
+    requests: int
+    successes: int
+    success_rate: float | None
+    expected_answer_rate: float | None
+    errors: dict[str, int]
+    dropped: int
+    cancelled: int
+    throughput_rps: float | None
+    latency_ms: Percentiles
+    service_ms: Percentiles
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    input_tokens_mean: float | None
+    input_tokens_p95: float | None
+    output_tokens_mean: float | None
+    output_tokens_p95: float | None
+    tool_calls_per_request: float | None
+    tool_calls_p50: float | None
+    tool_calls_p95: float | None
+    retries_per_tool_call: float | None
+    cost_usd: float | None
+    cost_per_request_usd: float | None
+    cost_per_success_usd: float | None
+    degraded_share: float | None
+    circuit_opens: int
+    fallbacks: int
+    budget_exhausted: int
+    steps: dict[str, StepFigures]
+    tools: dict[str, ToolFigures]
+    retrieval: RetrievalFigures | None
+    guardrails: GuardrailFigures | None
+    cache_hit_rate: float | None
+    slowest_5pct_share: dict[str, float]
+    bootstrap: NotRequired[dict[str, list[float]]]
+
+
+class GroupStats(TypedDict):
+    requests: int
+    latency_p95_ms: float | None
+    success_rate: float | None
+
+
+class Fairness(TypedDict):
+    tenants: int
+    success_rate: float | None
+    latency_p95_ms: float | None
+
+
+class LeakPair(TypedDict):
+    tenant: str
+    canary_of: str
+    responses: int
+    first_request_id: str
+    excerpt: str | None
+
+
+class Leakage(TypedDict):
+    probed: bool
+    responses_checked: int
+    leaks: int
+    pairs: list[LeakPair]
+
+
+class NoisyNeighbor(TypedDict, total=False):
+    victim: str
+    neighbor: str
+    first_spike_at_s: float
+    before: GroupStats
+    during: GroupStats
+    p95_increase: float
+    success_drop: float
+
+
+class LoadSide(TypedDict, total=False):
+    answers: int
+    blocks: int
+    blocks_per_answer: float | None
+    blocks_expected: float
+    redactions: int
+    redactions_per_answer: float | None
+    redactions_expected: float
+
+
+class GuardrailsByLoad(TypedDict, total=False):
+    levels: list[float]
+    note: str
+    low: LoadSide
+    high: LoadSide
+
+
+class Budgets(TypedDict):
+    requests: int
+    max_steps: int | None
+    max_tokens: int | None
+    max_service_ms: float | None
+    exhausted: int
+    exhausted_share: float | None
+    exhausted_not_degraded: int
+    unlabelled_example: str | None
+
+
+class TenantFigures(TypedDict):
+    fairness: Fairness
+    leakage: Leakage
+    guardrails_by_load: GuardrailsByLoad | None
+    budgets: Budgets
+    noisy_neighbor: NotRequired[NoisyNeighbor]
+
+
+class Scorecard(TypedDict):
+    schema: str
+    overall: Card
+    by_workflow: dict[str, Card]
+    by_tenant: dict[str, Card]
+    by_phase: dict[str, Card]
+    by_window: dict[str, dict[str, Card]]
+    tenants: NotRequired[TenantFigures]
+
+
+def figure(card: Card, name: str) -> float | None:
+    """A run-level figure of ``card`` by name (a gated metric or an SLO's), None if absent."""
+    value = cast("Mapping[str, object]", card).get(name)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def replicates(card: Card, name: str) -> list[float]:
+    return card.get("bootstrap", {}).get(name, [])

@@ -1,0 +1,296 @@
+"""The bottleneck scorecard (DESIGN "Scorecard"): pure functions over the run's frames.
+
+Steps are tied to their request by position once (``attach_steps``), so that every group
+(workflow, tenant, phase, fault window) selects its steps with one boolean take.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+import numpy as np
+import pandas as pd
+
+from agentscale.analysis.figures import (
+    Card,
+    GuardrailFigures,
+    Percentiles,
+    RetrievalFigures,
+    Scorecard,
+    StepFigures,
+    ToolFigures,
+)
+from agentscale.records.frames import RunFrames
+
+SCHEMA = "agentscale/scorecard/v1"
+BOOTSTRAP_REPLICATES = 200
+BOOTSTRAP_SAMPLE = 20_000  # requests resampled per replicate (a random subset above this)
+
+
+def _q(values: np.ndarray, q: float) -> float | None:
+    values = values[~np.isnan(values)]
+    return float(np.percentile(values, q)) if values.size else None
+
+
+def _mean(values: np.ndarray) -> float | None:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else None
+
+
+def card(
+    frames: RunFrames, mask: np.ndarray, seconds: float, *, bootstrap: bool = False, seed: int = 0
+) -> Card:
+    """Every scorecard figure for the requests selected by ``mask``."""
+    a = frames.arrays
+    sent_mask = mask & ~a["dropped"] & ~a["cancelled"]
+    n = int(sent_mask.sum())
+    success = a["success"][sent_mask]
+    successes = int(success.sum())
+    latency, service = a["latency_ms"][sent_mask], a["service_ms"][sent_mask]
+    tokens_in, tokens_out = a["input_tokens"][sent_mask], a["output_tokens"][sent_mask]
+    tool_calls, retries = a["tool_calls"][sent_mask], a["retries"][sent_mask]
+    cost = a["cost_usd"][sent_mask]
+    expect = a["expect"][sent_mask]
+    spend = float(cost.sum()) if n and not np.isnan(cost).any() else None
+    calls = float(np.nansum(tool_calls))
+    counts = np.bincount(
+        a["error_code"][sent_mask] + 1, minlength=len(frames.error_classes or []) + 1
+    )
+    errors = dict(zip(frames.error_classes or [], counts[1:].tolist(), strict=True))
+    steps = _step_figures(frames, sent_mask, latency)
+    figures: Card = {
+        "requests": n,
+        "successes": successes,
+        "success_rate": successes / n if n else None,
+        "expected_answer_rate": _mean(expect),
+        "errors": {str(k): int(v) for k, v in errors.items() if v},
+        "dropped": int((mask & a["dropped"]).sum()),
+        "cancelled": int((mask & a["cancelled"]).sum()),
+        "throughput_rps": n / seconds if seconds > 0 else None,
+        "latency_ms": _percentiles(latency),
+        "service_ms": _percentiles(service),
+        "latency_p50_ms": _q(latency, 50),
+        "latency_p95_ms": _q(latency, 95),
+        "latency_p99_ms": _q(latency, 99),
+        "input_tokens_mean": _mean(tokens_in),
+        "input_tokens_p95": _q(tokens_in, 95),
+        "output_tokens_mean": _mean(tokens_out),
+        "output_tokens_p95": _q(tokens_out, 95),
+        "tool_calls_per_request": _mean(tool_calls),
+        "tool_calls_p50": _q(tool_calls, 50),
+        "tool_calls_p95": _q(tool_calls, 95),
+        "retries_per_tool_call": float(np.nansum(retries)) / calls if calls else None,
+        "cost_usd": spend,
+        "cost_per_request_usd": spend / n if spend is not None and n else None,
+        # All spend divided by successes: failed requests cost money too.
+        "cost_per_success_usd": spend / successes if spend is not None and successes else None,
+        "degraded_share": float(a["degraded"][sent_mask].mean()) if n else None,
+        "circuit_opens": int(np.nansum(a["circuit_opens"][sent_mask])),
+        "fallbacks": int(np.nansum(a["fallbacks"][sent_mask])),
+        "budget_exhausted": int(np.nansum(a["budget_exhausted"][sent_mask])),
+        "steps": steps["steps"],
+        "tools": steps["tools"],
+        "retrieval": steps["retrieval"],
+        "guardrails": steps["guardrails"],
+        "cache_hit_rate": steps["cache_hit_rate"],
+        "slowest_5pct_share": steps["slowest_5pct_share"],
+    }
+    if bootstrap:
+        figures["bootstrap"] = _bootstrap(
+            latency, success, expect, cost, tool_calls, retries, tokens_in, tokens_out, seed
+        )
+    return figures
+
+
+class _StepPart(TypedDict):
+    steps: dict[str, StepFigures]
+    tools: dict[str, ToolFigures]
+    retrieval: RetrievalFigures | None
+    guardrails: GuardrailFigures | None
+    cache_hit_rate: float | None
+    slowest_5pct_share: dict[str, float]
+
+
+def _percentiles(values: np.ndarray) -> Percentiles:
+    return {"p50": _q(values, 50), "p95": _q(values, 95), "p99": _q(values, 99)}
+
+
+def _step_figures(frames: RunFrames, sent_mask: np.ndarray, latency: np.ndarray) -> _StepPart:
+    steps = frames.steps
+    if len(steps) and not sent_mask.all():
+        chosen = steps.iloc[np.flatnonzero(sent_mask[steps["req"].to_numpy()])]
+    else:
+        chosen = steps
+    out: _StepPart = {
+        "steps": {},
+        "tools": {},
+        "retrieval": None,
+        "guardrails": None,
+        "cache_hit_rate": None,
+        "slowest_5pct_share": {},
+    }
+    if chosen.empty:
+        return out
+    by_name = chosen.groupby(["kind", "name"], observed=True)["latency_ms"]
+    stats = by_name.agg(["count", "mean"]).join(by_name.quantile(0.95).rename("p95"))
+    out["steps"] = {}
+    for key, row in stats.iterrows():
+        pair: tuple[Any, Any] = key  # type: ignore[assignment]  # grouped by two columns
+        kind, name = pair
+        out["steps"][str(name)] = {
+            "kind": str(kind),
+            "count": int(row["count"]),
+            "p95_ms": _num(row["p95"]),
+            "mean_ms": _num(row["mean"]),
+        }
+    tools = chosen[chosen["kind"] == "tool"]
+    if not tools.empty:
+        attempts = tools["attempts"].fillna(1).clip(lower=1)
+        extra = (attempts - 1).rename("retries")
+        grouped = pd.DataFrame(
+            {"name": tools["name"], "retries": extra, "outcome": tools["outcome"]}
+        ).groupby("name", observed=True)
+        for name, group in grouped:
+            reasons = tools.loc[group.index][extra.loc[group.index] > 0]["error"]
+            out["tools"][str(name)] = {
+                "calls": len(group),
+                "retries": int(group["retries"].sum()),
+                "retries_per_call": float(group["retries"].mean()),
+                "outcomes": {
+                    str(k): int(v) for k, v in group["outcome"].value_counts().items() if v
+                },
+                "retry_reasons": {str(k): int(v) for k, v in reasons.value_counts().items() if v},
+            }
+    retrieval = chosen[chosen["kind"] == "retrieval"]
+    if not retrieval.empty:
+        out["retrieval"] = {
+            "top_k_mean": _num(retrieval["top_k"].mean()),
+            "chunk_tokens_mean": _num(retrieval["chunk_tokens"].mean()),
+        }
+    cached = chosen["cache"].isin(["hit", "miss"])
+    if cached.any():
+        out["cache_hit_rate"] = float((chosen.loc[cached, "cache"] == "hit").mean())
+    guards = chosen[chosen["kind"] == "guardrail"]
+    if not guards.empty:
+        blocks = guards[guards["action"] == "block"]["rule"].value_counts()
+        redactions = guards[guards["action"] == "redact"]["rule"].value_counts()
+        out["guardrails"] = {
+            "blocks": {str(k): int(v) for k, v in blocks.items() if v},
+            "redactions": {str(k): int(v) for k, v in redactions.items() if v},
+        }
+    out["slowest_5pct_share"] = slowest_share(chosen, frames.requests, sent_mask, latency)
+    return out
+
+
+def slowest_share(
+    steps: pd.DataFrame, requests: pd.DataFrame, sent_mask: np.ndarray, latency: np.ndarray
+) -> dict[str, float]:
+    """Each step's share of the time of the slowest 5% of requests (by latency)."""
+    if latency.size == 0 or np.isnan(latency).all():
+        return {}
+    threshold = np.nanpercentile(latency, 95)
+    positions = np.flatnonzero(sent_mask)
+    slow = positions[latency >= threshold]
+    total = float(np.nansum(latency[latency >= threshold]))
+    if total <= 0:
+        return {}
+    is_slow = np.zeros(len(requests), dtype=bool)
+    is_slow[slow] = True
+    chosen = steps.iloc[np.flatnonzero(is_slow[steps["req"].to_numpy()])]
+    shares = chosen.groupby("name", observed=True)["latency_ms"].sum() / total
+    return {str(k): round(float(v), 4) for k, v in shares.sort_values(ascending=False).items()}
+
+
+def _bootstrap(
+    latency: np.ndarray,
+    success: np.ndarray,
+    expect: np.ndarray,
+    cost: np.ndarray,
+    tool_calls: np.ndarray,
+    retries: np.ndarray,
+    tokens_in: np.ndarray,
+    tokens_out: np.ndarray,
+    seed: int,
+) -> dict[str, list[float]]:
+    """Replicates of each gated figure over resampled requests: the gate's confidence
+    intervals come from these (a baseline keeps them, not the records)."""
+    n = latency.size
+    if n < 2:
+        return {}
+    rng = np.random.default_rng(seed)
+    size = min(n, BOOTSTRAP_SAMPLE)
+    index = rng.integers(0, n, size=(BOOTSTRAP_REPLICATES, size))
+    # Resampling a random subset of a large run keeps the work bounded; the interval is then
+    # that of a run of BOOTSTRAP_SAMPLE requests, wider than the full run's (conservative).
+    lat = latency[index]
+    ok = success[index]
+    spend = cost[index]
+    calls = np.nansum(tool_calls[index], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = {
+            "latency_p50_ms": np.nanpercentile(lat, 50, axis=1),
+            "latency_p95_ms": np.nanpercentile(lat, 95, axis=1),
+            "latency_p99_ms": np.nanpercentile(lat, 99, axis=1),
+            "success_rate": ok.mean(axis=1),
+            "tool_calls_per_request": np.nanmean(tool_calls[index], axis=1),
+            "retries_per_tool_call": np.nansum(retries[index], axis=1) / calls,
+            "input_tokens_mean": np.nanmean(tokens_in[index], axis=1),
+            "output_tokens_mean": np.nanmean(tokens_out[index], axis=1),
+        }
+        if not np.isnan(expect).all():
+            reps["expected_answer_rate"] = np.nanmean(expect[index], axis=1)
+        if not np.isnan(cost).any():
+            reps["cost_per_request_usd"] = spend.mean(axis=1)
+            reps["cost_per_success_usd"] = spend.sum(axis=1) / ok.sum(axis=1)
+    return {k: [float(f"{x:.6g}") for x in v if np.isfinite(x)] for k, v in reps.items()}
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def scorecard(frames: RunFrames, seed: int = 0) -> Scorecard:
+    requests = frames.requests
+    offset = frames.arrays["offset"]
+    everything = np.ones(len(requests), dtype=bool)
+    groups: dict[str, dict[str, Card]] = {}
+    for column in ("workflow", "tenant", "phase"):
+        column_values = requests[column]
+        codes = pd.Categorical(
+            column_values if column_values.dtype == "category" else column_values.astype("string")
+        )
+        found: dict[str, Card] = {}
+        for code, value in enumerate(codes.categories):
+            mask = codes.codes == code
+            if not mask.any():
+                continue
+            seconds = frames.duration if column != "phase" else _span(offset[mask])
+            found[str(value)] = card(frames, mask, seconds)
+        groups[column] = found
+    result: Scorecard = {
+        "schema": SCHEMA,
+        "overall": card(frames, everything, frames.duration, bootstrap=True, seed=seed),
+        "by_workflow": groups["workflow"],
+        "by_tenant": groups["tenant"],
+        "by_phase": groups["phase"],
+        "by_window": {},
+    }
+    for name, start, end in frames.windows:
+        length = end - start
+        spans = {
+            "before": (max(start - length, 0.0), start),
+            "during": (start, end),
+            "after": (end, min(end + length, frames.duration)),
+        }
+        result["by_window"][name] = {
+            when: card(frames, (offset >= lo) & (offset < hi), hi - lo)
+            for when, (lo, hi) in spans.items()
+            if hi > lo
+        }
+    return result
+
+
+def _span(offsets: np.ndarray) -> float:
+    if offsets.size < 2:
+        return 0.0
+    return float(offsets.max() - offsets.min())

@@ -1,0 +1,148 @@
+"""``agentscale chaos list|apply|status|reset``: fault injection without load."""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from agentscale import console
+from agentscale.chaos import state
+from agentscale.chaos.rig import FaultRig
+from agentscale.chaos.scheduler import FaultScheduler
+from agentscale.chaos.toxiproxy_client import PREFIX, ToxiproxyAPI, ToxiproxyError
+from agentscale.config.faults import FaultProfile, Window
+from agentscale.config.loader import load_fault_profile
+from agentscale.demo import DEPENDENCIES
+from agentscale.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Interrupted
+from agentscale.records.writer import EventLog
+
+
+def describe(window: Window) -> str:
+    if window.toxic is not None:
+        attributes = ", ".join(f"{k}={v}" for k, v in window.toxic.attributes().items())
+        fault = f"{window.toxic.type}({attributes})"
+    elif window.http is not None:
+        fault = f"http {window.http.status} at rate {window.http.rate:g}"
+    else:
+        fault = "down"
+    ramp = f", {len(window.ramp)} ramp step(s)" if window.ramp else ""
+    return f"{window.name}: {window.target} {fault} at {window.at:g}s for {window.for_:g}s{ramp}"
+
+
+def list_profiles(folder: Path) -> int:
+    files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    if not files:
+        console.print_line(f"no fault profiles in {folder}")
+        return EXIT_OK
+    for path in files:
+        try:
+            profile = load_fault_profile(path, demo_targets=DEPENDENCIES).profile
+        except ConfigError as error:
+            console.print_line(f"{path}: invalid ({error.message})")
+            continue
+        console.print_line(f"{path}  ({profile.name})")
+        for window in profile.windows:
+            console.print_line(f"  {describe(window)}")
+    return EXIT_OK
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted("stopped by a signal")
+
+
+def apply(path: Path, duration: float | None, toxiproxy_url: str | None, out: Path) -> int:
+    """Apply a profile's windows on their schedule, without load, then undo everything."""
+    loaded = load_fault_profile(path)
+    profile: FaultProfile = loaded.profile
+    if not profile.dependencies:
+        raise ConfigError(
+            "this profile declares no dependencies",
+            field="dependencies",
+            hint="chaos apply needs upstream and listen addresses; profiles for "
+            "the demo run with `agentscale load SCENARIO --faults PROFILE`",
+        )
+    total = duration if duration is not None else profile.last_end
+    folder = out / "chaos" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder.mkdir(parents=True, exist_ok=True)
+    rig = FaultRig(profile, folder, toxiproxy_url)
+    scheduler = None
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        rig.prepare()
+        rig.connect()
+        for name, route in rig.routes.items():
+            console.print_line(
+                f"{name}: point the agent at {route.agent_address} (-> {route.upstream})"
+            )
+        scheduler = FaultScheduler(rig, profile, EventLog(folder / "events.jsonl", time.time()))
+        scheduler.start(time.time())
+        console.print_line(f"applying {profile.name} for {total:g}s; Ctrl-C undoes it")
+        time.sleep(total)
+        code = EXIT_OK
+    except (KeyboardInterrupt, Interrupted):
+        code = EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if scheduler is not None:
+            scheduler.stop()
+        leftovers = rig.close()
+    for item in leftovers:
+        console.print_warning(f"could not undo {item}")
+    failures = scheduler.failures if scheduler else []
+    for failure in failures:
+        console.print_warning(failure)
+    console.print_line(
+        f"all faults removed; events in {folder / 'events.jsonl'}"
+        if not leftovers
+        else "some faults could not be removed"
+    )
+    return code if not (failures or leftovers) or code else EXIT_FAILED
+
+
+def status(toxiproxy_url: str | None) -> int:
+    entries = state.entries()
+    urls = {e.get("toxiproxy_url") for e in entries} | ({toxiproxy_url} if toxiproxy_url else set())
+    if not entries and not toxiproxy_url:
+        console.print_line("no faults made by agentscale are in place")
+        return EXIT_OK
+    for entry in entries:
+        console.print_line(
+            f"run {entry.get('owner')}: toxiproxy {entry.get('toxiproxy_url')}, "
+            f"stage pid {entry.get('stage_pid')}"
+        )
+    for url in sorted(u for u in urls if u):
+        try:
+            proxies = ToxiproxyAPI(url).proxies()
+        except ToxiproxyError as error:
+            console.print_line(f"{url}: not reachable ({error})")
+            continue
+        ours = {n: p for n, p in proxies.items() if n.startswith(PREFIX)}
+        console.print_line(f"{url}: {len(ours)} proxy(ies) made by agentscale")
+        for name, proxy in ours.items():
+            toxics = ", ".join(f"{t['name']}({t['type']})" for t in proxy.get("toxics", []))
+            console.print_line(
+                f"  {name} {proxy['listen']} -> {proxy['upstream']}"
+                f" {'enabled' if proxy['enabled'] else 'DISABLED'}"
+                f"{'; toxics: ' + toxics if toxics else ''}"
+            )
+    return EXIT_OK
+
+
+def reset(toxiproxy_url: str | None) -> int:
+    done = state.clean_leftovers(include_live=True)
+    if toxiproxy_url:
+        try:
+            done += [
+                f"removed proxy {n} from {toxiproxy_url}"
+                for n in ToxiproxyAPI(toxiproxy_url).remove_ours()
+            ]
+        except ToxiproxyError as error:
+            console.print_warning(f"{toxiproxy_url}: {error}")
+            return EXIT_FAILED
+    for line in done:
+        console.print_line(line)
+    console.print_line("nothing left to undo" if not done else "done")
+    return EXIT_OK

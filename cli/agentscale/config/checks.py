@@ -1,0 +1,256 @@
+"""Checks across fields and files that a schema alone cannot make: units against the load
+model, tenants against their expectations, the dataset and template variables, the target's
+host and environment, a fault profile against the run it is for."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from agentscale.config.dataset import Dataset, load_dataset
+from agentscale.config.faults import FaultProfile
+from agentscale.config.metrics import bad_direction
+from agentscale.config.scenario import LOOPBACK_HOSTS, Scenario
+from agentscale.config.shapes import OPEN_ONLY, Replay, parse_offsets_csv
+from agentscale.config.source import YamlDocument
+from agentscale.config.template import BUILTIN_VARIABLES, env_references, template_variables
+from agentscale.errors import ConfigError, ConfigErrors
+
+Loc = tuple[str | int, ...]
+
+
+class Problems:
+    """Errors found so far, each pointing into the document."""
+
+    def __init__(self, document: YamlDocument) -> None:
+        self.document = document
+        self.errors: list[ConfigError] = []
+
+    def __call__(self, loc: Loc, message: str, hint: str | None = None) -> None:
+        field = ".".join(str(p) for p in loc)
+        self.errors.append(
+            ConfigError(message, location=self.document.locate(loc), field=field, hint=hint)
+        )
+
+    def raise_any(self) -> None:
+        if self.errors:
+            raise ConfigErrors(self.errors)
+
+
+def scenario_problems(
+    path: Path,
+    document: YamlDocument,
+    scenario: Scenario,
+    env: Mapping[str, str],
+    allow_remote: tuple[str, ...],
+    for_run: bool,
+) -> tuple[Dataset, np.ndarray | None]:
+    """The dataset and replay offsets the scenario names; ``ConfigErrors`` for every problem.
+    ``for_run`` adds what a run needs: environment variables present, the target host allowed."""
+    error = Problems(document)
+
+    load = scenario.load
+    shape = load.shape
+    if load.model == "closed" and shape.kind in OPEN_ONLY:
+        error(("load", "shape", "kind"), f"{shape.kind!r} schedules arrivals: open model only")
+    missing, wrong = shape.unit_problems(load.model)
+    unit, want = ("requests/s", "rps") if load.model == "open" else ("users", "users")
+    for name in wrong:
+        loc = ("load", "shape", *[int(p) if p.isdigit() else p for p in name.split(".")])
+        fixed = re.sub(r"(rps|users)$", want, name)
+        error(loc, f"wrong unit: the {load.model} model counts {unit}", hint=f"write {fixed}")
+    for name in missing if not wrong else ():
+        error(("load", "shape"), f"{name} is required by the {load.model} model ({unit})")
+
+    for name, change in (
+        scenario.gates.model_dump(exclude={"slo", "min_requests"}) if scenario.gates else {}
+    ).items():
+        wanted = bad_direction(name)
+        if change is not None and change[wanted] is None:
+            other = "max_decrease" if wanted == "max_increase" else "max_increase"
+            error(
+                ("gates", name),
+                f"{name} regresses by going the other way",
+                hint=f"write {wanted} instead of {other}",
+            )
+
+    _check_tenants(scenario, error)
+
+    replay_offsets = None
+    if isinstance(shape, Replay):
+        replay_path = (path.parent / shape.file).resolve()
+        try:
+            replay_offsets = parse_offsets_csv(replay_path.read_text(encoding="utf-8"))
+        except OSError:
+            error(("load", "shape", "file"), f"replay file not found: {replay_path}")
+        except ValueError as problem:
+            error(("load", "shape", "file"), f"{replay_path}: {problem}")
+
+    dataset_path = (path.parent / scenario.workload.dataset).resolve()
+    dataset = None
+    if not dataset_path.is_file():
+        error(
+            ("workload", "dataset"),
+            f"dataset file not found: {dataset_path}",
+            hint="paths are relative to the scenario file's folder",
+        )
+    else:
+        dataset = load_dataset(dataset_path)
+        present = dataset.by_workflow()
+        for name in scenario.workload.workflows or {}:
+            if name not in present:
+                error(
+                    ("workload", "workflows", name),
+                    f"no item of the dataset has workflow {name!r}",
+                    hint="workflows in the dataset: " + ", ".join(sorted(present)),
+                )
+        shared = set.intersection(*(set(i.variables()) for i in dataset.items))
+        known = set(BUILTIN_VARIABLES) | shared
+        for where, value in (("body", scenario.target.body), ("headers", scenario.target.headers)):
+            for name in sorted(template_variables(value) - known):
+                error(
+                    ("target", where),
+                    f"unknown template variable {{{{{name}}}}}",
+                    hint="known: " + ", ".join(sorted(known)),
+                )
+
+    if scenario.faults is not None and not (path.parent / scenario.faults).is_file():
+        error(("faults",), f"fault profile not found: {(path.parent / scenario.faults).resolve()}")
+
+    if for_run:
+        target = scenario.target
+        host = target.host
+        if (
+            target.url != "demo"
+            and host not in LOOPBACK_HOSTS
+            and not (target.allow_remote or host in allow_remote)
+        ):
+            error(
+                ("target", "url"),
+                f"{host} is not a loopback address",
+                hint=f"agentscale only loads 127.0.0.1/localhost unless told: "
+                f"--allow-remote {host} or target.allow_remote: true",
+            )
+        for where, value in (("headers", target.headers), ("body", target.body)):
+            for name in env_references(value):
+                if name not in env:
+                    error(
+                        ("target", where),
+                        f"environment variable {name} is not set",
+                        hint=f"export {name}=... (its value is never written to the run folder)",
+                    )
+
+    error.raise_any()
+    assert dataset is not None
+    return dataset, replay_offsets
+
+
+def _check_tenants(scenario: Scenario, error: Problems) -> None:
+    tenants = scenario.tenant_specs()
+    load = scenario.load
+    own = [name for name, spec in tenants.items() if spec.shape is not None]
+    for name in own:
+        spec = tenants[name]
+        assert spec.shape is not None
+        if load.model == "closed":
+            error(("tenants", name, "shape"), "a tenant's own shape needs the open model",
+                  hint="remove it, or set load.model: open")  # fmt: skip
+            continue
+        if "weight" in spec.model_fields_set:
+            error(("tenants", name, "weight"), "a tenant with its own shape takes no share of "
+                  "load.shape", hint="remove weight, or remove shape")  # fmt: skip
+        if spec.shape.kind == "replay":
+            error(("tenants", name, "shape", "kind"), "a tenant's shape cannot be a replay")
+        missing, wrong = spec.shape.unit_problems("open")
+        for field in wrong:
+            error(("tenants", name, "shape", field), "wrong unit: the open model counts "
+                  "requests/s", hint=f"write {field.rsplit('_', 1)[0]}_rps")  # fmt: skip
+        for field in missing if not wrong else ():
+            error(("tenants", name, "shape"), f"{field} is required (requests/s)")
+    if own and len(own) == len(tenants):
+        error(
+            ("tenants",),
+            "every tenant has its own shape, so load.shape's traffic has no tenant",
+            hint="leave one tenant without a shape: it takes load.shape's traffic",
+        )
+    canaries = [spec.canary for spec in tenants.values() if spec.canary]
+    for name, spec in tenants.items():
+        if spec.canary and canaries.count(spec.canary) > 1:
+            error(("tenants", name, "canary"), "two tenants share this canary",
+                  hint="a canary must be unique to its tenant")  # fmt: skip
+    expect = scenario.expect
+    if expect is None:
+        return
+    if expect.noisy_neighbor is not None:
+        pair = expect.noisy_neighbor
+        for role, name in (("victim", pair.victim), ("neighbor", pair.neighbor)):
+            if name not in tenants:
+                error(("expect", "noisy_neighbor", role), f"{name!r} is not a tenant",
+                      hint="tenants: " + ", ".join(tenants))  # fmt: skip
+        if pair.victim == pair.neighbor:
+            error(("expect", "noisy_neighbor", "neighbor"), "the neighbour is the victim")
+        elif pair.neighbor in tenants and tenants[pair.neighbor].shape is None:
+            error(
+                ("expect", "noisy_neighbor", "neighbor"),
+                f"tenant {pair.neighbor!r} has no shape of its own, so it never spikes alone",
+                hint=f"give tenants.{pair.neighbor} a shape, e.g. {{kind: spike, ...}}",
+            )
+    if expect.fairness is not None and len(tenants) < 2:
+        error(("expect", "fairness"), "fairness needs two tenants or more")
+
+
+def profile_problems(
+    document: YamlDocument,
+    profile: FaultProfile,
+    demo_targets: Collection[str],
+    duration: float | None,
+) -> None:
+    """``ConfigErrors`` for windows on unknown targets, past the run's end, or undoing each
+    other, and expectations of windows that do not exist."""
+    error = Problems(document)
+
+    declared = {d.name for d in profile.dependencies}
+    known = declared | set(demo_targets)
+    for i, window in enumerate(profile.windows):
+        if window.target not in known:
+            error(
+                ("windows", i, "target"),
+                f"unknown target {window.target!r}",
+                hint="known: "
+                + (
+                    ", ".join(sorted(known))
+                    or "none; declare it under dependencies: with upstream and listen"
+                ),
+            )
+        elif window.http is not None and window.target in declared:
+            protocol = next(d.protocol for d in profile.dependencies if d.name == window.target)
+            if protocol != "http":
+                error(("windows", i, "http"), "the http stage needs a protocol: http dependency")
+        if duration is not None and window.end > duration + 1e-9:
+            error(
+                ("windows", i, "for"),
+                f"the window ends at {window.end:g}s, past the end of the run ({duration:g}s)",
+                hint="shorten the window, start it earlier, or run longer",
+            )
+        for j, other in enumerate(profile.windows[:i]):
+            exclusive = window.down or window.http is not None
+            same_kind = (window.down and other.down) or (window.http and other.http)
+            overlap = window.at < other.end and other.at < window.end
+            if exclusive and same_kind and other.target == window.target and overlap:
+                error(
+                    ("windows", i, "at"),
+                    f"overlaps window {other.name!r} on the same target",
+                    hint=f"windows {j} and {i} would undo each other",
+                )
+    names = {w.name for w in profile.windows}
+    for i, expectation in enumerate(profile.expect):
+        if expectation.window not in names:
+            error(
+                ("expect", i, "window"),
+                f"no window named {expectation.window!r}",
+                hint="windows: " + ", ".join(sorted(names)),
+            )
+    error.raise_any()

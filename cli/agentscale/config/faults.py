@@ -1,0 +1,201 @@
+"""The fault profile schema (DESIGN "Fault profile").
+
+Toxic attributes and their units are Toxiproxy's own: latency, jitter, delays and timeouts in
+milliseconds, bandwidth in KB/s, sizes in bytes, the slicer's delay in microseconds.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agentscale.config.fields import ComparisonField, Duration, PositiveDuration
+
+Millis = Annotated[int, Field(ge=0, description="milliseconds")]
+ADDRESS = re.compile(r"^[A-Za-z0-9.\-]+:\d{1,5}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ToxicBase(_Strict):
+    stream: Literal["upstream", "downstream"] = Field(
+        "downstream", description="downstream: server to client; upstream: client to server"
+    )
+    toxicity: float = Field(1.0, ge=0, le=1, description="share of connections affected")
+
+    def attributes(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"type", "stream", "toxicity"})
+
+
+class Latency(ToxicBase):
+    type: Literal["latency"]
+    latency: Millis = Field(description="added delay, ms")
+    jitter: Millis = Field(0, description="+/- jitter, ms")
+
+
+class Bandwidth(ToxicBase):
+    type: Literal["bandwidth"]
+    rate: int = Field(ge=0, description="KB/s")
+
+
+class SlowClose(ToxicBase):
+    type: Literal["slow_close"]
+    delay: Millis = Field(description="delay before the connection closes, ms")
+
+
+class Timeout(ToxicBase):
+    """With ``stream: upstream`` the request is dropped and the client hangs; downstream,
+    Toxiproxy 2.12 closes a new connection at once."""
+
+    type: Literal["timeout"]
+    timeout: Millis = Field(description="close after this long, ms; 0 holds the data forever")
+
+
+class ResetPeer(ToxicBase):
+    type: Literal["reset_peer"]
+    timeout: Millis = Field(0, description="reset (TCP RST) after this long, ms")
+
+
+class Slicer(ToxicBase):
+    type: Literal["slicer"]
+    average_size: int = Field(ge=1, description="bytes per slice")
+    size_variation: int = Field(0, ge=0, description="bytes")
+    delay: int = Field(0, ge=0, description="between slices, microseconds")
+
+    @model_validator(mode="after")
+    def _variation(self) -> Slicer:
+        if self.size_variation >= self.average_size:
+            raise ValueError("size_variation must be smaller than average_size")
+        return self
+
+
+class LimitData(ToxicBase):
+    type: Literal["limit_data"]
+    bytes: int = Field(ge=1, description="close the connection after this many bytes")
+
+
+Toxic = Annotated[
+    Latency | Bandwidth | SlowClose | Timeout | ResetPeer | Slicer | LimitData,
+    Field(discriminator="type"),
+]
+
+
+class HttpFault(_Strict):
+    """Per request, drawn from a seeded generator: answer ``status`` instead of forwarding."""
+
+    status: int = Field(503, ge=400, le=599)
+    rate: float = Field(1.0, ge=0, le=1, description="share of requests that get the fault")
+    retry_after: Duration | None = Field(None, description="Retry-After header, seconds")
+    body: str | None = None
+    delay: Duration = Field(0.0, description="wait this long before answering")
+
+
+class RampStep(_Strict):
+    """A change of the window's toxic attributes, ``at`` from the window's start."""
+
+    at: PositiveDuration
+    toxic: dict[str, Any] | None = Field(None, description="toxic attributes to change")
+    http: dict[str, Any] | None = Field(None, description="http stage fields to change")
+
+
+class Window(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    target: str = Field(description="a dependency's name")
+    at: Duration = Field(description="start, from the start of the load")
+    for_: Annotated[PositiveDuration, Field(alias="for")]
+    toxic: Toxic | None = None
+    down: bool = Field(False, description="refuse connections (the proxy is disabled)")
+    http: HttpFault | None = None
+    ramp: list[RampStep] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_fault(self) -> Window:
+        chosen = [k for k in ("toxic", "http") if getattr(self, k) is not None] + (
+            ["down"] if self.down else []
+        )
+        if len(chosen) != 1:
+            raise ValueError("a window has exactly one of toxic, down: true, or http")
+        for step in self.ramp:
+            if step.at >= self.for_:
+                raise ValueError(f"a ramp step at {step.at:g}s is past the window's end")
+            if step.toxic is not None and self.toxic is None:
+                raise ValueError("a ramp step changes toxic attributes, but the window has none")
+            if step.http is not None and self.http is None:
+                raise ValueError("a ramp step changes the http stage, but the window has none")
+        return self
+
+    @property
+    def end(self) -> float:
+        return self.at + self.for_
+
+    def states(self) -> list[tuple[float, Any]]:
+        """(offset from the load's start, fault) for the window's start and each ramp step."""
+        base: Any = self.toxic or self.http or "down"
+        out = [(self.at, base)]
+        for step in sorted(self.ramp, key=lambda s: s.at):
+            if isinstance(base, BaseModel):
+                changes = step.toxic if self.toxic is not None else step.http
+                base = type(base).model_validate({**base.model_dump(), **(changes or {})})
+            out.append((self.at + step.at, base))
+        return out
+
+
+class Dependency(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    upstream: str = Field(description="host:port the dependency really listens on")
+    listen: str = Field(description="host:port the agent is configured to call (< 32768)")
+    protocol: Literal["tcp", "http"] = "tcp"
+
+    @field_validator("upstream", "listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not ADDRESS.match(value):
+            raise ValueError(f"{value!r} is not host:port")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _low_port(cls, value: str) -> str:
+        port = int(value.rsplit(":", 1)[1])
+        if not 0 < port < 32768:
+            # Toxiproxy's listen ports belong below Linux's ephemeral range (32768-60999).
+            raise ValueError("a listen port must be between 1 and 32767")
+        return value
+
+
+class Expectation(_Strict):
+    window: str
+    success_rate: ComparisonField | None = None
+    degraded_share: ComparisonField | None = None
+    events: dict[str, ComparisonField] = Field(default_factory=dict)
+    recovery: ComparisonField | None = Field(None, description="e.g. '<= 20s'")
+    retry_amplification: ComparisonField | None = None
+
+
+class FaultProfile(_Strict):
+    api_version: Literal["agentscale/v1"] = Field(alias="apiVersion")
+    kind: Literal["FaultProfile"]
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+    description: str | None = None
+    seed: int = Field(0, description="seeds the http stage's per-request draws")
+    dependencies: list[Dependency] = Field(default_factory=list)
+    windows: list[Window] = Field(min_length=1)
+    expect: list[Expectation] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names(self) -> FaultProfile:
+        windows = [w.name for w in self.windows]
+        if len(set(windows)) != len(windows):
+            raise ValueError("window names must be unique")
+        deps = [d.name for d in self.dependencies]
+        if len(set(deps)) != len(deps):
+            raise ValueError("dependency names must be unique")
+        return self
+
+    @property
+    def last_end(self) -> float:
+        return max(w.end for w in self.windows)

@@ -1,0 +1,46 @@
+"""The run-level figures the gate compares: defined here once, for the scenario's ``gates:``
+schema and for the gate itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    higher_is_worse: bool
+    absolute: bool  # tolerance in the metric's own units (rates), else relative
+    tolerance: float
+    floor: float = 0.0  # the least change that counts, in the metric's units
+    description: str = ""
+
+
+METRICS = {
+    "latency_p50_ms": Metric(True, False, 0.10, description="p50 latency from the intended start"),
+    "latency_p95_ms": Metric(True, False, 0.10, description="p95 latency from the intended start"),
+    "latency_p99_ms": Metric(True, False, 0.15, description="p99 latency from the intended start"),
+    "success_rate": Metric(False, True, 0.01, description="successes per request sent"),
+    "expected_answer_rate": Metric(False, True, 0.01, description="golden answers found"),
+    "cost_per_success_usd": Metric(True, False, 0.05, description="all spend over successes"),
+    "cost_per_request_usd": Metric(True, False, 0.05, description="spend per request sent"),
+    "tool_calls_per_request": Metric(True, False, 0.10, description="mean tool calls"),
+    "retries_per_tool_call": Metric(True, False, 0.10, floor=0.05, description="extra attempts"),
+    "input_tokens_mean": Metric(True, False, 0.10, description="mean input tokens per request"),
+    "output_tokens_mean": Metric(True, False, 0.10, description="mean output tokens per request"),
+}
+# Checked whatever the scenario says: speed, quality, cost and the agent's own behaviour.
+DEFAULT_CHECKS = (
+    "latency_p95_ms",
+    "success_rate",
+    "expected_answer_rate",
+    "cost_per_success_usd",
+    "retries_per_tool_call",
+    "tool_calls_per_request",
+    "input_tokens_mean",
+)
+MIN_REQUESTS = 100
+
+
+def bad_direction(metric: str) -> str:
+    """The tolerance field that makes sense for ``metric``: max_increase or max_decrease."""
+    return "max_increase" if METRICS[metric].higher_is_worse else "max_decrease"

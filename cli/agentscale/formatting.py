@@ -1,0 +1,63 @@
+"""How numbers are written for people (terminal, HTML, Markdown, summary.md): one place, so
+that every output agrees."""
+
+from __future__ import annotations
+
+import math
+
+NONE = "-"
+
+
+def num(value: float | None, digits: int = 4) -> str:
+    """A figure with ``digits`` significant digits below 1,000, whole above; ``never`` for an
+    infinite time."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NONE
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if math.isinf(value):
+        return "never" if value > 0 else "-never"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def fixed(value: float | None, digits: int = 1, unit: str = "") -> str:
+    """A figure with ``digits`` decimals (for columns that line up)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NONE
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}{unit}"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    if value is None or math.isnan(value):
+        return NONE
+    return f"{value:.{digits}%}"
+
+
+def usd(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:.6f}"
+
+
+def signed(value: float | None) -> str:
+    return NONE if value is None else f"{value:+.4g}"
+
+
+def change(value: float | None, share: float | None) -> str:
+    """A change and, when there is a base to compare with, its share: ``+12 (+10.0%)``."""
+    if value is None:
+        return NONE
+    return signed(value) + (f" ({share:+.1%})" if share is not None else "")
+
+
+def interval(bounds: list[float] | None) -> str:
+    return f"[{signed(bounds[0])}, {signed(bounds[1])}]" if bounds else NONE
+
+
+def cell(text: object) -> str:
+    """Text for one cell of a Markdown table: pipes escaped, one line, no raw HTML."""
+    return str(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")

@@ -1,0 +1,155 @@
+"""Baselines: the scorecards of one or more runs, and how they were measured."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypedDict, cast
+
+from agentscale.analysis.figures import Card, Scorecard
+from agentscale.errors import ConfigError, Location
+from agentscale.jsondata import Json, JsonObject
+from agentscale.records.runfolder import RunInfo, read_json, read_run, write_json
+
+SCHEMA = "agentscale/baseline/v1"
+
+
+class Method(TypedDict):
+    """How the baseline was measured: what must match, and what should."""
+
+    scenario: str
+    scenario_sha256: str
+    dataset_sha256: str
+    load: JsonObject
+    faults: str | None
+    demo: dict[str, Json] | None
+    environment: dict[str, Json]
+    versions: dict[str, str]
+
+
+class BaselineRun(TypedDict):
+    run_id: str
+    verdict: str | None
+    scorecard: Card
+
+
+class Baseline(TypedDict):
+    schema: str
+    name: str
+    created_at: str
+    method: Method
+    runs: list[BaselineRun]
+
+
+def method(run: RunInfo) -> Method:
+    """What must match for two runs to be comparable (and what should, for fairness)."""
+    demo = run.get("demo")
+    faults = run.get("faults")
+    return {
+        "scenario": run["scenario"]["name"],
+        "scenario_sha256": run["scenario"]["sha256"],
+        "dataset_sha256": run["dataset"]["sha256"],
+        "load": run["load"],
+        "faults": faults.get("sha256") if faults else None,
+        "demo": {"profile": demo.get("profile"), "time_scale": demo.get("time_scale")}
+        if demo
+        else None,
+        "environment": {
+            k: run["environment"].get(k)
+            for k in ("fingerprint", "cpu", "cpu_count", "memory_bytes")
+        },
+        "versions": run["versions"],
+    }
+
+
+def save(run_dirs: list[Path], name: str, folder: Path) -> Path:
+    runs: list[BaselineRun] = []
+    methods: list[Method] = []
+    for run_dir in run_dirs:
+        card_path = run_dir / "scorecard.json"
+        if not card_path.is_file():
+            raise ConfigError(
+                "no scorecard.json in this run folder",
+                location=Location(run_dir),
+                hint=f"run `agentscale scorecard {run_dir}` first",
+            )
+        info = read_run(run_dir)
+        card: Scorecard = read_json(card_path)
+        methods.append(method(info))
+        runs.append(
+            {
+                "run_id": info["run_id"],
+                "verdict": info.get("verdict", {}).get("result"),
+                "scorecard": card["overall"],
+            }
+        )
+    first = methods[0]
+    for run_dir, other in zip(run_dirs[1:], methods[1:], strict=True):
+        for what, mine, theirs in (
+            ("scenario", other["scenario_sha256"], first["scenario_sha256"]),
+            ("dataset", other["dataset_sha256"], first["dataset_sha256"]),
+        ):
+            if mine != theirs:
+                raise ConfigError(
+                    f"this run's {what} differs from the first run's",
+                    location=Location(run_dir),
+                    hint="a baseline's runs measure the same thing",
+                )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    baseline: Baseline = {
+        "schema": SCHEMA,
+        "name": name,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "method": first,
+        "runs": runs,
+    }
+    write_json(path, baseline)
+    return path
+
+
+def load(path: Path) -> Baseline:
+    try:
+        found = read_json(path)
+    except FileNotFoundError:
+        raise ConfigError(
+            "baseline not found",
+            location=Location(path),
+            hint="save one with `agentscale baseline save RUN --name NAME`",
+        ) from None
+    except ValueError:
+        raise ConfigError("not a baseline file (invalid JSON)", location=Location(path)) from None
+    if not isinstance(found, dict) or found.get("schema") != SCHEMA or not found.get("runs"):
+        raise ConfigError(
+            f"not a baseline file (schema {SCHEMA} expected)", location=Location(path)
+        )
+    return cast(Baseline, found)
+
+
+def compatibility(baseline: Baseline, run: RunInfo, path: Path, force: bool) -> list[str]:
+    """Errors (exit 2) when the baseline measured something else; warnings when the way of
+    measuring differs."""
+    theirs, ours = baseline["method"], method(run)
+    for key, what, their_hash, our_hash in (
+        ("scenario_sha256", "scenario", theirs.get("scenario_sha256"), ours["scenario_sha256"]),
+        ("dataset_sha256", "dataset", theirs.get("dataset_sha256"), ours["dataset_sha256"]),
+    ):
+        if their_hash != our_hash and not force:
+            raise ConfigError(
+                f"the baseline was measured with another {what} ({theirs.get('scenario')}, "
+                f"{str(their_hash)[:12]} vs {our_hash[:12]})",
+                location=Location(path),
+                field=f"method.{key}",
+                hint="save a baseline for this scenario, or compare anyway with --force",
+            )
+    warnings = []
+    if theirs.get("environment", {}).get("fingerprint") != ours["environment"]["fingerprint"]:
+        warnings.append("the baseline ran on another machine (environment fingerprint differs)")
+    # What shapes the traffic; settings added later (with their defaults) change nothing.
+    traffic = ("model", "shape", "duration", "arrivals", "max_concurrency", "think_time")
+    their_load, our_load = theirs.get("load") or {}, ours["load"]
+    if any(their_load.get(k) != our_load.get(k) for k in traffic):
+        warnings.append("the baseline's load shape or duration differs")
+    if theirs.get("faults") != ours.get("faults"):
+        warnings.append("the baseline ran with a different fault profile")
+    return warnings

@@ -1,0 +1,123 @@
+"""The verdict for CI: ``verdict.json`` (versioned), ``junit.xml`` (one testcase per check)
+and ``summary.md`` (GitHub-flavoured Markdown, also appended to ``$GITHUB_STEP_SUMMARY``)."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from agentscale.formatting import cell, change, interval, num
+from agentscale.gate.checks import Check, Verdict
+from agentscale.records.runfolder import write_json
+
+LABEL = {
+    "pass": "PASS",
+    "fail": "FAIL",
+    "inconclusive": "INCONCLUSIVE",
+    "invalid": "INVALID",
+    "interrupted": "INTERRUPTED",
+}
+
+
+def write(run_dir: Path, verdict: Verdict) -> None:
+    write_json(run_dir / "verdict.json", verdict)
+    (run_dir / "junit.xml").write_bytes(junit(verdict))
+    markdown = summary(verdict)
+    (run_dir / "summary.md").write_text(markdown, encoding="utf-8")
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as file:
+            file.write(markdown + "\n")
+
+
+def junit(verdict: Verdict) -> bytes:
+    checks = verdict["checks"]
+    suite = ET.Element("testsuite", name=f"agentscale {verdict.get('run_id', '')}".strip())
+    failures = errors = skipped = 0
+    for reason in verdict.get("invalid_reasons", []):
+        case = ET.SubElement(suite, "testcase", classname="agentscale.run", name="run is valid")
+        ET.SubElement(case, "error", message=reason).text = reason
+        errors += 1
+    for check in checks:
+        case = ET.SubElement(
+            suite, "testcase", classname=f"agentscale.{check['kind']}", name=check["name"], time="0"
+        )
+        text = describe(check)
+        if check["status"] in ("regressed", "failed"):
+            ET.SubElement(case, "failure", message=text).text = text
+            failures += 1
+        elif check["status"] == "inconclusive":
+            ET.SubElement(case, "skipped", message=text)
+            skipped += 1
+        else:
+            ET.SubElement(case, "system-out").text = text
+    total = len(checks) + errors
+    suite.set("tests", str(total))
+    suite.set("failures", str(failures))
+    suite.set("errors", str(errors))
+    suite.set("skipped", str(skipped))
+    root = ET.Element(
+        "testsuites",
+        tests=str(total),
+        failures=str(failures),
+        errors=str(errors),
+        skipped=str(skipped),
+    )
+    root.append(suite)
+    ET.indent(root)
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+def describe(check: Check) -> str:
+    if check["kind"] == "baseline":
+        shift = change(check["change"], check["change_pct"])
+        text = (
+            f"{check['metric']}: {num(check['baseline'])} -> {num(check['candidate'])}"
+            f" (change {shift}, 95% CI {interval(check['ci'])}; tolerance "
+            f"{check['tolerance']}): {check['status']}"
+        )
+        return text + (f"; {check['detail']}" if check.get("detail") else "")
+    return f"{check['name']}: measured {num(check.get('value'))}: {check['status']}"
+
+
+def summary(verdict: Verdict) -> str:
+    lines = [f"## agentscale: {LABEL.get(verdict['result'], verdict['result'].upper())}", ""]
+    lines.append(
+        f"Run `{verdict.get('run_id', '')}`"
+        + (
+            f" against baseline `{verdict['baseline']}`"
+            if verdict.get("baseline")
+            else " (no baseline)"
+        )
+        + f"; exit code {verdict['exit_code']}."
+    )
+    lines.append("")
+    for reason in verdict.get("invalid_reasons", []):
+        lines.append(f"- **invalid:** {cell(reason)}")
+    for warning in verdict.get("warnings", []):
+        lines.append(f"- warning: {cell(warning)}")
+    if verdict.get("invalid_reasons") or verdict.get("warnings"):
+        lines.append("")
+    gated = [c for c in verdict["checks"] if c["kind"] == "baseline"]
+    if gated:
+        lines += [
+            "| check | baseline | candidate | change | 95% CI | tolerance | status |",
+            "| --- | ---: | ---: | ---: | --- | --- | --- |",
+        ]
+        for c in gated:
+            lines.append(
+                f"| {c['metric']} | {num(c['baseline'])} | {num(c['candidate'])} | "
+                f"{change(c['change'], c['change_pct'])} | {interval(c['ci'])} | "
+                f"{c['tolerance']} | **{c['status']}** |"
+            )
+        lines.append("")
+    other = [c for c in verdict["checks"] if c["kind"] != "baseline"]
+    if other:
+        lines += ["| check | measured | status |", "| --- | ---: | --- |"]
+        for c in other:
+            lines.append(f"| {cell(c['name'])} | {num(c.get('value'))} | **{c['status']}** |")
+        lines.append("")
+    if not verdict["checks"] and not verdict.get("invalid_reasons"):
+        lines += ["No checks: give a baseline, `gates.slo` or a fault profile's `expect`.", ""]
+    return "\n".join(lines)

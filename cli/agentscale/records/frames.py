@@ -1,0 +1,158 @@
+"""A run's records in memory, read once: the requests and steps tables as pandas frames, their
+columns as numpy arrays, and the run's timing. Every figure downstream reads from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agentscale.errors import ConfigError, Location
+from agentscale.records.runfolder import RunInfo, read_run
+
+# The step columns the figures use, and those read as dictionaries (few distinct values).
+STEP_COLUMNS = (
+    "kind",
+    "name",
+    "latency_ms",
+    "attempts",
+    "outcome",
+    "error",
+    "cache",
+    "top_k",
+    "chunk_tokens",
+    "action",
+    "rule",
+)
+STEP_CATEGORIES = ("kind", "name", "outcome", "error", "cache", "action", "rule")
+REQUEST_CATEGORIES = ["workflow", "tenant", "phase", "error_class", "status"]
+NUMERIC = (
+    "latency_ms",
+    "service_ms",
+    "input_tokens",
+    "output_tokens",
+    "tool_calls",
+    "retries",
+    "cost_usd",
+    "circuit_opens",
+    "fallbacks",
+    "budget_exhausted",
+)
+
+
+@dataclass
+class RunFrames:
+    """A run's records, ready for the scorecard."""
+
+    requests: pd.DataFrame  # every row, dropped and cancelled included
+    steps: pd.DataFrame  # STEP_COLUMNS, and ``req``: the position of the step's request
+    started_at: float  # epoch seconds of the load's start
+    duration: float  # seconds of load
+    windows: list[tuple[str, float, float]]  # fault windows: name, start, end (offsets)
+    _arrays: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    error_classes: list[str] | None = None
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Per-request columns as numpy arrays, made once: each group then masks arrays
+        instead of copying the frame."""
+        if self._arrays is None:
+            r = self.requests
+            arrays = {name: _floats(r[name]) for name in NUMERIC}
+            arrays["expect"] = _floats(r["expect_ok"].astype("float64"))
+            arrays["success"] = r["success"].to_numpy(dtype=bool, na_value=False)
+            arrays["dropped"] = r["dropped"].to_numpy(dtype=bool, na_value=False)
+            arrays["cancelled"] = (r["error_class"] == "cancelled").to_numpy(
+                dtype=bool, na_value=False
+            )
+            # Sent: an arrival that went out and came back (neither dropped nor cancelled).
+            arrays["sent"] = ~arrays["dropped"] & ~arrays["cancelled"]
+            arrays["degraded"] = (r["status"] == "degraded").to_numpy(dtype=bool, na_value=False)
+            errors = pd.Categorical(r["error_class"])
+            arrays["error_code"] = errors.codes
+            self.error_classes = [str(c) for c in errors.categories]
+            arrays["offset"] = (
+                r["intended_start"].astype("int64").to_numpy() / 1e6 - self.started_at
+            )
+            self._arrays = arrays
+        return self._arrays
+
+    @property
+    def sent(self) -> np.ndarray:
+        return self.arrays["sent"]
+
+
+def _floats(series: pd.Series) -> np.ndarray:
+    return series.to_numpy(dtype=float, na_value=np.nan)
+
+
+def attach_steps(requests: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
+    """The scorecard's step columns, with each step's request position (pandas input)."""
+    positions = pd.Index(requests["request_id"]).get_indexer(steps["request_id"])
+    out = steps[[c for c in STEP_COLUMNS if c in steps]].assign(req=positions)
+    out = out[out["req"] >= 0]
+    for column in STEP_CATEGORIES:
+        if column in out and out[column].dtype != "category":
+            out[column] = out[column].astype("category")
+    return out
+
+
+def is_run_folder(run_dir: Path) -> bool:
+    return (run_dir / "run.json").is_file() and (run_dir / "requests.parquet").exists()
+
+
+def not_a_run_folder(run_dir: Path) -> ConfigError:
+    return ConfigError(
+        "not a run folder (no run.json or requests.parquet)",
+        location=Location(run_dir),
+        hint="pass a folder that agentscale load wrote, e.g. reports/<scenario>/<UTC timestamp>",
+    )
+
+
+def read_frames(
+    run_dir: Path,
+    started_at: float | None,
+    duration: float,
+    windows: list[tuple[str, float, float]],
+) -> RunFrames:
+    """The records of ``run_dir``; ``started_at`` None: the first intended start."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    # Strings as dictionaries, and steps tied to their requests by Arrow's own hash lookup:
+    # millions of rows load in seconds.
+    requests_table = pq.read_table(run_dir / "requests.parquet", read_dictionary=REQUEST_CATEGORIES)
+    requests = requests_table.to_pandas()
+    steps_table = pq.read_table(
+        run_dir / "steps.parquet",
+        columns=["request_id", *STEP_COLUMNS],
+        read_dictionary=list(STEP_CATEGORIES),
+    )
+    positions = pc.index_in(steps_table["request_id"], value_set=requests_table["request_id"])
+    steps = steps_table.drop_columns(["request_id"]).to_pandas()
+    steps["req"] = positions.to_numpy(zero_copy_only=False)
+    steps = steps[steps["req"].notna()].astype({"req": "int64"})
+    if started_at is None:
+        started_at = requests["intended_start"].min().timestamp() if len(requests) else 0.0
+    return RunFrames(requests, steps, started_at, duration, windows)
+
+
+def load_frames(run_dir: Path) -> RunFrames:
+    """A finished run's records and timing, from its folder (a folder that is not a run is a
+    ConfigError pointing at it)."""
+    if not is_run_folder(run_dir):
+        raise not_a_run_folder(run_dir)
+    info = read_run(run_dir)
+    actual = info.get("actual")
+    started = actual["started_at"] if actual else None
+    started_at = datetime.fromisoformat(started).timestamp() if started else None
+    duration = float((actual["load_seconds"] if actual else 0) or info["planned"]["duration_s"])
+    return read_frames(run_dir, started_at, duration, fault_windows(info))
+
+
+def fault_windows(info: RunInfo) -> list[tuple[str, float, float]]:
+    windows = (info.get("faults") or {}).get("windows") or []
+    return [(str(n), float(a), float(b)) for n, a, b in windows]

@@ -1,0 +1,38 @@
+"""The report as one self-contained HTML file: a Jinja2 template with autoescape on (anything
+the agent returned is text, never markup), inline CSS and inline SVG charts, no script."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import jinja2
+from markupsafe import Markup
+
+from agentscale.report.data import ReportData
+from agentscale.report.sections import alerts, label, result_of, sections
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("agentscale.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+    )
+
+
+def html(data: ReportData) -> str:
+    environment = _environment()
+    result, exit_code = result_of(data)
+    css = environment.loader.get_source(environment, "report.css")[0]  # type: ignore[union-attr]
+    return environment.get_template("report.html.j2").render(
+        run=data.run,
+        css=Markup(css),
+        result=result,
+        label=label(result),
+        exit_code=exit_code,
+        baseline_name=data.baseline_name,
+        alerts=alerts(data),
+        sections=sections(data),
+    )

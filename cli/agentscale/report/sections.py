@@ -1,0 +1,372 @@
+"""The report's evidence as sections of tables, charts and text: built once, rendered as HTML
+(``html``) or Markdown (``markdown``), so both formats always carry the same evidence."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from markupsafe import Markup
+
+from agentscale.analysis.figures import Card, figure
+from agentscale.formatting import num, pct, usd
+from agentscale.gate.checks import Check
+from agentscale.gate.cifiles import LABEL, describe
+from agentscale.report import tenants
+from agentscale.report.charts import bar_pairs, line_chart
+from agentscale.report.data import ReportData
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    numeric: frozenset[int] = frozenset()  # columns aligned right
+    status: int | None = None  # a column of check statuses (coloured in HTML)
+
+
+@dataclass
+class Chart:
+    svg: Markup
+    title: str | None = None
+
+
+@dataclass
+class Section:
+    title: str
+    level: int = 2
+    text: list[str] = field(default_factory=list)
+    lever: tuple[str, str] | None = None  # the diagnosis: what to pull, and why
+    bullets: list[str] = field(default_factory=list)
+    charts: list[Chart] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+
+
+def result_of(data: ReportData) -> tuple[str, int | None]:
+    if data.verdict is not None:
+        return data.verdict["result"], data.verdict["exit_code"]
+    return data.run.get("verdict", {}).get("result", "pass"), data.run.get("exit_code")
+
+
+def label(result: str) -> str:
+    return LABEL.get(result, result.upper())
+
+
+def alerts(data: ReportData) -> list[str]:
+    """What a reader must see before anything else: leaks, then why the run is invalid."""
+    lines = tenants.leak_lines(data.card.get("tenants"))
+    reasons = data.verdict["invalid_reasons"] if data.verdict else []
+    return lines + [f"invalid: {reason}" for reason in reasons]
+
+
+def check_detail(check: Check) -> str:
+    """What a check found, without repeating its name."""
+    if check["kind"] == "baseline":
+        return describe(check)
+    found = f"measured {num(check['value'])}, expected {check['expected']}"
+    return found + (f"; {check['detail']}" if check["detail"] else "")
+
+
+KEY_FIGURES: tuple[tuple[str, str, Callable[[float | None], str]], ...] = (
+    ("requests", "requests", num),
+    ("success rate", "success_rate", pct),
+    ("expected answers", "expected_answer_rate", pct),
+    ("p50 latency (ms)", "latency_p50_ms", num),
+    ("p95 latency (ms)", "latency_p95_ms", num),
+    ("p99 latency (ms)", "latency_p99_ms", num),
+    ("throughput (req/s)", "throughput_rps", num),
+    ("input tokens / request", "input_tokens_mean", num),
+    ("output tokens / request", "output_tokens_mean", num),
+    ("tool calls / request", "tool_calls_per_request", num),
+    ("retries / tool call", "retries_per_tool_call", num),
+    ("cost / request", "cost_per_request_usd", usd),
+    ("cost / success", "cost_per_success_usd", usd),
+    ("cache hit rate", "cache_hit_rate", pct),
+    ("degraded share", "degraded_share", pct),
+    ("circuit opens", "circuit_opens", num),
+    ("fallbacks", "fallbacks", num),
+    ("budget exhaustions", "budget_exhausted", num),
+    ("dropped arrivals", "dropped", num),
+)
+
+
+def key_figures(data: ReportData) -> Table:
+    overall, base = data.card["overall"], data.baseline
+    if base is not None:
+        rows = [
+            [name, fmt(figure(base, key)), fmt(figure(overall, key))]
+            for name, key, fmt in KEY_FIGURES
+        ]
+        return Table(["figure", "baseline", "this run"], rows, frozenset({1, 2}))
+    rows = [[name, fmt(figure(overall, key))] for name, key, fmt in KEY_FIGURES]
+    return Table(["figure", "this run"], rows, frozenset({1}))
+
+
+def method_rows(data: ReportData) -> list[list[str]]:
+    run = data.run
+    load = run.get("load", {})
+    env = run.get("environment", {})
+    rows = [
+        ["scenario", f"{run['scenario']['name']} ({run['scenario']['sha256'][:12]})"],
+        [
+            "dataset",
+            f"{run['dataset']['file']} ({run['dataset']['sha256'][:12]}, "
+            f"{run['dataset']['items']} items)",
+        ],
+        [
+            "load",
+            f"{load.get('model')} model, {load.get('shape')}, {load.get('duration')} s, "
+            f"max concurrency {load.get('max_concurrency')}",
+        ],
+        ["seed", str(run.get("seed"))],
+        ["target", f"{run['target']['method']} {run['target']['url']}"],
+        [
+            "environment",
+            f"{env.get('cpu')}, {env.get('cpu_count')} cores, fingerprint {env.get('fingerprint')}",
+        ],
+        ["versions", ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items())],
+    ]
+    demo = run.get("demo")
+    if demo:
+        rows.append(
+            ["demo stack", f"profile {demo.get('profile')}, time scale {demo.get('time_scale')}"]
+        )
+    faults = run.get("faults")
+    if faults:
+        rows.append(["faults", f"{faults.get('profile')} ({faults.get('file')})"])
+    rows.append(
+        [
+            "reproduce",
+            f"agentscale load {run['scenario']['file']} --seed {run.get('seed')}"
+            + (f" --faults {faults.get('file')}" if faults else ""),
+        ]
+    )
+    return rows
+
+
+def _checks(data: ReportData) -> list[Section]:
+    checks = data.verdict["checks"] if data.verdict else []
+    if not checks:
+        return []
+    rows = [[c["name"], check_detail(c), c["status"]] for c in checks]
+    return [Section("Checks", tables=[Table(["check", "detail", "status"], rows, status=2)])]
+
+
+def _diagnosis(data: ReportData) -> Section:
+    d = data.diagnosis
+    return Section("Bottleneck diagnosis", lever=(d.lever, d.why), bullets=list(d.evidence))
+
+
+def _traffic(data: ReportData) -> list[Section]:
+    s = data.series
+    x = s.get("x") or []
+    if not x:
+        return []
+    duration, windows = s["duration"], data.windows
+    unit = "users" if data.run.get("load", {}).get("model") == "closed" else "requests/s"
+    sections = [
+        Section(
+            "Traffic",
+            text=["Offered (the shape's target), sent and in flight, per time bucket."],
+            charts=[
+                Chart(
+                    line_chart(
+                        x,
+                        {
+                            "offered (target)": list(s["offered"]),
+                            "sent": list(s["sent"]),
+                            "in flight": [float(v) for v in s["in_flight"]],
+                        },
+                        unit=unit,
+                        windows=windows,
+                        x_max=duration,
+                    )
+                )
+            ],
+        ),
+        Section(
+            "Latency over time (from the intended start)",
+            charts=[Chart(line_chart(x, s["latency"], unit="ms", windows=windows, x_max=duration))],
+        ),
+    ]
+    per_tenant = s.get("tenants") or {}
+    if len(per_tenant) >= 2:
+        sent = {n: list(t["sent"]) for n, t in per_tenant.items()}
+        p95 = {n: t["p95"] for n, t in per_tenant.items()}
+        sections.append(
+            Section(
+                "Per tenant over time",
+                charts=[
+                    Chart(
+                        line_chart(x, sent, unit="requests/s", windows=windows, x_max=duration),
+                        "Sent (requests/s)",
+                    ),
+                    Chart(
+                        line_chart(x, p95, unit="ms", windows=windows, x_max=duration),
+                        "p95 latency (ms)",
+                    ),
+                ],
+            )
+        )
+    errors = s.get("errors") or {}
+    if errors:
+        chart = line_chart(
+            x, dict(errors.items()), unit="errors/s", windows=windows, x_max=duration, stacked=True
+        )
+        sections.append(Section("Errors by class over time", charts=[Chart(chart)]))
+    return sections
+
+
+def steps(data: ReportData) -> list[Section]:
+    overall = data.card["overall"]
+    steps = overall["steps"]
+    if not steps:
+        return []
+    base_steps = data.baseline["steps"] if data.baseline else {}
+    shares = overall["slowest_5pct_share"]
+    order = sorted(steps, key=lambda n: -(steps[n]["p95_ms"] or 0))
+    bars = bar_pairs(
+        [(n, steps[n]["p95_ms"], base_steps[n]["p95_ms"] if n in base_steps else None)
+         for n in order],
+        "ms",
+    )  # fmt: skip
+    rows = [
+        [
+            name,
+            steps[name]["kind"],
+            num(steps[name]["count"]),
+            num(steps[name]["p95_ms"]),
+            num(base_steps[name]["p95_ms"]) if name in base_steps else "-",
+            pct(shares.get(name)),
+        ]
+        for name in order
+    ]
+    table = Table(
+        ["step", "kind", "calls", "p95 ms", "baseline p95 ms", "share of the slowest 5%"],
+        rows,
+        frozenset({2, 3, 4, 5}),
+    )
+    return [Section("p95 by step", charts=[Chart(bars)], tables=[table])]
+
+
+def _tools(data: ReportData) -> list[Section]:
+    tools = data.card["overall"]["tools"]
+    if not tools:
+        return []
+    rows = [
+        [
+            name,
+            num(tool["calls"]),
+            f"{tool['retries_per_call']:.2f}",
+            ", ".join(f"{k} {v}" for k, v in tool["outcomes"].items()) or "-",
+            ", ".join(f"{k} {v}" for k, v in tool["retry_reasons"].items()) or "-",
+        ]
+        for name, tool in tools.items()
+    ]
+    header = ["tool", "calls", "retries / call", "outcomes", "retry reasons"]
+    return [Section("Tool calls and retries", tables=[Table(header, rows, frozenset({1, 2}))])]
+
+
+GROUP_HEADER = ["group", "requests", "success", "p95 ms", "retries / call", "cost / success",
+                "degraded"]  # fmt: skip
+
+
+def group_table(groups: dict[str, Card]) -> Table:
+    rows = [
+        [
+            name,
+            num(c["requests"]),
+            pct(c["success_rate"]),
+            num(c["latency_p95_ms"]),
+            num(c["retries_per_tool_call"]),
+            usd(c["cost_per_success_usd"]),
+            pct(c["degraded_share"]),
+        ]
+        for name, c in groups.items()
+    ]
+    return Table(GROUP_HEADER, rows, frozenset(range(1, 7)))
+
+
+def _groups(title: str, groups: dict[str, Card]) -> list[Section]:
+    return [Section(title, tables=[group_table(groups)])] if groups else []
+
+
+def _tenants(data: ReportData) -> list[Section]:
+    out = _groups("Per tenant", data.card["by_tenant"])
+    for title, note, (header, *rows) in tenants.sections(data.card.get("tenants")):
+        table = Table(header, rows, frozenset(range(1, len(header))))
+        out.append(Section(title, level=3, text=[note] if note else [], tables=[table]))
+    return out
+
+
+def resilience(data: ReportData) -> list[Section]:
+    if not data.windows:
+        return []
+    overall = data.card["overall"]
+    sections = [
+        Section(
+            "Resilience per fault window",
+            text=[
+                f"Circuit opens {num(overall['circuit_opens'])}, fallbacks "
+                f"{num(overall['fallbacks'])}, degraded share {pct(overall['degraded_share'])}, "
+                f"budget exhaustions {num(overall['budget_exhausted'])}."
+            ],
+        )
+    ]
+    for name, start, end in data.windows:
+        spans = data.card["by_window"].get(name, {})
+        if spans:
+            sections.append(
+                Section(f"{name} ({start:g}s to {end:g}s)", level=3, tables=[group_table(spans)])
+            )
+    if data.fault_events:
+        rows = [
+            [
+                str(ev.get("type")),
+                str(ev.get("window")),
+                f"{ev.get('planned_at')}s",
+                f"{ev.get('actual_at')}s",
+                str(ev.get("result")),
+            ]
+            for ev in data.fault_events
+        ]
+        table = Table(["event", "window", "planned", "actual", "result"], rows, frozenset({2, 3}))
+        sections.append(Section("Fault timeline", level=3, tables=[table]))
+    return sections
+
+
+def _guardrails(data: ReportData) -> list[Section]:
+    guards = data.card["overall"]["guardrails"]
+    if not guards:
+        return []
+    rows = [["block", rule, num(n)] for rule, n in guards["blocks"].items()]
+    rows += [["redact", rule, num(n)] for rule, n in guards["redactions"].items()]
+    table = Table(["action", "rule", "count"], rows, frozenset({2}))
+    return [Section("Guardrails", tables=[table])]
+
+
+def _samples(data: ReportData) -> list[Section]:
+    if not data.samples:
+        return []
+    rows = [list(sample) for sample in data.samples]
+    table = Table(["request", "error class", "answer (excerpt)"], rows)
+    return [Section("What failed requests answered", tables=[table])]
+
+
+def sections(data: ReportData) -> list[Section]:
+    """Every section after the verdict, in the report's order."""
+    return [
+        *_checks(data),
+        Section("Key figures", tables=[key_figures(data)]),
+        _diagnosis(data),
+        *_traffic(data),
+        *steps(data),
+        *_tools(data),
+        *_tenants(data),
+        *_groups("Per workflow", data.card["by_workflow"]),
+        *_groups("Per traffic phase", data.card["by_phase"]),
+        *resilience(data),
+        *_guardrails(data),
+        *_samples(data),
+        Section("Measurement method", tables=[Table(["", ""], method_rows(data))]),
+    ]

@@ -1,0 +1,76 @@
+"""Whether a request succeeded, and if not, the class of its error."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Sequence
+
+import jmespath
+
+from agentscale.config.scenario import DEFAULT_REQUIRE, Success
+from agentscale.telemetry.body import Trace
+
+
+def transport_error_class(error: BaseException) -> str:
+    if isinstance(error, socket.timeout | TimeoutError) or "Timeout" in type(error).__name__:
+        return "timeout"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection_refused"
+    if isinstance(error, ConnectionResetError | BrokenPipeError):
+        return "connection_reset"
+    if isinstance(error, OSError):
+        return "connection_error"
+    return "transport_error"
+
+
+def http_error_class(code: int) -> str:
+    if code == 429:
+        return "http_429"
+    if 500 <= code < 600:
+        return "http_5xx"
+    if 400 <= code < 500:
+        return "http_4xx"
+    return f"http_{code}"
+
+
+class Judge:
+    def __init__(self, rule: Success) -> None:
+        self.statuses = frozenset(rule.status) if rule.status else None
+        # The default rule, status != 'error', is the trace-status check below: no need to
+        # run JMESPath for it on every response.
+        require = rule.require
+        needed = require is not None and require.strip() != DEFAULT_REQUIRE
+        self.require = jmespath.compile(require) if require is not None and needed else None
+        self.expect = rule.expect
+
+    def status_ok(self, code: int) -> bool:
+        return code in self.statuses if self.statuses is not None else 200 <= code < 300
+
+    def verdict(
+        self, code: int, trace: Trace, expected: Sequence[str]
+    ) -> tuple[bool, str | None, bool | None]:
+        """(success, error class, expected answer found) for a response that arrived."""
+        if not self.status_ok(code):
+            return False, http_error_class(code), None
+        if trace.status == "error":
+            return False, "agent_error", None
+        if self.require is not None:
+            subject = trace.body if isinstance(trace.body, dict | list) else {}
+            if not self.require.search(subject):
+                return False, "require_failed", None
+        expect_ok = self.matches(trace.output, expected)
+        if expect_ok is False:
+            return False, "wrong_answer", False
+        return True, None, expect_ok
+
+    def matches(self, output: str | None, expected: Sequence[str]) -> bool | None:
+        if not expected or self.expect == "none":
+            return None
+        text = (output or "").strip()
+        if self.expect == "exact":
+            return any(text.casefold() == e.strip().casefold() for e in expected)
+        if self.expect == "regex":
+            return all(re.search(e, text) is not None for e in expected)
+        folded = text.casefold()
+        return all(e.casefold() in folded for e in expected)

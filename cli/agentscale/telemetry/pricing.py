@@ -1,0 +1,132 @@
+"""What a request consumed: tokens, tool calls, retries and their cost, in one pass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agentscale.config.scenario import Price
+from agentscale.telemetry.body import Trace
+
+
+@dataclass(slots=True)
+class Tally:
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_input_tokens: int | None
+    tool_calls: int
+    retries: int
+    cost_usd: float | None  # None: some tokens had no price, or nothing was reported
+
+
+def _count(value: object) -> int:
+    if type(value) is int:
+        return value
+    if type(value) is float and value == value:
+        return int(value)
+    return 0
+
+
+def published_price(model: str) -> Price | None:
+    """The model's list price from genai-prices' bundled data (no network), if it knows it."""
+    try:
+        from genai_prices import Usage, calc_price
+    except ImportError:
+        return None
+    try:
+        per_in = calc_price(Usage(input_tokens=1_000_000, output_tokens=0), model_ref=model)
+        per_out = calc_price(Usage(input_tokens=0, output_tokens=1_000_000), model_ref=model)
+        cached = calc_price(
+            Usage(input_tokens=1_000_000, cache_read_tokens=1_000_000, output_tokens=0),
+            model_ref=model,
+        )
+    except (LookupError, ValueError):
+        return None
+    return Price(
+        input_per_mtok=float(per_in.total_price),
+        output_per_mtok=float(per_out.total_price),
+        cached_input_per_mtok=float(cached.total_price),
+    )
+
+
+class PriceBook:
+    """The scenario's ``pricing`` first, then published prices (genai-prices); a model in
+    neither is unpriced: its cost is unknown, never zero."""
+
+    def __init__(self, prices: Mapping[str, Price], published: bool = True) -> None:
+        self.prices: dict[str, Price | None] = dict(prices)
+        self.published = published
+        self.unpriced: set[str] = set()  # models seen with tokens but no price
+        self.sources: dict[str, str] = {name: "scenario" for name in prices}
+
+    def price(self, model: str) -> Price | None:
+        if model not in self.prices:
+            found = published_price(model) if self.published else None
+            self.prices[model] = found
+            if found is not None:
+                self.sources[model] = "genai-prices"
+        return self.prices[model]
+
+    def _cost(self, model: object, tokens_in: int, tokens_out: int, cached: int) -> float | None:
+        price = self.price(model) if isinstance(model, str) else None
+        if price is None:
+            self.unpriced.add(model if isinstance(model, str) else "<no model named>")
+            return None
+        cached_price = price.cached_input_per_mtok
+        if cached_price is None:
+            cached_price = price.input_per_mtok
+        # A cached-token count is part of the input count (OpenTelemetry GenAI, OpenAI usage).
+        fresh = max(tokens_in - cached, 0)
+        return (
+            fresh * price.input_per_mtok
+            + cached * cached_price
+            + tokens_out * price.output_per_mtok
+        ) / 1e6
+
+    def tally(self, trace: Trace) -> Tally:
+        tokens_in = tokens_out = cached_in = tools = retries = 0
+        reported = False
+        cost: float | None = 0.0
+        for step in trace.steps:
+            if step.get("kind") == "tool":
+                tools += 1
+                attempts = step.get("attempts")
+                if type(attempts) is int and attempts > 1:
+                    retries += attempts - 1
+            step_in = step.get("input_tokens")
+            if step_in is None:
+                step_in = step.get("prompt_tokens")
+            step_out = step.get("output_tokens")
+            if step_out is None:
+                step_out = step.get("completion_tokens")
+            if step_in is None and step_out is None:
+                continue
+            n_in, n_out, n_cached = _count(step_in), _count(step_out), 0
+            cached = step.get("cached_input_tokens")
+            if cached is not None:
+                n_cached = _count(cached)
+                cached_in += n_cached
+            tokens_in += n_in
+            tokens_out += n_out
+            reported = True
+            if cost is not None:
+                step_cost = self._cost(step.get("model") or trace.model, n_in, n_out, n_cached)
+                cost = None if step_cost is None else cost + step_cost
+        if not reported and (trace.input_tokens is not None or trace.output_tokens is not None):
+            tokens_in, tokens_out = trace.input_tokens or 0, trace.output_tokens or 0
+            reported = True
+            cost = self._cost(trace.model, tokens_in, tokens_out, 0)
+        elif not reported and not trace.has_trace:
+            cost = None  # no trace, no usage: the cost is unknown, not zero
+        if reported and trace.input_tokens is not None:
+            tokens_in = trace.input_tokens  # the telemetry mapping has the last word
+        if reported and trace.output_tokens is not None:
+            tokens_out = trace.output_tokens
+        return Tally(
+            tokens_in if reported else None,
+            tokens_out if reported else None,
+            cached_in if reported and cached_in else None,
+            tools,
+            retries,
+            cost,
+        )
