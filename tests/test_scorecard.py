@@ -12,8 +12,8 @@ from agentscale.analysis.resilience import recovery_time
 from agentscale.analysis.scorecard import card, scorecard, slowest_share
 from agentscale.config.metrics import METRICS
 from agentscale.config.scenario import Gates
-from agentscale.gate.cifiles import junit, summary
 from agentscale.gate.checks import new_check
+from agentscale.gate.cifiles import junit, summary
 from agentscale.gate.compare import compare, tolerances
 from agentscale.gate.slo import slo_checks
 from agentscale.gate.verdict import decide

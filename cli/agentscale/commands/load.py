@@ -49,4 +49,3 @@ def run_load(scenario_path: Path, options: LoadOptions) -> int:
         warnings,
     )
     return present(candidates[-1], verdict, baseline)
-
