@@ -153,3 +153,60 @@ def test_the_report_stays_small_whatever_the_run_length(run_dir):
     data = gather(run_dir)
     assert len(data.series["x"]) <= 121  # about 120 buckets, however long the run
     assert (run_dir / "report.html").stat().st_size < 1.5 * 1024 * 1024
+
+
+def test_chart_legends_wrap_inside_the_chart_and_eight_lines_have_eight_colours():
+    from agentscale.report.charts import WIDTH, line_chart
+
+    names = [f"tenant-{i}" for i in range(8)]
+    svg = str(line_chart([0, 1, 2], {n: [1.0, 2.0, 3.0] for n in names}, unit="ms"))
+    height = float(re.search(r'viewBox="0 0 \d+ (\d+)"', svg).group(1))
+    legends = re.findall(r'<text x="([\d.]+)" y="([\d.]+)" class="legend">([^<]*)</text>', svg)
+    assert [name for _, _, name in legends] == names
+    for x, y, name in legends:
+        assert float(x) + 6.5 * len(name) <= WIDTH and float(y) <= height, (x, y, name)
+    colours = re.findall(r'<polyline points="[^"]*" fill="none" stroke="(#[0-9a-f]{6})"', svg)
+    assert len(set(colours)) == 8
+
+
+def test_hostile_answers_create_no_element_or_attribute_in_the_rendered_report(tmp_path, server):
+    """What the agent answered, the names it gave its steps and the errors it reported, as the
+    browser parses the report: no element, no attribute comes from them."""
+    from html.parser import HTMLParser
+
+    (tmp_path / "golden.jsonl").write_text('{"prompt": "hello", "workflow": "w"}\n')
+    document = scenario_dict(
+        server.url("/hostile"), load__duration="2s", load__shape={"kind": "constant", "rps": 10}
+    )
+    path = write_scenario(tmp_path, document)
+    result = agentscale("load", str(path), "--out", str(tmp_path / "r"))
+    assert result.code in (0, 1), result.output
+    run = only_run(tmp_path / "r")
+    assert CHROMIUM, "chromium is missing: `make setup` installs it (apt-get install chromium)"
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+         (run / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    dom = done.stdout
+    assert "onerror=alert(1)" in dom  # the text is there, shown as text
+
+    class Elements(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.found: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.found.append((tag, attrs))
+
+    parsed = Elements()
+    parsed.feed(dom)
+    tags = {tag for tag, _ in parsed.found}
+    assert not tags & {"script", "img", "a", "iframe", "object", "embed"}, tags
+    for tag, attrs in parsed.found:
+        for name, value in attrs:
+            assert not name.startswith("on"), (tag, name, value)
+            assert "javascript:" not in (value or ""), (tag, name, value)
+            assert "alert(" not in (value or ""), (tag, name, value)

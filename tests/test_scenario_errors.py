@@ -155,3 +155,16 @@ def test_a_tolerance_in_the_wrong_direction_is_refused_where_it_is_written(tmp_p
         field="gates.latency_p95_ms",
         words=["other way", "write max_increase"],
     )
+
+
+def test_an_explicitly_empty_environment_is_empty_not_the_real_one(tmp_path, monkeypatch):
+    from agentscale.config.loader import load_scenario
+    from agentscale.errors import ConfigErrors
+
+    monkeypatch.setenv("AS_TEST_TOKEN", "set-in-the-real-environment")
+    text = GOOD.replace("  body:", '  headers: {Authorization: "Bearer ${AS_TEST_TOKEN}"}\n  body:')
+    path = write_scenario(tmp_path, text)
+    assert load_scenario(path, for_run=True).scenario.target.headers  # the real one has it
+    with pytest.raises(ConfigErrors) as error:
+        load_scenario(path, env={}, for_run=True)
+    assert "AS_TEST_TOKEN is not set" in error.value.render()

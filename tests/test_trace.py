@@ -123,6 +123,16 @@ def test_published_prices_fill_in_for_known_models_and_unknown_ones_stay_unknown
     assert book.tally(mock).cost_usd is None and book.unpriced == {"mock-small"}
 
 
+def test_every_unpriced_model_is_named_not_only_the_first():
+    steps = [
+        {"kind": "llm", "model": model, "input_tokens": 5, "output_tokens": 1}
+        for model in ("house-a", "priced", "house-b")
+    ]
+    book = PriceBook({"priced": Price(input_per_mtok=1, output_per_mtok=1)}, published=False)
+    assert book.tally(read({"trace": {"steps": steps}})).cost_usd is None
+    assert book.unpriced == {"house-a", "house-b"}
+
+
 def test_a_trace_without_tokens_costs_nothing_rather_than_unknown():
     body = {"trace": {"steps": [{"kind": "tool", "name": "crm", "attempts": 1}]}}
     assert PriceBook({}).tally(read(body)).cost_usd == 0.0

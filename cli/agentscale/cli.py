@@ -299,11 +299,16 @@ def chaos_status(toxiproxy_url: ToxiproxyURL = None) -> int:
 
 
 @chaos_app.command("reset")
-def chaos_reset(toxiproxy_url: ToxiproxyURL = None) -> int:
-    """Remove every toxic, proxy and fault process agentscale made (also a killed run's)."""
+def chaos_reset(
+    toxiproxy_url: ToxiproxyURL = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="also the faults of runs that are still going")
+    ] = False,
+) -> int:
+    """Remove the toxics, proxies and fault processes that runs now gone left behind."""
     from agentscale.commands.chaos import reset
 
-    return reset(toxiproxy_url)
+    return reset(toxiproxy_url, everything)
 
 
 @app.command()

@@ -55,7 +55,7 @@ class AgentscaleError(Exception):
             self.exit_code = exit_code
 
     def render(self) -> str:
-        """``file:line:col: field: message`` as DESIGN fixes it, then the hint on its own line."""
+        """``file:line:col: field: message``, then the hint on its own line."""
         parts = []
         if self.location is not None:
             parts.append(str(self.location))

@@ -87,6 +87,25 @@ async def agent(request: web.Request) -> web.Response:
     return web.json_response(_trace_answer(await _payload(request)))
 
 
+HOSTILE = ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>',
+           "javascript:alert(1)")  # fmt: skip
+
+
+async def hostile(request: web.Request) -> web.Response:
+    """An agent whose answer, step names, models and errors are markup and a script URL."""
+    await _payload(request)
+    script, img, link = HOSTILE
+    step = {"kind": "tool", "name": img, "latency_ms": 1.0, "attempts": 2, "outcome": "error",
+            "error": script, "model": link}  # fmt: skip
+    body = {
+        "output": f"{script} {img} <a href='{link}'>click</a>",
+        "status": "error",
+        "trace": {"steps": [step, {**step, "name": script, "kind": link}],
+                  "events": [{"type": img}]},
+    }  # fmt: skip
+    return web.json_response(body)
+
+
 async def plain(request: web.Request) -> web.Response:
     await _payload(request)
     return web.Response(text="ok")
@@ -133,6 +152,7 @@ def build(fail_with: int | None = None) -> web.Application:
     for path, handler in (
         ("/agent", agent),
         ("/plain", plain),
+        ("/hostile", hostile),
         ("/openai", openai),
         ("/stall", stall),
         ("/status/{code}", status),

@@ -1,4 +1,4 @@
-"""The bottleneck scorecard (DESIGN "Scorecard"): pure functions over the run's frames.
+"""The bottleneck scorecard: pure functions over the run's frames (see docs/architecture.md).
 
 Steps are tied to their request by position once (``attach_steps``), so that every group
 (workflow, tenant, phase, fault window) selects its steps with one boolean take.
@@ -42,7 +42,7 @@ def card(
 ) -> Card:
     """Every scorecard figure for the requests selected by ``mask``."""
     a = frames.arrays
-    sent_mask = mask & ~a["dropped"] & ~a["cancelled"]
+    sent_mask = mask & frames.sent
     n = int(sent_mask.sum())
     success = a["success"][sent_mask]
     successes = int(success.sum())

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from agentscale.jsondata import JsonObject
+from agentscale.records.frames import RunFrames
 
 CONNECTION_ERRORS = {"connection_refused", "connection_reset", "connection_error"}
 
@@ -57,10 +58,9 @@ class Summary:
         return found
 
 
-def summarize(requests: pd.DataFrame, load_seconds: float, planned: int | None = None) -> Summary:
-    dropped_mask = requests["dropped"].fillna(False).astype(bool)
-    cancelled_mask = requests["error_class"].eq("cancelled")
-    sent = requests[~dropped_mask & ~cancelled_mask]
+def summarize(frames: RunFrames, load_seconds: float, planned: int | None = None) -> Summary:
+    requests, a = frames.requests, frames.arrays
+    sent = requests[frames.sent]
     successes = int(sent["success"].fillna(False).sum())
     errors = sent["error_class"].dropna().value_counts().to_dict()
     cost = sent["cost_usd"]
@@ -70,8 +70,8 @@ def summarize(requests: pd.DataFrame, load_seconds: float, planned: int | None =
     return Summary(
         planned=int(planned if planned is not None else len(requests)),
         sent=len(sent),
-        dropped=int(dropped_mask.sum()),
-        cancelled=int(cancelled_mask.sum()),
+        dropped=int(a["dropped"].sum()),
+        cancelled=int(a["cancelled"].sum()),
         successes=successes,
         success_rate=successes / len(sent) if len(sent) else None,
         achieved_rps=len(sent) / load_seconds if load_seconds > 0 else None,

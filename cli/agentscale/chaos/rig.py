@@ -4,13 +4,10 @@ request; everything agentscale made removed by ``close``, whatever happened befo
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -20,10 +17,12 @@ from typing import Any
 import orjson
 
 from agentscale.chaos import state
+from agentscale.chaos.retry import ControlError, retried
 from agentscale.chaos.server import INSTALL_HINT, ManagedToxiproxy, find_binary, free_port
 from agentscale.chaos.toxiproxy_client import PREFIX, ToxiproxyAPI, ToxiproxyError
 from agentscale.config.faults import FaultProfile, HttpFault, ToxicBase, Window
 from agentscale.errors import RunInvalid
+from agentscale.processes import stop
 
 LISTEN_BELOW = 32768
 
@@ -55,28 +54,42 @@ class FaultRig:
         self.stage_control: str | None = None
         self.routes: dict[str, Route] = {}
         self.applied: dict[str, Window] = {}
-        targets = {w.target for w in profile.windows}
-        declared = {d.name: d for d in profile.dependencies}
-        for name in sorted(targets):
-            if name in declared:
-                dep = declared[name]
-                if dep.protocol == "http":
-                    inner = f"127.0.0.1:{free_port(below=LISTEN_BELOW)}"
-                    self.routes[name] = Route(name, "http", dep.listen, inner, dep.upstream)
-                else:
-                    self.routes[name] = Route(name, "tcp", dep.listen, dep.listen, dep.upstream)
-            elif name in demo_dependencies:  # the demo's dependencies all speak HTTP
-                stage = f"127.0.0.1:{free_port(below=LISTEN_BELOW)}"
-                inner = f"127.0.0.1:{free_port(below=LISTEN_BELOW)}"
-                self.routes[name] = Route(name, "http", stage, inner)
+        self.demo_dependencies = demo_dependencies
+        self.ports: list[int] = []
 
     def proxy_name(self, dependency: str) -> str:
         return f"{PREFIX}{self.owner}-{dependency}"
 
     # --- set-up -----------------------------------------------------------------------------
+    def _plan_routes(self) -> None:
+        """Where each dependency's traffic goes: the HTTP stage (for HTTP), then Toxiproxy.
+        The ports agentscale picks are reserved in the state file."""
+        targets = sorted({w.target for w in self.profile.windows})
+        declared = {d.name: d for d in self.profile.dependencies}
+        demo = [n for n in targets if n not in declared and n in self.demo_dependencies]
+        http = [n for n in targets if n in declared and declared[n].protocol == "http"]
+        self.ports = state.reserve_ports(
+            self.owner,
+            len(http) + 2 * len(demo),
+            lambda taken: free_port(below=LISTEN_BELOW, avoid=taken),
+        )
+        ports = iter(self.ports)
+        for name in targets:
+            if name in declared:
+                dep = declared[name]
+                if dep.protocol == "http":
+                    inner = f"127.0.0.1:{next(ports)}"
+                    self.routes[name] = Route(name, "http", dep.listen, inner, dep.upstream)
+                else:
+                    self.routes[name] = Route(name, "tcp", dep.listen, dep.listen, dep.upstream)
+            elif name in demo:  # the demo's dependencies all speak HTTP
+                stage, inner = f"127.0.0.1:{next(ports)}", f"127.0.0.1:{next(ports)}"
+                self.routes[name] = Route(name, "http", stage, inner)
+
     def prepare(self) -> dict[str, str]:
         """Start (or reach) Toxiproxy; returns where the agent must send each dependency."""
         state.clean_leftovers()
+        self._plan_routes()
         if self.toxiproxy_url:
             self.api = ToxiproxyAPI(self.toxiproxy_url)
             try:
@@ -133,15 +146,18 @@ class FaultRig:
             ) from None
 
     def _remember(self) -> None:
+        managed = self.managed.process if self.managed else None
         state.record(
             {
                 "owner": self.owner,
+                "owner_started": state.started_at(self.owner),
                 "toxiproxy_url": self.api.url if self.api else self.toxiproxy_url,
-                "managed_pid": self.managed.process.pid
-                if self.managed and self.managed.process
-                else None,
+                "managed_pid": managed.pid if managed else None,
+                "managed_started": state.started_at(managed.pid) if managed else None,
                 "stage_pid": self.stage.pid if self.stage else None,
+                "stage_started": state.started_at(self.stage.pid) if self.stage else None,
                 "proxies": [self.proxy_name(n) for n in self.routes],
+                "ports": self.ports,
             }
         )
 
@@ -201,14 +217,15 @@ class FaultRig:
         request = urllib.request.Request(
             f"http://{self.stage_control}{path}", data=data, method=method
         )
-        for attempt in range(4):
-            try:
-                with urllib.request.urlopen(request, timeout=2) as response:
-                    return orjson.loads(response.read() or b"{}")
-            except (urllib.error.URLError, OSError, TimeoutError) as error:
-                last = error
-                time.sleep(0.05 * 2**attempt)
-        raise ToxiproxyError(f"HTTP stage {method} {path}: {last}")
+
+        def once() -> Any:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                return orjson.loads(response.read() or b"{}")
+
+        try:
+            return retried(once, f"HTTP stage {method} {path}", (OSError, TimeoutError))
+        except ControlError as error:
+            raise ToxiproxyError(str(error)) from None
 
     # --- tear-down ------------------------------------------------------------------------------
     def close(self) -> list[str]:
@@ -227,13 +244,7 @@ class FaultRig:
                     self.api.delete_proxy(self.proxy_name(name))
                 except ToxiproxyError as error:
                     problems.append(f"proxy {name}: {error}")
-        if self.stage is not None and self.stage.poll() is None:
-            with contextlib.suppress(OSError):
-                os.killpg(self.stage.pid, signal.SIGTERM)
-            try:
-                self.stage.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.stage.kill()
+        stop(self.stage)
         if self.managed is not None:
             self.managed.stop()
         if not problems:

@@ -7,11 +7,12 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from agentscale.chaos.toxiproxy_client import ToxiproxyAPI, ToxiproxyError
 from agentscale.errors import RunInvalid
+from agentscale.processes import stop
 
 BINARY = "toxiproxy-server"
 ENV = "AGENTSCALE_TOXIPROXY"
@@ -39,15 +40,19 @@ def find_binary() -> Path | None:
 _HANDED_OUT: set[int] = set()
 
 
-def free_port(below: int | None = None) -> int:
+def free_port(below: int | None = None, avoid: Collection[int] = ()) -> int:
     """A free port on 127.0.0.1, never one this process handed out before (it may not be bound
-    yet); with ``below``, one under it (Toxiproxy's listen ports stay below the kernel's
-    ephemeral range, where the OS picks client ports)."""
+    yet) nor one of ``avoid``; with ``below``, one under it (Toxiproxy's listen ports stay
+    below the kernel's ephemeral range, where the OS picks client ports)."""
     if below is None:
         candidates: Iterable[int] = iter(lambda: 0, 1)  # let the OS choose, until it is new
     else:
         start = 20000 + (os.getpid() * 7) % 8000
-        candidates = (p for p in range(start, below) if p not in _HANDED_OUT)
+        candidates = (
+            p
+            for p in (*range(start, below), *range(1024, start))
+            if p not in _HANDED_OUT and p not in avoid
+        )
     for candidate in candidates:
         with socket.socket() as sock:
             try:
@@ -97,10 +102,4 @@ class ManagedToxiproxy:
         raise RunInvalid("toxiproxy-server did not start", hint=f"see {self.log_path}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process)

@@ -15,46 +15,72 @@ from urllib.parse import urlsplit
 
 import requests
 from toxiproxy.api import APIConsumer
-from toxiproxy.exceptions import NotFound, ProxyExists
+from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
+
+from agentscale.chaos.retry import ATTEMPTS, ControlError, retried
 
 CALL_TIMEOUT_S = 2.0
-ATTEMPTS = 4
 PREFIX = "agentscale-"  # every proxy agentscale makes is named so; reset removes only these
 
 
-class ToxiproxyError(Exception):
+class ToxiproxyError(ControlError):
     pass
 
 
+class ToxiproxyRefused(ToxiproxyError):
+    """The server will never take this change (HTTP 400): an attribute out of its range."""
+
+
+class _Busy(Exception):
+    """The server answered 5xx: it may take the call a moment later."""
+
+
 class ToxiproxyAPI:
+    """One server's API. toxiproxy-python keeps the address on its ``APIConsumer`` class; each
+    instance here has a subclass of its own holding its address, so that threads (the fault
+    scheduler beside the main thread) and servers never share one."""
+
     def __init__(self, url: str) -> None:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         self.url = f"http://{parts.hostname}:{parts.port or 8474}"
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 8474
+        host, port = parts.hostname or "127.0.0.1", parts.port or 8474
+        self.consumer: type[APIConsumer] = type(
+            "AgentscaleConsumer", (APIConsumer,), {"host": host, "port": port}
+        )
 
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        # toxiproxy-python reads the address from the class: set it on every call, so that
-        # two servers in one process never mix.
-        APIConsumer.host, APIConsumer.port = self.host, self.port
-        caller = {"get": APIConsumer.get, "post": APIConsumer.post, "delete": APIConsumer.delete}
-        last: Exception | None = None
-        for attempt in range(ATTEMPTS):
+        caller = getattr(self.consumer, method)
+
+        def once() -> requests.Response:
             try:
-                response: requests.Response = caller[method](path, timeout=CALL_TIMEOUT_S, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as error:
-                last = error
-            else:
-                if response.status_code < 500:
-                    return response
-                last = ToxiproxyError(f"{method.upper()} {path}: HTTP {response.status_code}")
-            time.sleep(0.05 * 2**attempt)
-        raise ToxiproxyError(f"{method.upper()} {path} failed after {ATTEMPTS} tries: {last}")
+                response: requests.Response = caller(path, timeout=CALL_TIMEOUT_S, **kwargs)
+            except InvalidToxic as refused:
+                # HTTP 400: the server will never take this change; say what it said.
+                raise ToxiproxyRefused(f"{method.upper()} {path}: {_text(refused)}") from None
+            if response.status_code >= 500:
+                raise _Busy(f"HTTP {response.status_code}")
+            return response
+
+        try:
+            return retried(
+                once,
+                f"{method.upper()} {path}",
+                (requests.ConnectionError, requests.Timeout, _Busy),
+            )
+        except ControlError as error:
+            raise ToxiproxyError(str(error)) from None
 
     def _verified(self, change: Callable[[], object], check: Callable[[], bool], what: str) -> None:
-        """Make a change; if the call failed or its effect is not there, try again."""
+        """Make a change; if the call failed or its effect is not there, try again. A change
+        the server refuses outright (HTTP 400) is not tried again."""
         for _ in range(ATTEMPTS):
-            with contextlib.suppress(ToxiproxyError, NotFound, ProxyExists):
-                change()
+            with contextlib.suppress(NotFound, ProxyExists):
+                try:
+                    change()
+                except ToxiproxyRefused:
+                    raise
+                except ToxiproxyError:
+                    pass
             try:
                 if check():
                     return
@@ -150,11 +176,25 @@ class ToxiproxyAPI:
             f"remove toxic {name} from {proxy}",
         )
 
-    def remove_ours(self) -> list[str]:
-        """Delete every proxy agentscale made (by its name prefix): toxics and all."""
+    def remove_ours(self, keep_owners: set[int] | None = None) -> list[str]:
+        """Delete every proxy agentscale made (by its name prefix), toxics and all, but those
+        of the processes in ``keep_owners`` (their pid is in the name)."""
         removed = []
         for name in self.proxies():
-            if name.startswith(PREFIX):
+            if name.startswith(PREFIX) and owner_of(name) not in (keep_owners or set()):
                 self.delete_proxy(name)
                 removed.append(name)
         return removed
+
+
+def owner_of(proxy: str) -> int | None:
+    """The pid in a proxy name agentscale made: ``agentscale-<pid>-<dependency>``."""
+    head = proxy.removeprefix(PREFIX).split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _text(error: Exception) -> str:
+    content = error.args[0] if error.args else b""
+    if isinstance(content, bytes):
+        content = content.decode("utf-8", "replace")
+    return str(content).strip()[:300]

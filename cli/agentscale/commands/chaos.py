@@ -131,17 +131,25 @@ def status(toxiproxy_url: str | None) -> int:
     return EXIT_OK
 
 
-def reset(toxiproxy_url: str | None) -> int:
-    done = state.clean_leftovers(include_live=True)
+def reset(toxiproxy_url: str | None, everything: bool = False) -> int:
+    """Undo what runs that are gone left behind; with ``everything``, live runs' faults too."""
+    live = {e["owner"] for e in state.entries() if state.owner_alive(e) and "owner" in e}
+    done = state.clean_leftovers(include_live=everything)
     if toxiproxy_url:
+        keep = set() if everything else live
         try:
             done += [
                 f"removed proxy {n} from {toxiproxy_url}"
-                for n in ToxiproxyAPI(toxiproxy_url).remove_ours()
+                for n in ToxiproxyAPI(toxiproxy_url).remove_ours(keep_owners=keep)
             ]
         except ToxiproxyError as error:
             console.print_warning(f"{toxiproxy_url}: {error}")
             return EXIT_FAILED
+    if live and not everything:
+        owners = ", ".join(str(pid) for pid in sorted(live))
+        console.print_line(
+            f"left in place: the faults of live run(s) {owners} (--all removes them)"
+        )
     for line in done:
         console.print_line(line)
     console.print_line("nothing left to undo" if not done else "done")

@@ -260,7 +260,7 @@ def finish(
             frames.duration = load_seconds
     # A distributed run's total is in run_ended: each worker logs the plan of its own share.
     planned = (ended or {}).get("planned") or (planned_event["count"] if planned_event else None)
-    summary = summarize(requests, load_seconds, planned)
+    summary = summarize(frames, load_seconds, planned)
     load = loaded.scenario.load
     problems = validity_problems(
         summary, model=load.model, max_dropped=load.max_dropped, max_lag_ms=load.max_lag_ms

@@ -1,4 +1,4 @@
-"""The fault profile schema (DESIGN "Fault profile").
+"""The fault profile schema (README "Faults").
 
 Toxic attributes and their units are Toxiproxy's own: latency, jitter, delays and timeouts in
 milliseconds, bandwidth in KB/s, sizes in bytes, the slicer's delay in microseconds.

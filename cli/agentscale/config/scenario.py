@@ -1,4 +1,4 @@
-"""The scenario schema (DESIGN "Scenario"): what to call, with what traffic, judged how."""
+"""The scenario schema: what to call, with what traffic, judged how."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import orjson
 
 from agentscale.config.scenario import DemoOptions
 from agentscale.errors import RunInvalid
+from agentscale.processes import stop
 from agentscale.records.runfolder import DemoRef
 
 START_TIMEOUT_S = 30.0
@@ -72,15 +72,7 @@ class DemoProcess:
         return str(self.description["agent"])
 
     def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(self.process, grace=10.0)
 
     def __exit__(
         self,

@@ -8,7 +8,6 @@ die. It never imports Locust: ``MasterPort`` is the adapter ``locust_runner`` pr
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -30,6 +29,7 @@ from agentscale.config.scenario import Scenario
 from agentscale.config.traffic import levels
 from agentscale.engine.spec import EngineSpec
 from agentscale.errors import EXIT_INTERRUPTED, EXIT_OK, RunInvalid
+from agentscale.processes import stop
 from agentscale.records.writer import REQUEST_COLUMNS, STEP_COLUMNS, EventLog, PartWriter
 
 JOIN_TIMEOUT_S = 60.0
@@ -325,13 +325,13 @@ class Coordinator:
         self.steps.write(steps)
 
     def _stop_local_workers(self) -> None:
+        # They leave with the master's quit message; one that does not is stopped.
         deadline = time.monotonic() + 10
         for process in self.processes:
             try:
                 process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                stop(process, grace=1.0)
 
     def emit(self, kind: str, **fields: Any) -> None:
         sys.stdout.write(orjson.dumps({"type": kind, **fields}).decode() + "\n")

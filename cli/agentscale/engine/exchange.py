@@ -17,7 +17,7 @@ from agentscale.config.dataset import Dataset
 from agentscale.config.template import RequestTemplate
 from agentscale.engine.plan import PlannedRequest, Planner
 from agentscale.records.writer import RowBuffer
-from agentscale.telemetry.body import STEP_KINDS, Trace, TraceReader
+from agentscale.telemetry.body import STEP_KINDS, Trace, TraceReader, token_fields
 from agentscale.telemetry.judge import Judge, transport_error_class
 from agentscale.telemetry.pricing import PriceBook
 
@@ -242,14 +242,11 @@ def _step_row(rid: str, index: int, step: Any) -> tuple[Any, ...]:
         return (rid, index, "other", None, *_EMPTY_STEP)
     get = step.get
     kind = get("kind")
-    tokens_in = get("input_tokens")
-    tokens_out = get("output_tokens")
+    tokens_in, tokens_out = token_fields(step)
     return (
         rid, index, kind if kind in STEP_KINDS else "other", kind, get("name"),
         get("latency_ms"), get("attempts"), get("outcome"), get("error"), get("cache"),
-        get("model"),
-        tokens_in if tokens_in is not None else get("prompt_tokens"),
-        tokens_out if tokens_out is not None else get("completion_tokens"),
+        get("model"), tokens_in, tokens_out,
         get("cached_input_tokens"), get("top_k"), get("chunk_tokens"), get("action"),
         get("rule"),
     )  # fmt: skip

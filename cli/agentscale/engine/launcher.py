@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from agentscale.engine.spec import EngineSpec
+from agentscale.processes import stop
 
 STOP_GRACE_S = 20.0
 
@@ -66,15 +67,13 @@ def launch(spec: EngineSpec, on_message: Callable[[dict[str, Any]], None]) -> En
                 except orjson.JSONDecodeError:
                     continue
             try:
-                returncode = child.wait(timeout=STOP_GRACE_S)
+                child.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
-                child.kill()
-                returncode = child.wait()
+                stop(child, grace=1.0)
         finally:
             signal.signal(signal.SIGTERM, previous)
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+            stop(child, grace=1.0)
+    returncode = child.returncode if child.returncode is not None else -signal.SIGKILL
     return EngineOutcome(returncode, interrupted, _tail(log_path))
 
 

@@ -1,4 +1,4 @@
-"""The run folder (DESIGN "Run folder"): where it goes, and ``run.json``, written atomically."""
+"""The run folder (README "The run folder"): where it goes, and ``run.json``, written atomically."""
 
 from __future__ import annotations
 

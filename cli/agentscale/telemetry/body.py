@@ -1,4 +1,4 @@
-"""Reading the agent trace out of a response (DESIGN "The agent trace contract").
+"""Reading the agent trace out of a response (README "The trace"; docs/architecture.md).
 
 The default shape is ``{"output", "status", "trace": {"steps", "events"}}``; a scenario's
 ``telemetry`` maps any other shape with JMESPath. A response without a trace still yields a
@@ -7,6 +7,7 @@ The default shape is ``{"output", "status", "trace": {"steps", "events"}}``; a s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,8 +91,8 @@ class TraceReader:
         result.output = output if isinstance(output, str) else None
         usage = body.get("usage")
         if isinstance(usage, dict):  # OpenAI-style responses name their usage at the top
-            result.input_tokens = _tokens(usage, "input_tokens", "prompt_tokens")
-            result.output_tokens = _tokens(usage, "output_tokens", "completion_tokens")
+            tokens_in, tokens_out = token_fields(usage)
+            result.input_tokens, result.output_tokens = as_int(tokens_in), as_int(tokens_out)
             model = body.get("model")
             result.model = model if isinstance(model, str) else None
         return result
@@ -114,6 +115,13 @@ class TraceReader:
         result.output_tokens = as_int(mapped.get("output_tokens", plain.output_tokens))
 
 
-def _tokens(source: dict[str, Any], name: str, alias: str) -> int | None:
-    value = source.get(name)
-    return as_int(value if value is not None else source.get(alias))
+def token_fields(source: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(input, output) token counts as the source gives them: OpenTelemetry GenAI names first,
+    then the older ``prompt_tokens`` / ``completion_tokens`` (the one place for the aliases)."""
+    tokens_in = source.get("input_tokens")
+    if tokens_in is None:
+        tokens_in = source.get("prompt_tokens")
+    tokens_out = source.get("output_tokens")
+    if tokens_out is None:
+        tokens_out = source.get("completion_tokens")
+    return tokens_in, tokens_out

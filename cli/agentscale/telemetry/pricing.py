@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agentscale.config.scenario import Price
-from agentscale.telemetry.body import Trace
+from agentscale.telemetry.body import Trace, token_fields
 
 
 @dataclass(slots=True)
@@ -93,12 +93,7 @@ class PriceBook:
                 attempts = step.get("attempts")
                 if type(attempts) is int and attempts > 1:
                     retries += attempts - 1
-            step_in = step.get("input_tokens")
-            if step_in is None:
-                step_in = step.get("prompt_tokens")
-            step_out = step.get("output_tokens")
-            if step_out is None:
-                step_out = step.get("completion_tokens")
+            step_in, step_out = token_fields(step)
             if step_in is None and step_out is None:
                 continue
             n_in, n_out, n_cached = _count(step_in), _count(step_out), 0
@@ -109,9 +104,10 @@ class PriceBook:
             tokens_in += n_in
             tokens_out += n_out
             reported = True
-            if cost is not None:
-                step_cost = self._cost(step.get("model") or trace.model, n_in, n_out, n_cached)
-                cost = None if step_cost is None else cost + step_cost
+            # Every step is priced, even once the total is unknown, so that every unpriced
+            # model is named in the warning, not just the first.
+            step_cost = self._cost(step.get("model") or trace.model, n_in, n_out, n_cached)
+            cost = None if step_cost is None or cost is None else cost + step_cost
         if not reported and (trace.input_tokens is not None or trace.output_tokens is not None):
             tokens_in, tokens_out = trace.input_tokens or 0, trace.output_tokens or 0
             reported = True
