@@ -9,10 +9,13 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from agentscale.chaos.toxiproxy_client import ToxiproxyAPI
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = ROOT / "tests" / "support" / "echo_golden.jsonl"
@@ -136,3 +139,20 @@ def only_run(out: Path) -> Path:
     runs = [p for p in out.glob("*/*") if p.is_dir()]
     assert len(runs) == 1, runs
     return runs[0]
+
+
+@pytest.fixture(scope="session")
+def toxiproxy() -> Iterator[ToxiproxyAPI]:
+    """A toxiproxy-server of the test's own, so that what agentscale leaves can be inspected."""
+    from chaoskit import start_toxiproxy
+
+    process, api = start_toxiproxy()
+    yield api
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def own_state(tmp_path, monkeypatch):
+    """Every test records its faults in a state file of its own, never the user's."""
+    monkeypatch.setenv("AGENTSCALE_STATE_DIR", str(tmp_path / "state"))

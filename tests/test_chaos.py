@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from statistics import median
 
 import pandas as pd
@@ -21,121 +17,25 @@ import psutil
 import pytest
 import yaml
 
-from agentscale.chaos.server import find_binary, free_port
-from agentscale.chaos.toxiproxy_client import PREFIX, ToxiproxyAPI
-from conftest import ROOT, agentscale, only_run, spawn
-
-
-def start_toxiproxy() -> tuple[subprocess.Popen, ToxiproxyAPI]:
-    binary = find_binary()
-    if binary is None:
-        pytest.fail("toxiproxy-server is missing: run `make setup` (it installs it)")
-    port = free_port()
-    process = subprocess.Popen(
-        [str(binary), "-host", "127.0.0.1", "-port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    api = ToxiproxyAPI(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            api.version()
-            break
-        except Exception:
-            time.sleep(0.05)
-    return process, api
-
-
-@pytest.fixture(scope="session")
-def toxiproxy() -> Iterator[ToxiproxyAPI]:
-    """A toxiproxy-server of the test's own, so that what agentscale leaves can be inspected."""
-    process, api = start_toxiproxy()
-    yield api
-    process.terminate()
-    process.wait(timeout=10)
-
-
-@pytest.fixture(autouse=True)
-def own_state(tmp_path, monkeypatch):
-    monkeypatch.setenv("AGENTSCALE_STATE_DIR", str(tmp_path / "state"))
-
-
-def ours(api: ToxiproxyAPI) -> dict:
-    return {name: p for name, p in api.proxies().items() if name.startswith(PREFIX)}
-
-
-def profile(tmp_path: Path, dependency: dict | None, windows: list[dict], name="p.yaml") -> Path:
-    document = {
-        "apiVersion": "agentscale/v1",
-        "kind": "FaultProfile",
-        "name": "test",
-        "seed": 5,
-        "windows": windows,
-    }
-    if dependency is not None:
-        document["dependencies"] = [dependency]
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
-
-
-def echo_dependency(server, protocol="tcp") -> tuple[dict, str]:
-    listen = f"127.0.0.1:{free_port(below=32768)}"
-    return (
-        {
-            "name": "echo",
-            "upstream": f"127.0.0.1:{server.port}",
-            "listen": listen,
-            "protocol": protocol,
-        },
-        listen,
-    )
-
-
-def apply_in_background(tmp_path, path: Path, api: ToxiproxyAPI, *extra: str):
-    out = tmp_path / "out"
-    process = spawn("chaos", "apply", str(path), "--toxiproxy-url", api.url, "--out", str(out),
-                    *extra)  # fmt: skip
-    return process, out
-
-
-def events_in(folder: Path) -> list[dict]:
-    return [
-        json.loads(line)
-        for events in folder.glob("**/events.jsonl")
-        for line in events.read_text().splitlines()
-    ]
-
-
-def wait_for_event(
-    out: Path, kind: str, window: str | None = None, timeout: float = 15, count: int = 1
-) -> dict:
-    """The ``count``-th event of ``kind`` (for ``window``) in any events.jsonl under ``out``,
-    once it is written."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [
-            event
-            for events in out.glob("**/events.jsonl")
-            for event in map(json.loads, events.read_text().splitlines())
-            if event["type"] == kind and window in (None, event.get("window"))
-        ]
-        if len(found) >= count:
-            return found[count - 1]
-        time.sleep(0.02)
-    raise AssertionError(f"no {kind} for {window}")
-
-
-def get(url: str, timeout: float = 5) -> tuple[int, float]:
-    began = time.perf_counter()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            response.read()
-            code = response.status
-    except urllib.error.HTTPError as error:
-        code = error.code
-    return code, (time.perf_counter() - began) * 1000
+from agentscale.chaos.server import free_port
+from chaoskit import (
+    apply_in_background,
+    crm_503,
+    demo_scenario,
+    echo_dependency,
+    events_in,
+    get,
+    is_helper,
+    orphaned_helpers,
+    ours,
+    profile,
+    retry_get,
+    start_load,
+    start_toxiproxy,
+    stopped,
+    wait_for_event,
+)
+from conftest import ROOT, agentscale, only_run
 
 
 def test_latency_toxic_adds_the_configured_delay_and_is_removed(tmp_path, server, toxiproxy):
@@ -233,7 +133,7 @@ def test_an_http_dependency_refuses_while_down_and_answers_after(tmp_path, serve
         [{"name": "gone", "target": "echo", "at": "1s", "for": "2s", "down": True}],
     )
     process, out = apply_in_background(tmp_path, path, toxiproxy, "--for", "5s")
-    assert _retry_get(f"http://{listen}/plain") == 200
+    assert retry_get(f"http://{listen}/plain") == 200
     wait_for_event(out, "fault_applied", "gone")
     with pytest.raises(urllib.error.URLError) as refused:
         get(f"http://{listen}/plain")
@@ -243,46 +143,9 @@ def test_an_http_dependency_refuses_while_down_and_answers_after(tmp_path, serve
     assert process.wait(timeout=20) == 0
 
 
-def _retry_get(url: str) -> int:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            return get(url)[0]
-        except urllib.error.URLError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def demo_scenario(tmp_path: Path, seconds: int = 16) -> Path:
-    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios", dirs_exist_ok=True)
-    path = tmp_path / "scenarios" / "chaos.yaml"
-    text = (ROOT / "scenarios" / "smoke.yaml").read_text()
-    text = text.replace("time_scale: 1.0", "time_scale: 0.2").replace("rps: 10", "rps: 20")
-    path.write_text(text.replace("duration: 20s", f"duration: {seconds}s"))
-    return path
-
-
-def crm_503(tmp_path: Path, at: str = "5s", seconds: str = "6s") -> Path:
-    return profile(
-        tmp_path,
-        None,
-        [
-            {
-                "name": "crm_503",
-                "target": "crm_lookup",
-                "at": at,
-                "for": seconds,
-                "http": {"status": 503, "rate": 0.6, "retry_after": 1},
-            }
-        ],
-        name="crm.yaml",
-    )
-
-
 def test_demo_under_503s_retries_and_opens_breakers_in_the_window_only(tmp_path):
     """With agentscale's own toxiproxy-server, started and stopped by the run."""
-    orphans_before = _orphaned_helpers()
+    orphans_before = orphaned_helpers()
     result = agentscale(
         "load",
         str(demo_scenario(tmp_path)),
@@ -310,7 +173,7 @@ def test_demo_under_503s_retries_and_opens_breakers_in_the_window_only(tmp_path)
     assert info["faults"]["profile"] == "test" and info["verdict"]["result"] == "pass"
     # The stage, the demo stack and toxiproxy-server ran as children of `agentscale load`,
     # which has exited: any left running would now be an orphan.
-    assert _orphaned_helpers() <= orphans_before
+    assert orphaned_helpers() <= orphans_before
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -330,7 +193,7 @@ def test_a_stopped_run_leaves_no_fault_behind(tmp_path, toxiproxy, signum):
         ],
         name="two.yaml",
     )
-    process, run_dir = _start_load(
+    process, run_dir = start_load(
         tmp_path, toxiproxy, at="2s", seconds="30s", duration=40, faults=faults
     )
     wait_for_event(run_dir, "fault_applied", count=2, timeout=30)
@@ -345,17 +208,17 @@ def test_a_stopped_run_leaves_no_fault_behind(tmp_path, toxiproxy, signum):
 
 
 def test_after_kill_9_the_next_run_starts_clean(tmp_path, toxiproxy):
-    process, run_dir = _start_load(tmp_path, toxiproxy, at="1s", seconds="30s", duration=40)
+    process, run_dir = start_load(tmp_path, toxiproxy, at="1s", seconds="30s", duration=40)
     wait_for_event(run_dir, "fault_applied", timeout=30)
     children = psutil.Process(process.pid).children(recursive=True)
-    helpers = [c for c in children if _is_helper(c)]
+    helpers = [c for c in children if is_helper(c)]
     assert len(helpers) == 2  # this run's demo stack and HTTP fault stage
-    for pid in [process.pid, *(c.pid for c in children if not _is_helper(c))]:
+    for pid in [process.pid, *(c.pid for c in children if not is_helper(c))]:
         os.kill(pid, signal.SIGKILL)
     process.communicate(timeout=10)
     left = ours(toxiproxy)
     assert left  # a kill -9 cannot clean up after itself...
-    assert _stopped(helpers, timeout=5)  # ...but its demo stack and HTTP stage notice and stop
+    assert stopped(helpers, timeout=5)  # ...but its demo stack and HTTP stage notice and stop
     scenario = demo_scenario(tmp_path / "next", seconds=2)
     result = agentscale("load", str(scenario), "--out", str(tmp_path / "r2"))
     assert result.code == 0, result.output
@@ -364,7 +227,7 @@ def test_after_kill_9_the_next_run_starts_clean(tmp_path, toxiproxy):
 
 
 def test_chaos_reset_removes_a_killed_runs_proxies(tmp_path, toxiproxy):
-    process, run_dir = _start_load(tmp_path, toxiproxy, at="1s", seconds="30s", duration=40)
+    process, run_dir = start_load(tmp_path, toxiproxy, at="1s", seconds="30s", duration=40)
     wait_for_event(run_dir, "fault_applied", timeout=30)
     for pid in [process.pid, *(c.pid for c in psutil.Process(process.pid).children())]:
         os.kill(pid, signal.SIGKILL)
@@ -373,56 +236,6 @@ def test_chaos_reset_removes_a_killed_runs_proxies(tmp_path, toxiproxy):
     result = agentscale("chaos", "reset")
     assert result.code == 0 and "removed proxy" in result.stdout
     assert ours(toxiproxy) == {}
-
-
-def _start_load(tmp_path, api, *, at, seconds, duration, faults=None):
-    scenario = demo_scenario(tmp_path, seconds=duration)
-    out = tmp_path / "r"
-    faults = faults or crm_503(tmp_path, at, seconds)
-    process = spawn("load", str(scenario), "--faults", str(faults), "--toxiproxy-url", api.url,
-                    "--out", str(out))  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        runs = list(out.glob("*/*"))
-        if runs:
-            return process, runs[0]
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError("the run did not start")
-
-
-def _is_helper(process: psutil.Process) -> bool:
-    try:
-        command = " ".join(process.cmdline())
-    except psutil.Error:
-        return False
-    return "agentscale.chaos.stage" in command or "agentscale.demo" in command
-
-
-def _stopped(processes: list[psutil.Process], timeout: float) -> bool:
-    """All exited (an orphan that exited may stay a zombie: pid 1 here need not reap it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        running = []
-        for process in processes:
-            try:
-                if process.status() != psutil.STATUS_ZOMBIE:
-                    running.append(process)
-            except psutil.NoSuchProcess:
-                pass
-        if not running:
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def _orphaned_helpers() -> set[int]:
-    found = set()
-    for process in psutil.process_iter(["ppid", "status"]):
-        orphan = process.info["ppid"] == 1 and process.info["status"] != psutil.STATUS_ZOMBIE
-        if orphan and (_is_helper(process) or "toxiproxy-server" in " ".join(process.cmdline())):
-            found.add(process.pid)
-    return found
 
 
 BAD = [
@@ -552,7 +365,7 @@ def test_a_fault_that_cannot_be_applied_makes_the_run_invalid(tmp_path, server):
         ],
         name="slow.yaml",
     )
-    process, run_dir = _start_load(tmp_path, api, at="4s", seconds="3s", duration=10, faults=slow)
+    process, run_dir = start_load(tmp_path, api, at="4s", seconds="3s", duration=10, faults=slow)
     time.sleep(1.5)
     doomed.kill()  # the server is gone before the window is due
     doomed.wait()
@@ -598,7 +411,7 @@ def test_chaos_list_and_status_show_profiles_and_what_is_in_place(tmp_path, toxi
     assert listed.code == 0 and "crm_503: crm_lookup http 503 at rate 0.6 at 40s" in listed.stdout
     idle = agentscale("chaos", "status")
     assert idle.code == 0 and "no faults made by agentscale" in idle.stdout
-    process, run_dir = _start_load(tmp_path, toxiproxy, at="1s", seconds="20s", duration=30)
+    process, run_dir = start_load(tmp_path, toxiproxy, at="1s", seconds="20s", duration=30)
     wait_for_event(run_dir, "fault_applied", timeout=30)
     status = agentscale("chaos", "status")
     assert status.code == 0 and "proxy(ies) made by agentscale" in status.stdout

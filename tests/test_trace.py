@@ -72,7 +72,7 @@ def test_the_contract_shape_is_read_with_token_aliases():
     tally = PriceBook({}).tally(trace)
     assert (tally.input_tokens, tally.output_tokens) == (1500, 100)
     assert (tally.tool_calls, tally.retries) == (1, 2)
-    assert [s["kind"] for s in trace.steps] == ["llm", "retrieval", "tool", "guardrail", "llm"]
+    assert [s.kind for s in trace.steps] == ["llm", "retrieval", "tool", "guardrail", "llm"]
     assert [e["type"] for e in trace.events] == ["circuit_open", "fallback"]
 
 

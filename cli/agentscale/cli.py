@@ -3,7 +3,35 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from types import FrameType
+
+STOPPED: list[int] = []  # stop signals received: whatever they break, the run was interrupted
+
+
+def _remember(signum: int, _frame: FrameType | None) -> None:
+    STOPPED.append(signum)
+
+
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    STOPPED.append(signum)
+    raise KeyboardInterrupt
+
+
+def _catch_stops(handler: object) -> None:
+    """Ctrl-C and SIGTERM end the command as an interruption (exit 130), from the first moment
+    (commands that drive children install their own handlers on top, and forward them)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+# Before the imports below, a stop is only remembered (raising inside an import can break the
+# import machinery); ``run`` then ends at once with 130.
+_catch_stops(_remember)
+
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -37,7 +65,12 @@ def load(
     out: Annotated[Path, typer.Option(help="output root; one folder per run")] = Path("reports"),
     seed: Annotated[int | None, typer.Option(help="fix the request mix and arrivals")] = None,
     allow_remote: Annotated[
-        list[str] | None, typer.Option("--allow-remote", help="allow a non-loopback target host")
+        list[str] | None,
+        typer.Option(
+            "--allow-remote",
+            metavar="HOST",
+            help="allow a host beyond loopback (target, dependency, Toxiproxy)",
+        ),
     ] = None,
     faults: Annotated[
         Path | None, typer.Option(help="fault profile (overrides the scenario's faults:)")
@@ -131,7 +164,8 @@ def validate(
     failed = False
     for path in files:
         try:
-            validate_file(path)
+            for warning in validate_file(path):
+                console.print_warning(warning)
         except AgentscaleError as error:
             console.print_error(error)
             failed = True
@@ -142,7 +176,9 @@ def validate(
 
 @app.command()
 def schema(
-    name: Annotated[SchemaName, typer.Argument(help="which schema")],
+    name: Annotated[
+        SchemaName, typer.Argument(metavar="scenario|fault-profile", help="which schema")
+    ],
 ) -> int:
     """Print the JSON Schema of a file kind (for editor completion)."""
     import json
@@ -172,7 +208,9 @@ app.add_typer(baseline_app, name="baseline")
 
 @baseline_app.command("save")
 def baseline_save(
-    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run folders")],
+    run_dirs: Annotated[
+        list[Path], typer.Argument(metavar="RUN_DIR...", help="one or more run folders")
+    ],
     name: Annotated[str, typer.Option(help="the baseline's name")],
     folder: Annotated[Path, typer.Option("--dir", help="where baselines are kept")] = Path(
         "reports/baselines"
@@ -283,11 +321,17 @@ def chaos_apply(
     ] = None,
     toxiproxy_url: ToxiproxyURL = None,
     out: Annotated[Path, typer.Option(help="output root for the events")] = Path("reports"),
+    allow_remote: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-remote", metavar="HOST", help="allow a dependency or Toxiproxy beyond loopback"
+        ),
+    ] = None,
 ) -> int:
     """Apply a profile's windows on their schedule without load; undo all of it at the end."""
     from agentscale.commands.chaos import apply
 
-    return apply(profile, _seconds(for_, "--for"), toxiproxy_url, out)
+    return apply(profile, _seconds(for_, "--for"), toxiproxy_url, out, tuple(allow_remote or ()))
 
 
 @chaos_app.command("status")
@@ -329,6 +373,9 @@ def version() -> int:
 
 def run(argv: list[str]) -> int:
     """Run the CLI and return its exit code; every error becomes a message and a code here."""
+    _catch_stops(_stop)
+    if STOPPED:
+        return EXIT_INTERRUPTED
     try:
         result = app(args=argv, prog_name="agentscale", standalone_mode=False)
     except AgentscaleError as error:
@@ -348,6 +395,12 @@ def run(argv: list[str]) -> int:
         return EXIT_OK if type(error).__name__ == "NoArgsIsHelpError" else EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Exception:
+        # A stop signal raised inside an import can surface as another error (the import
+        # machinery's own); the user asked to stop, and that is what the exit says.
+        if STOPPED:
+            return EXIT_INTERRUPTED
+        raise
     return result if isinstance(result, int) else EXIT_OK
 
 

@@ -107,7 +107,7 @@ class LiveView:
             "done",
             "cpu",
         ):
-            table.add_column(column, justify="right")
+            table.add_column(column, justify="right", overflow="fold")
         m = self.latest
         if m is None:
             table.add_row("starting", *["-"] * 9)
@@ -181,7 +181,11 @@ def print_scorecard(card: Scorecard) -> None:
         "degraded",
     )
     for column in columns:
-        table.add_column(column, justify="left" if column == "group" else "right", no_wrap=True)
+        # Figures are never cut: on a narrow terminal the group names wrap instead.
+        if column == "group":
+            table.add_column(column, overflow="fold", min_width=8)
+        else:
+            table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
 
     def row(name: str, c: Card) -> None:
         table.add_row(
@@ -224,6 +228,14 @@ def print_scorecard(card: Scorecard) -> None:
         )
     if overall["steps"]:
         out.print(steps)
+    warned = card.get("trace_warnings")
+    if warned:
+        print_warning(
+            f"{warned['requests']:,} request(s) sent trace fields that could not be used "
+            "(trace_warnings column): " + "; ".join(warned["examples"][:3])
+        )
+    for note in card.get("notes", []):
+        print_warning(note)
 
 
 def print_verdict(verdict: Verdict, run_dir: str) -> None:

@@ -106,6 +106,73 @@ async def hostile(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+BAD_TRACES = (
+    {"steps": ["not an object", 42, None]},
+    {"steps": [{"kind": "llm", "name": "plan", "model": "mock-small", "input_tokens": 2**70,
+                "output_tokens": "12"}]},
+    {"steps": [{"kind": "llm", "name": "plan", "model": "mock-small", "input_tokens": -50,
+                "output_tokens": 5, "latency_ms": -3}]},
+    {"steps": [{"kind": "tool", "name": "crm_lookup", "latency_ms": 10_000_000.0,
+                "attempts": "three"}]},
+    {"steps": {"kind": "llm"}, "events": "circuit_open"},
+)  # fmt: skip
+BAD_SEQ = [0]
+
+
+async def badtrace(request: web.Request) -> web.Response:
+    """Traces with a bad field each, in turn: every one must still be recorded."""
+    await _payload(request)
+    BAD_SEQ[0] += 1
+    trace = BAD_TRACES[BAD_SEQ[0] % len(BAD_TRACES)]
+    return web.json_response({"output": "ok", "status": "ok", "trace": trace})
+
+
+async def hang(request: web.Request) -> web.Response:
+    await asyncio.sleep(3600)
+    return web.Response(text="never")
+
+
+async def close(request: web.Request) -> web.Response:
+    """Closes the connection before any header."""
+    if request.transport is not None:
+        request.transport.close()
+    await asyncio.sleep(0.1)
+    raise ConnectionResetError
+
+
+async def cut(request: web.Request) -> web.StreamResponse:
+    """Announces 1,000 bytes, sends 15 and closes."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = 1000
+    await response.prepare(request)
+    await response.write(b'{"output": "par')
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
+async def drip(request: web.Request) -> web.StreamResponse:
+    """A 200 whose body comes one byte every half second: 20 bytes, 10 s in all."""
+    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    response.content_length = 20
+    await response.prepare(request)
+    for _ in range(20):
+        await response.write(b"x")
+        await asyncio.sleep(0.5)
+    return response
+
+
+async def echo_headers(request: web.Request) -> web.Response:
+    """An agent that repeats the caller's credentials back: in its answer and in a step."""
+    payload = await _payload(request)
+    secret = request.headers.get("Authorization", "")
+    body = _trace_answer(payload)
+    body["output"] = f"I was called with {secret}; {body['output']}"
+    body["status"] = "error"
+    body["trace"]["steps"][2]["error"] = f"401 for {secret}"
+    return web.json_response(body)
+
+
 async def plain(request: web.Request) -> web.Response:
     await _payload(request)
     return web.Response(text="ok")
@@ -153,6 +220,12 @@ def build(fail_with: int | None = None) -> web.Application:
         ("/agent", agent),
         ("/plain", plain),
         ("/hostile", hostile),
+        ("/badtrace", badtrace),
+        ("/hang", hang),
+        ("/close", close),
+        ("/cut", cut),
+        ("/drip", drip),
+        ("/echo_headers", echo_headers),
         ("/openai", openai),
         ("/stall", stall),
         ("/status/{code}", status),

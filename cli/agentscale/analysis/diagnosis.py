@@ -91,6 +91,6 @@ def _retrieval(found: RetrievalFigures | None) -> str:
     if not found:
         return "no retrieval step reported"
     return (
-        f"retrieval: top_k {found['top_k_mean'] or 0:.1f}, "
+        f"retrieval: top_k {found['top_k_mean'] or 0:g}, "
         f"{found['chunk_tokens_mean'] or 0:,.0f} chunk tokens per search"
     )

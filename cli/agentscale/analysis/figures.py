@@ -151,6 +151,11 @@ class TenantFigures(TypedDict):
     noisy_neighbor: NotRequired[NoisyNeighbor]
 
 
+class TraceWarnings(TypedDict):
+    requests: int  # requests with at least one field the agent sent that could not be used
+    examples: list[str]  # the most frequent warnings, with how often they came
+
+
 class Scorecard(TypedDict):
     schema: str
     overall: Card
@@ -159,6 +164,8 @@ class Scorecard(TypedDict):
     by_phase: dict[str, Card]
     by_window: dict[str, dict[str, Card]]
     tenants: NotRequired[TenantFigures]
+    trace_warnings: NotRequired[TraceWarnings]
+    notes: NotRequired[list[str]]  # what was done to the records before scoring them
 
 
 def figure(card: Card, name: str) -> float | None:

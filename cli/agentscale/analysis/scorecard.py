@@ -6,6 +6,7 @@ Steps are tied to their request by position once (``attach_steps``), so that eve
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, TypedDict
 
 import numpy as np
@@ -19,6 +20,7 @@ from agentscale.analysis.figures import (
     Scorecard,
     StepFigures,
     ToolFigures,
+    TraceWarnings,
 )
 from agentscale.records.frames import RunFrames
 
@@ -226,7 +228,8 @@ def _bootstrap(
     ok = success[index]
     spend = cost[index]
     calls = np.nansum(tool_calls[index], axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a figure nobody reported: all NaN
         reps = {
             "latency_p50_ms": np.nanpercentile(lat, 50, axis=1),
             "latency_p95_ms": np.nanpercentile(lat, 95, axis=1),
@@ -275,6 +278,11 @@ def scorecard(frames: RunFrames, seed: int = 0) -> Scorecard:
         "by_phase": groups["phase"],
         "by_window": {},
     }
+    warned = trace_warnings(requests)
+    if warned["requests"]:
+        result["trace_warnings"] = warned
+    if frames.notes:
+        result["notes"] = list(frames.notes)
     for name, start, end in frames.windows:
         length = end - start
         spans = {
@@ -288,6 +296,23 @@ def scorecard(frames: RunFrames, seed: int = 0) -> Scorecard:
             if hi > lo
         }
     return result
+
+
+def trace_warnings(requests: pd.DataFrame, examples: int = 5) -> TraceWarnings:
+    """How many requests carried a field that could not be used, and the commonest reasons
+    (each warning without its step number, so that the same fault counts as one)."""
+    if "trace_warnings" not in requests:
+        return {"requests": 0, "examples": []}
+    found = requests["trace_warnings"].dropna()
+    if found.empty:
+        return {"requests": 0, "examples": []}
+    reasons = found.astype(str).str.split("; ").explode()
+    reasons = reasons.str.replace(r"\[\d+\]", "[i]", regex=True)
+    top = reasons.value_counts().head(examples)
+    return {
+        "requests": len(found),
+        "examples": [f"{reason} ({count:,}x)" for reason, count in top.items()],
+    }
 
 
 def _span(offsets: np.ndarray) -> float:

@@ -20,7 +20,7 @@ from agentscale.chaos import state
 from agentscale.chaos.retry import ControlError, retried
 from agentscale.chaos.server import INSTALL_HINT, ManagedToxiproxy, find_binary, free_port
 from agentscale.chaos.toxiproxy_client import PREFIX, ToxiproxyAPI, ToxiproxyError
-from agentscale.config.faults import FaultProfile, HttpFault, ToxicBase, Window
+from agentscale.config.faults import Fault, FaultProfile, HttpFault, ToxicBase, Window
 from agentscale.errors import RunInvalid
 from agentscale.processes import stop
 
@@ -116,7 +116,14 @@ class FaultRig:
             if upstream is None:
                 raise RunInvalid(f"no upstream address for dependency {name}")
             route.upstream = upstream
-            self.api.create_proxy(self.proxy_name(name), route.proxy_listen, upstream)
+            try:
+                self.api.create_proxy(self.proxy_name(name), route.proxy_listen, upstream)
+            except ToxiproxyError as error:
+                raise RunInvalid(
+                    f"could not put a proxy for {name} on {route.proxy_listen}: {error}",
+                    hint="is another process listening there? `agentscale chaos status` shows "
+                    "what agentscale holds",
+                ) from None
         self._remember()
         http = [r for r in self.routes.values() if r.protocol == "http"]
         if http:
@@ -162,7 +169,7 @@ class FaultRig:
         )
 
     # --- faults -------------------------------------------------------------------------------
-    def apply(self, window: Window, fault: Any) -> None:
+    def apply(self, window: Window, fault: Fault) -> None:
         """Put ``fault`` (the window's first state, or a ramp step's) in place."""
         assert self.api is not None
         proxy = self.proxy_name(window.target)

@@ -58,7 +58,7 @@ class ToxiproxyAPI:
                 # HTTP 400: the server will never take this change; say what it said.
                 raise ToxiproxyRefused(f"{method.upper()} {path}: {_text(refused)}") from None
             if response.status_code >= 500:
-                raise _Busy(f"HTTP {response.status_code}")
+                raise _Busy(f"HTTP {response.status_code}: {response.text.strip()[:200]}")
             return response
 
         try:
@@ -73,21 +73,22 @@ class ToxiproxyAPI:
     def _verified(self, change: Callable[[], object], check: Callable[[], bool], what: str) -> None:
         """Make a change; if the call failed or its effect is not there, try again. A change
         the server refuses outright (HTTP 400) is not tried again."""
+        said = "the server does not show the change"
         for _ in range(ATTEMPTS):
             with contextlib.suppress(NotFound, ProxyExists):
                 try:
                     change()
                 except ToxiproxyRefused:
                     raise
-                except ToxiproxyError:
-                    pass
+                except ToxiproxyError as error:
+                    said = str(error)  # what the server answered, for the final message
             try:
                 if check():
                     return
             except ToxiproxyError:
                 pass
             time.sleep(0.05)
-        raise ToxiproxyError(f"could not {what}: the server does not show the change")
+        raise ToxiproxyError(f"could not {what}: {said}")
 
     # --- reads --------------------------------------------------------------------------------
     def version(self) -> str:

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from agentscale import console
 from agentscale.chaos import state
@@ -15,6 +16,7 @@ from agentscale.chaos.scheduler import FaultScheduler
 from agentscale.chaos.toxiproxy_client import PREFIX, ToxiproxyAPI, ToxiproxyError
 from agentscale.config.faults import FaultProfile, Window
 from agentscale.config.loader import load_fault_profile
+from agentscale.config.scenario import LOOPBACK_HOSTS
 from agentscale.demo import DEPENDENCIES
 from agentscale.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Interrupted
 from agentscale.records.writer import EventLog
@@ -49,13 +51,33 @@ def list_profiles(folder: Path) -> int:
     return EXIT_OK
 
 
+def check_toxiproxy_url(url: str | None, allow_remote: tuple[str, ...]) -> None:
+    """A Toxiproxy beyond loopback needs the same explicit allow as a remote target."""
+    if url is None:
+        return
+    host = urlsplit(url if "://" in url else f"http://{url}").hostname or ""
+    if host not in LOOPBACK_HOSTS and host not in allow_remote:
+        raise ConfigError(
+            f"{host} is not a loopback address",
+            field="--toxiproxy-url",
+            hint=f"agentscale stays on 127.0.0.1 unless told: --allow-remote {host}",
+        )
+
+
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted("stopped by a signal")
 
 
-def apply(path: Path, duration: float | None, toxiproxy_url: str | None, out: Path) -> int:
+def apply(
+    path: Path,
+    duration: float | None,
+    toxiproxy_url: str | None,
+    out: Path,
+    allow_remote: tuple[str, ...] = (),
+) -> int:
     """Apply a profile's windows on their schedule, without load, then undo everything."""
-    loaded = load_fault_profile(path)
+    loaded = load_fault_profile(path, allow_remote=allow_remote)
+    check_toxiproxy_url(toxiproxy_url, allow_remote)
     profile: FaultProfile = loaded.profile
     if not profile.dependencies:
         raise ConfigError(

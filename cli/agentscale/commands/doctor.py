@@ -39,9 +39,12 @@ def doctor() -> int:
     if binary is None:
         check(False, "toxiproxy-server not found", INSTALL_HINT)
     else:
-        version = subprocess.run(
-            [str(binary), "-version"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
+        version = (
+            _built_version(binary)
+            or subprocess.run(
+                [str(binary), "-version"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        )
         check(True, f"toxiproxy-server at {binary} ({version or 'version unknown'})")
         try:
             managed = ManagedToxiproxy(binary, Path("/dev/null"))
@@ -65,3 +68,19 @@ def version() -> int:
     for package, found in versions().items():
         console.print_line(f"{package} {found}")
     return EXIT_OK
+
+
+def _built_version(binary: Path) -> str | None:
+    """The module version Go recorded in the binary (``go install ...@v2.12.0`` builds one
+    whose own -version says only "git")."""
+    try:
+        found = subprocess.run(
+            ["go", "version", "-m", str(binary)], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in found.splitlines():
+        parts = line.split()
+        if parts[:1] == ["mod"] and len(parts) >= 3:
+            return f"{parts[1]} {parts[2]}"
+    return None

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from agentscale import __version__, console
+from agentscale.analysis.availability import target_losses
 from agentscale.analysis.summary import summarize, validity_problems
 from agentscale.chaos.rig import FaultRig
 from agentscale.chaos.scheduler import FaultScheduler
@@ -90,6 +91,7 @@ def plan_run(loaded: LoadedScenario, options: LoadOptions, run_dir: Path) -> Run
             "items": len(loaded.dataset.items),
         },
         "seed": seed,
+        "workers": options.workers,
         "target": {"url": scenario.target.url, "method": scenario.target.method},
         "load": load,
         "versions": versions(),
@@ -121,11 +123,32 @@ def run_once(
     faults_path: Path | None,
 ) -> Candidate:
     scenario = loaded.scenario
-    target = scenario.target
     run_dir = create_run_dir(options.out, scenario.name)
     copy_inputs(run_dir, loaded.path, faults_path)
     run = plan_run(loaded, options, run_dir)
     write_run(run_dir, run)
+    try:
+        return _run(loaded, options, duration, profile, run_dir, run)
+    except BaseException as error:
+        # run.json never stays "running": a run stopped or broken before its end says so.
+        stopped = isinstance(error, KeyboardInterrupt | Interrupted)
+        run["status"] = "interrupted" if stopped else "failed"
+        run["verdict"] = {"result": "interrupted" if stopped else "invalid",
+                          "reasons": [str(error) or type(error).__name__]}  # fmt: skip
+        write_run(run_dir, run)
+        raise
+
+
+def _run(
+    loaded: LoadedScenario,
+    options: LoadOptions,
+    duration: float,
+    profile: LoadedProfile | None,
+    run_dir: Path,
+    run: RunInfo,
+) -> Candidate:
+    scenario = loaded.scenario
+    target = scenario.target
     console.print_line(f"agentscale {__version__} · {scenario.name} → {target.url}")
     console.print_line(f"run folder: {run_dir}")
     # Until the engine runs (and forwards signals itself), SIGTERM unwinds like Ctrl-C, so the
@@ -271,6 +294,14 @@ def finish(
         else:
             problems.append(f"{lost}: its share of the load is missing")
     problems.extend(fault_problems)
+    for loss in target_losses(frames):
+        log = EventLog(run_dir / "events.jsonl", started_at or 0.0)
+        log.write("target_lost", at=round(loss.at, 3), until=loss.until, requests=loss.requests)
+        log.close()
+        if load.on_target_loss == "continue":
+            console.print_warning(f"{loss.describe()} (on_target_loss: continue)")
+        else:
+            problems.append(loss.describe())
     if outcome.returncode not in (EXIT_OK, EXIT_INTERRUPTED):
         problems.insert(
             0,

@@ -6,10 +6,13 @@ from pathlib import Path
 
 from agentscale import console
 from agentscale.chaos import state
+from agentscale.commands.chaos import check_toxiproxy_url
 from agentscale.commands.execute import LoadOptions, plan_run, run_once
 from agentscale.commands.outcome import present
+from agentscale.config.checks import arrivals_problem
 from agentscale.config.loader import load_fault_profile, load_scenario
 from agentscale.demo import DEPENDENCIES
+from agentscale.errors import ConfigError
 from agentscale.gate import baseline as baselines
 from agentscale.gate.verdict import Candidate, judge
 
@@ -22,11 +25,20 @@ def run_load(scenario_path: Path, options: LoadOptions) -> int:
         console.print_warning(f"left by an earlier run: {line}")
     scenario = loaded.scenario
     duration = options.duration or scenario.load.duration
+    too_many = arrivals_problem(scenario, duration)
+    if too_many:
+        raise ConfigError(too_many, field="--duration", hint="lower the rate or run shorter")
     faults_path = options.faults or (loaded.resolve(scenario.faults) if scenario.faults else None)
     profile = None
     if faults_path is not None:
         demo_targets = DEPENDENCIES if scenario.target.url == "demo" else ()
-        profile = load_fault_profile(faults_path, demo_targets=demo_targets, duration=duration)
+        profile = load_fault_profile(
+            faults_path,
+            demo_targets=demo_targets,
+            duration=duration,
+            allow_remote=options.allow_remote,
+        )
+    check_toxiproxy_url(options.toxiproxy_url, options.allow_remote)
     baseline, warnings = None, []
     if options.baseline is not None:
         # Before any load: a baseline of something else is a usage error (exit 2).

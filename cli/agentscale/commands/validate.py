@@ -7,20 +7,21 @@ from pathlib import Path
 
 from agentscale.config.faults import FaultProfile
 from agentscale.config.loader import load_fault_profile, load_scenario
-from agentscale.config.scenario import Scenario
+from agentscale.config.scenario import LOOPBACK_HOSTS, Scenario
 from agentscale.config.source import load_yaml
 from agentscale.demo import DEPENDENCIES
 from agentscale.jsondata import JsonObject
 
 
-def validate_file(path: Path) -> None:
-    """Raise ``ConfigError`` with the file's positions for anything wrong."""
+def validate_file(path: Path) -> list[str]:
+    """Raise ``ConfigError`` with the file's positions for anything wrong; return what a run
+    will still ask for (an allow for a host beyond loopback)."""
     kind = load_yaml(path).data
     kind = kind.get("kind") if isinstance(kind, dict) else None
     if kind == "FaultProfile":
         # Alone, a profile may target the demo's dependencies or declare its own.
         load_fault_profile(path, demo_targets=DEPENDENCIES)
-        return
+        return []
     loaded = load_scenario(path)
     scenario = loaded.scenario
     if scenario.faults:
@@ -28,6 +29,14 @@ def validate_file(path: Path) -> None:
         load_fault_profile(
             loaded.resolve(scenario.faults), demo_targets=demo, duration=scenario.load.duration
         )
+    host = scenario.target.host
+    if (
+        scenario.target.url != "demo"
+        and host not in LOOPBACK_HOSTS
+        and not scenario.target.allow_remote
+    ):
+        return [f"{path}: target host {host} is beyond loopback: a run needs --allow-remote {host}"]
+    return []
 
 
 def schema_document(kind: str) -> JsonObject:

@@ -17,9 +17,11 @@ from agentscale.config.scenario import LOOPBACK_HOSTS, Scenario
 from agentscale.config.shapes import OPEN_ONLY, Replay, parse_offsets_csv
 from agentscale.config.source import YamlDocument
 from agentscale.config.template import BUILTIN_VARIABLES, env_references, template_variables
+from agentscale.config.traffic import levels
 from agentscale.errors import ConfigError, ConfigErrors
 
 Loc = tuple[str | int, ...]
+MAX_ARRIVALS = 20_000_000  # one run's schedule, planned up front (160 MB of offsets)
 
 
 class Problems:
@@ -78,6 +80,9 @@ def scenario_problems(
             )
 
     _check_tenants(scenario, error)
+    too_many = arrivals_problem(scenario, load.duration)
+    if too_many:
+        error(("load", "shape"), too_many, hint="lower the rate or shorten the run")
 
     replay_offsets = None
     if isinstance(shape, Replay):
@@ -148,6 +153,20 @@ def scenario_problems(
     return dataset, replay_offsets
 
 
+def arrivals_problem(scenario: Scenario, duration: float) -> str | None:
+    """Why an open-model schedule is too large to plan in memory, if it is."""
+    if scenario.load.model != "open":
+        return None
+    grid = np.linspace(0.0, duration, 10_001)
+    expected = float(np.trapezoid(levels(scenario, grid, duration), grid))
+    if expected <= MAX_ARRIVALS:
+        return None
+    return (
+        f"this load asks for about {expected:,.0f} arrivals in {duration:g}s; "
+        f"a run plans at most {MAX_ARRIVALS:,}"
+    )
+
+
 def _check_tenants(scenario: Scenario, error: Problems) -> None:
     tenants = scenario.tenant_specs()
     load = scenario.load
@@ -207,10 +226,22 @@ def profile_problems(
     profile: FaultProfile,
     demo_targets: Collection[str],
     duration: float | None,
+    allow_remote: Collection[str] | None = None,
 ) -> None:
     """``ConfigErrors`` for windows on unknown targets, past the run's end, or undoing each
-    other, and expectations of windows that do not exist."""
+    other, and expectations of windows that do not exist. ``allow_remote`` (for a run): a
+    dependency listening or reached beyond loopback needs its host named there."""
     error = Problems(document)
+    for i, dependency in enumerate(profile.dependencies if allow_remote is not None else ()):
+        for where in ("listen", "upstream"):
+            host = getattr(dependency, where).rsplit(":", 1)[0]
+            if host not in LOOPBACK_HOSTS and host not in (allow_remote or ()):
+                what = "listens on" if where == "listen" else "reaches"
+                error(
+                    ("dependencies", i, where),
+                    f"{dependency.name} {what} {host}, not a loopback address",
+                    hint=f"agentscale stays on 127.0.0.1 unless told: --allow-remote {host}",
+                )
 
     declared = {d.name for d in profile.dependencies}
     known = declared | set(demo_targets)

@@ -9,19 +9,23 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from agentscale.config.fields import ComparisonField, Duration, PositiveDuration
+from agentscale.config.strict import Strict
 
-Millis = Annotated[int, Field(ge=0, description="milliseconds")]
+# Bounds of what toxiproxy-server takes (it parses attributes as int64 and refuses more with
+# HTTP 400), kept to what a fault can sensibly mean: a day of delay, 10 GB/s, 1 GiB slices.
+MAX_MILLIS = 86_400_000
+MAX_RATE_KBPS = 10_000_000
+MAX_SLICE_BYTES = 1 << 30
+MAX_SLICE_DELAY_US = 60_000_000
+MAX_LIMIT_BYTES = 1 << 62
+Millis = Annotated[int, Field(ge=0, le=MAX_MILLIS, description="milliseconds (at most a day)")]
 ADDRESS = re.compile(r"^[A-Za-z0-9.\-]+:\d{1,5}$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class ToxicBase(_Strict):
+class ToxicBase(Strict):
     stream: Literal["upstream", "downstream"] = Field(
         "downstream", description="downstream: server to client; upstream: client to server"
     )
@@ -39,7 +43,7 @@ class Latency(ToxicBase):
 
 class Bandwidth(ToxicBase):
     type: Literal["bandwidth"]
-    rate: int = Field(ge=0, description="KB/s")
+    rate: int = Field(ge=0, le=MAX_RATE_KBPS, description="KB/s")
 
 
 class SlowClose(ToxicBase):
@@ -62,9 +66,9 @@ class ResetPeer(ToxicBase):
 
 class Slicer(ToxicBase):
     type: Literal["slicer"]
-    average_size: int = Field(ge=1, description="bytes per slice")
-    size_variation: int = Field(0, ge=0, description="bytes")
-    delay: int = Field(0, ge=0, description="between slices, microseconds")
+    average_size: int = Field(ge=1, le=MAX_SLICE_BYTES, description="bytes per slice")
+    size_variation: int = Field(0, ge=0, le=MAX_SLICE_BYTES, description="bytes")
+    delay: int = Field(0, ge=0, le=MAX_SLICE_DELAY_US, description="between slices, microseconds")
 
     @model_validator(mode="after")
     def _variation(self) -> Slicer:
@@ -75,7 +79,9 @@ class Slicer(ToxicBase):
 
 class LimitData(ToxicBase):
     type: Literal["limit_data"]
-    bytes: int = Field(ge=1, description="close the connection after this many bytes")
+    bytes: int = Field(
+        ge=1, le=MAX_LIMIT_BYTES, description="close the connection after this many bytes"
+    )
 
 
 Toxic = Annotated[
@@ -84,17 +90,20 @@ Toxic = Annotated[
 ]
 
 
-class HttpFault(_Strict):
+class HttpFault(Strict):
     """Per request, drawn from a seeded generator: answer ``status`` instead of forwarding."""
 
     status: int = Field(503, ge=400, le=599)
     rate: float = Field(1.0, ge=0, le=1, description="share of requests that get the fault")
     retry_after: Duration | None = Field(None, description="Retry-After header, seconds")
-    body: str | None = None
-    delay: Duration = Field(0.0, description="wait this long before answering")
+    body: str | None = Field(None, max_length=1_000_000)
+    delay: Duration = Field(0.0, le=3600, description="wait this long before answering")
 
 
-class RampStep(_Strict):
+Fault = ToxicBase | HttpFault | Literal["down"]  # what a window puts in place
+
+
+class RampStep(Strict):
     """A change of the window's toxic attributes, ``at`` from the window's start."""
 
     at: PositiveDuration
@@ -102,7 +111,7 @@ class RampStep(_Strict):
     http: dict[str, Any] | None = Field(None, description="http stage fields to change")
 
 
-class Window(_Strict):
+class Window(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     target: str = Field(description="a dependency's name")
     at: Duration = Field(description="start, from the start of the load")
@@ -126,25 +135,31 @@ class Window(_Strict):
                 raise ValueError("a ramp step changes toxic attributes, but the window has none")
             if step.http is not None and self.http is None:
                 raise ValueError("a ramp step changes the http stage, but the window has none")
+        try:
+            self.states()  # each ramp step's fault, checked as the window's own would be
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"a ramp step's {where}: {first['msg']}") from None
         return self
 
     @property
     def end(self) -> float:
         return self.at + self.for_
 
-    def states(self) -> list[tuple[float, Any]]:
+    def states(self) -> list[tuple[float, Fault]]:
         """(offset from the load's start, fault) for the window's start and each ramp step."""
-        base: Any = self.toxic or self.http or "down"
+        base: Fault = self.toxic or self.http or "down"
         out = [(self.at, base)]
         for step in sorted(self.ramp, key=lambda s: s.at):
-            if isinstance(base, BaseModel):
+            if not isinstance(base, str):
                 changes = step.toxic if self.toxic is not None else step.http
                 base = type(base).model_validate({**base.model_dump(), **(changes or {})})
             out.append((self.at + step.at, base))
         return out
 
 
-class Dependency(_Strict):
+class Dependency(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     upstream: str = Field(description="host:port the dependency really listens on")
     listen: str = Field(description="host:port the agent is configured to call (< 32768)")
@@ -167,7 +182,7 @@ class Dependency(_Strict):
         return value
 
 
-class Expectation(_Strict):
+class Expectation(Strict):
     window: str
     success_rate: ComparisonField | None = None
     degraded_share: ComparisonField | None = None
@@ -176,12 +191,12 @@ class Expectation(_Strict):
     retry_amplification: ComparisonField | None = None
 
 
-class FaultProfile(_Strict):
+class FaultProfile(Strict):
     api_version: Literal["agentscale/v1"] = Field(alias="apiVersion")
     kind: Literal["FaultProfile"]
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
     description: str | None = None
-    seed: int = Field(0, description="seeds the http stage's per-request draws")
+    seed: int = Field(0, ge=0, lt=2**63, description="seeds the http stage's per-request draws")
     dependencies: list[Dependency] = Field(default_factory=list)
     windows: list[Window] = Field(min_length=1)
     expect: list[Expectation] = Field(default_factory=list)

@@ -97,12 +97,17 @@ class LoadedProfile:
 
 
 def load_fault_profile(
-    path: Path, *, demo_targets: Collection[str] = (), duration: float | None = None
+    path: Path,
+    *,
+    demo_targets: Collection[str] = (),
+    duration: float | None = None,
+    allow_remote: Collection[str] | None = None,
 ) -> LoadedProfile:
     """``demo_targets``: the dependencies the demo stack declares when the target is ``demo``;
-    ``duration``: the run's, so that no window is planned past its end."""
+    ``duration``: the run's, so that no window is planned past its end; ``allow_remote``: for
+    a run, the hosts beyond loopback it may listen on or reach."""
     document, profile = parse_document(
         path, FaultProfile, hint="--faults takes a fault profile (kind: FaultProfile)"
     )
-    profile_problems(document, profile, demo_targets, duration)
+    profile_problems(document, profile, demo_targets, duration, allow_remote)
     return LoadedProfile(path, document, profile)

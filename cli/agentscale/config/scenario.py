@@ -8,18 +8,17 @@ from urllib.parse import urlsplit
 
 import jmespath
 import jmespath.exceptions
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, create_model, field_validator
+import orjson
+from pydantic import Field, PositiveFloat, create_model, field_validator
 
 from agentscale.config.fields import ComparisonField, Duration, Fraction, PositiveDuration
 from agentscale.config.metrics import METRICS, MIN_REQUESTS
 from agentscale.config.shapes import Shape
+from agentscale.config.strict import Strict
 
 DEFAULT_REQUIRE = "status != 'error'"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,200}$")
 
 
 def _check_jmespath(expression: str | None) -> str | None:
@@ -36,7 +35,7 @@ def _check_jmespath(expression: str | None) -> str | None:
 JMESPath = Annotated[str, Field(description="a JMESPath expression over the response JSON")]
 
 
-class DemoBudgets(_Strict):
+class DemoBudgets(Strict):
     """Per-request budgets of the demo agent, in place of its profile's."""
 
     steps: int | None = Field(None, ge=1, description="LLM and tool calls per request")
@@ -44,7 +43,7 @@ class DemoBudgets(_Strict):
     time: PositiveDuration | None = Field(None, description="wall time per request")
 
 
-class DemoOptions(_Strict):
+class DemoOptions(Strict):
     profile: Literal["resilient", "naive"] = "resilient"
     time_scale: float = Field(1.0, ge=0)
     bulkheads: bool | None = Field(None, description="per-tenant and per-tool bulkheads on/off")
@@ -60,7 +59,7 @@ class DemoOptions(_Strict):
     )
 
 
-class Target(_Strict):
+class Target(Strict):
     url: str = Field(description='the agent endpoint, http://host:port/path, or "demo"')
     demo: DemoOptions | None = None
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
@@ -73,6 +72,25 @@ class Target(_Strict):
         description="JSON body; {{tenant}}, {{prompt}}, {{workflow}}, {{request_id}}, {{canary}}",
     )
     allow_remote: bool = Field(False, description="allow a host other than 127.0.0.1/localhost")
+
+    @field_validator("body")
+    @classmethod
+    def _body(cls, value: Any) -> Any:
+        try:
+            orjson.dumps(value)
+        except (TypeError, orjson.JSONEncodeError) as error:
+            raise ValueError(f"the body cannot be sent as JSON ({error})") from None
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a header name (letters, digits, - and _)")
+            if "\r" in text or "\n" in text or "\0" in text:
+                raise ValueError(f"the value of {name} has a line break or NUL in it")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -89,14 +107,14 @@ class Target(_Strict):
         return urlsplit(self.url).hostname or ""
 
 
-class Workload(_Strict):
+class Workload(Strict):
     dataset: str = Field(description="JSONL golden set: prompt, workflow, expect per line")
     workflows: dict[str, PositiveFloat] | None = Field(
         None, description="weights by workflow; every workflow of the dataset, evenly, if absent"
     )
 
 
-class Load(_Strict):
+class Load(Strict):
     model: Literal["open", "closed"] = Field(
         "open", description="open: arrival rate (default); closed: concurrent users"
     )
@@ -112,9 +130,13 @@ class Load(_Strict):
     on_worker_loss: Literal["invalid", "continue"] = Field(
         "invalid", description="--workers: a worker that dies makes the run invalid, or not"
     )
+    on_target_loss: Literal["invalid", "continue"] = Field(
+        "invalid",
+        description="a target that refuses connections for 5 s makes the run invalid, or not",
+    )
 
 
-class Success(_Strict):
+class Success(Strict):
     status: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(
         None, description="HTTP statuses that can succeed; any 2xx if absent"
     )
@@ -128,7 +150,7 @@ class Success(_Strict):
     _check = field_validator("require")(_check_jmespath)
 
 
-class Telemetry(_Strict):
+class Telemetry(Strict):
     """Where the trace lives in a response of another shape (JMESPath expressions)."""
 
     output: JMESPath | None = None
@@ -142,18 +164,18 @@ class Telemetry(_Strict):
     _check = field_validator("*")(_check_jmespath)
 
 
-class Price(_Strict):
+class Price(Strict):
     input_per_mtok: float = Field(ge=0, description="USD per million input tokens")
     output_per_mtok: float = Field(ge=0, description="USD per million output tokens")
     cached_input_per_mtok: float | None = Field(None, ge=0)
 
 
-class Change(_Strict):
+class Change(Strict):
     max_increase: Fraction | None = Field(None, ge=0)
     max_decrease: Fraction | None = Field(None, ge=0)
 
 
-class GateSettings(_Strict):
+class GateSettings(Strict):
     """What ``gates:`` holds besides a tolerance per metric of ``METRICS``."""
 
     slo: dict[str, ComparisonField] = Field(default_factory=dict)
@@ -176,7 +198,7 @@ else:
     )
 
 
-class Tenant(_Strict):
+class Tenant(Strict):
     weight: PositiveFloat = Field(1.0, description="share of load.shape's traffic")
     shape: Shape | None = Field(
         None, description="open model: this tenant's own arrivals, on top of load.shape"
@@ -189,7 +211,7 @@ class Tenant(_Strict):
     )
 
 
-class NoisyNeighbor(_Strict):
+class NoisyNeighbor(Strict):
     victim: str = Field(description="the tenant that must not suffer")
     neighbor: str = Field(description="the tenant whose own shape spikes")
     max_p95_increase: Fraction = Field(
@@ -198,20 +220,20 @@ class NoisyNeighbor(_Strict):
     max_success_drop: Fraction = Field(0.02, ge=0, le=1, description="absolute drop allowed")
 
 
-class Fairness(_Strict):
+class Fairness(Strict):
     """Jain's index over the tenants (1 = equal, 1/n = one tenant has everything)."""
 
     success_rate: ComparisonField | None = None
     latency_p95_ms: ComparisonField | None = None
 
 
-class GuardrailsUnderLoad(_Strict):
+class GuardrailsUnderLoad(Strict):
     max_drop: Fraction = Field(
         0.1, ge=0, le=1, description="blocks and redactions per answer, high load vs low"
     )
 
 
-class BudgetLimits(_Strict):
+class BudgetLimits(Strict):
     max_steps: int | None = Field(None, ge=1, description="LLM, retrieval and tool steps")
     max_tokens: int | None = Field(None, ge=1, description="input plus output tokens")
     max_service_time: PositiveDuration | None = None
@@ -223,7 +245,7 @@ class BudgetLimits(_Strict):
     )
 
 
-class TenantExpectations(_Strict):
+class TenantExpectations(Strict):
     noisy_neighbor: NoisyNeighbor | None = None
     fairness: Fairness | None = None
     guardrails: GuardrailsUnderLoad | None = None
@@ -238,16 +260,19 @@ def _one_tenant() -> dict[str, float | Tenant]:
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
-class Scenario(_Strict):
+class Scenario(Strict):
     api_version: Literal["agentscale/v1"] = Field(alias="apiVersion")
     kind: Literal["Scenario"]
     name: str = Field(pattern=NAME.pattern, description="letters, digits, . _ -")
     description: str | None = None
-    seed: int | None = Field(None, description="fixes the request mix and Poisson arrivals")
+    seed: int | None = Field(
+        None, ge=0, lt=2**63, description="fixes the request mix and Poisson arrivals"
+    )
     target: Target
     workload: Workload
     tenants: dict[str, PositiveFloat | Tenant] = Field(
         default_factory=_one_tenant,
+        min_length=1,
         description="tenant weights, or per tenant {weight, shape, canary}",
     )
     load: Load

@@ -18,12 +18,14 @@ from agentscale.config.fields import Duration, PositiveDuration
 from agentscale.config.units import parse_duration
 
 Model = Literal["open", "closed"]
-Rate = Annotated[float, Field(ge=0)]
-Users = Annotated[int, Field(ge=0)]
+MAX_RPS = 50_000.0  # per shape level: far beyond what one generator (or ten) can send
+MAX_USERS = 100_000
+Rate = Annotated[float, Field(ge=0, le=MAX_RPS, description="requests/s")]
+Users = Annotated[int, Field(ge=0, le=MAX_USERS)]
 
 
 class _Shape(BaseModel, ABC):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def unit_problems(self, model: Model) -> tuple[list[str], list[str]]:
         """(level fields missing under ``model``, level fields set in the other model's unit)."""
@@ -164,7 +166,9 @@ class Sine(_Shape):
 
 
 class Stage(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     for_: Annotated[PositiveDuration, Field(alias="for")]
     rps: Rate | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -35,8 +35,31 @@ class YamlDocument:
         return Location(self.path, 1, 1)
 
 
+# What a scenario or a fault profile may hold. Real files are a few KB with a few hundred
+# values; the limits stop a hostile file (an alias bomb, thousands of nested brackets, a huge
+# list) from eating the machine before the schema ever sees it.
+MAX_BYTES = 1_000_000
+MAX_DEPTH = 64
+MAX_NODES = 100_000  # values once aliases are expanded
+MAX_ALIASES = 1_000
+REPEAT_HINT = "write the values out rather than repeat anchors"
+
+
+class TooLarge(yaml.MarkedYAMLError):
+    def __init__(self, problem: str, mark: object, hint: str) -> None:
+        super().__init__(problem=problem, problem_mark=cast(yaml.Mark, mark))
+        self.hint = hint
+
+
 def load_yaml(path: Path) -> YamlDocument:
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ConfigError(
+                f"the file is {size:,} bytes; a scenario or fault profile is at most {MAX_BYTES:,}",
+                location=Location(path),
+                hint="keep data in the dataset (JSONL), not in the scenario",
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
@@ -50,14 +73,21 @@ def load_yaml(path: Path) -> YamlDocument:
 def parse_yaml(text: str, path: Path) -> YamlDocument:
     loader = yaml.SafeLoader(text)
     try:
+        _check_shape(text)
         node = loader.get_single_node()
         document = YamlDocument(path, text, None)
         if node is not None:
-            document.data = _construct(loader, node, (), document)
+            document.data = _construct(loader, node, (), document, [0])
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         location = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
         problem = error.problem or error.context or "malformed YAML"
+        if isinstance(error, TooLarge):
+            raise ConfigError(
+                f"the file is too large to read: {problem}",
+                location=location,
+                hint=error.hint,
+            ) from None
         raise ConfigError(
             f"invalid YAML: {problem}",
             location=location,
@@ -72,7 +102,38 @@ def parse_yaml(text: str, path: Path) -> YamlDocument:
     return document
 
 
-def _construct(loader: yaml.SafeLoader, node: yaml.Node, at: Path_, doc: YamlDocument) -> Any:
+def _check_shape(text: str) -> None:
+    """Depth and aliases from the parser's events, before PyYAML builds anything (its composer
+    recurses, so 3,000 nested brackets would be a RecursionError there)."""
+    depth = aliases = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise TooLarge(
+                    f"nested more than {MAX_DEPTH} levels deep", event.start_mark, "nest less"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise TooLarge(
+                    f"more than {MAX_ALIASES} aliases (*name)", event.start_mark, REPEAT_HINT
+                )
+
+
+def _construct(
+    loader: yaml.SafeLoader, node: yaml.Node, at: Path_, doc: YamlDocument, count: list[int]
+) -> Any:
+    count[0] += 1
+    if count[0] > MAX_NODES:
+        # Aliases repeat what they name: a few of them can stand for billions of values.
+        raise TooLarge(
+            f"more than {MAX_NODES:,} values once aliases are expanded",
+            node.start_mark,
+            REPEAT_HINT,
+        )
     doc.values[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
@@ -89,8 +150,8 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, at: Path_, doc: YamlDoc
                 )
             child = (*at, str(key))
             doc.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            result[key] = _construct(loader, value_node, child, doc)
+            result[key] = _construct(loader, value_node, child, doc, count)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(loader, item, (*at, i), doc) for i, item in enumerate(node.value)]
+        return [_construct(loader, item, (*at, i), doc, count) for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)

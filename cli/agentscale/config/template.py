@@ -27,10 +27,14 @@ def env_references(value: Any) -> list[str]:
     return [m.group(1) for m in ENV_REFERENCE.finditer(text) if m.group(2) is None]
 
 
-def expand_env(text: str, env: Mapping[str, str]) -> str:
+def expand_env(text: str, env: Mapping[str, str], found: list[str] | None = None) -> str:
+    """``text`` with each ``${VAR}`` filled in; the values taken from ``env`` go to ``found``."""
+
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in env:
+            if found is not None:
+                found.append(env[name])
             return env[name]
         if default is not None:
             return default
@@ -73,17 +77,20 @@ class RequestTemplate:
     """Body and headers of one target, with the environment already filled in."""
 
     def __init__(self, body: Any, headers: Mapping[str, str], env: Mapping[str, str]) -> None:
+        self.secrets: list[str] = []  # values read from the environment: never to be recorded
         if body is None:
             self.body: Template | None = None
             self.content_type = None
         elif isinstance(body, str):
-            self.body = Template(expand_env(body, env), json_strings=False)
+            self.body = Template(expand_env(body, env, self.secrets), json_strings=False)
             self.content_type = "text/plain; charset=utf-8"
         else:
-            self.body = Template(expand_env(orjson.dumps(body).decode(), env), json_strings=True)
+            self.body = Template(
+                expand_env(orjson.dumps(body).decode(), env, self.secrets), json_strings=True
+            )
             self.content_type = "application/json"
         self.headers = {
-            name: Template(expand_env(value, env), json_strings=False)
+            name: Template(expand_env(value, env, self.secrets), json_strings=False)
             for name, value in headers.items()
         }
         self.static_headers = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -12,6 +13,7 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 DURATION_HINT = "write a duration like 500ms, 30s, 5m, 1h30m (or a number of seconds)"
+MAX_DURATION_S = 7 * 24 * 3600.0  # a week: longer than any run, and no overflow anywhere
 
 
 def parse_duration(value: object) -> float:
@@ -31,8 +33,10 @@ def parse_duration(value: object) -> float:
             raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
     else:
         raise ValueError(f"expected a duration, got {type(value).__name__}")
-    if seconds < 0:
-        raise ValueError(f"a duration cannot be negative ({value!r})")
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"a duration cannot be negative or NaN ({value!r})")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"{value!r} is longer than a week, the longest duration agentscale takes")
     return seconds
 
 
@@ -52,17 +56,18 @@ def parse_fraction(value: object) -> float:
     """``10%`` -> 0.1; a bare number is taken as a fraction already (0.01 = 1%)."""
     if isinstance(value, bool):
         raise ValueError(f"expected a fraction or percentage, got {value!r}")
+    found: float | None = None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        found = float(value)
+    elif isinstance(value, str):
         text = value.strip()
         try:
-            if text.endswith("%"):
-                return float(text[:-1]) / 100.0
-            return float(text)
+            found = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
         except ValueError:
-            pass
-    raise ValueError(f"{value!r} is not a fraction; write 10% or 0.1")
+            found = None
+    if found is None or not math.isfinite(found):
+        raise ValueError(f"{value!r} is not a fraction; write 10% or 0.1")
+    return found
 
 
 Operator = Literal["<", "<=", ">", ">=", "==", "!="]

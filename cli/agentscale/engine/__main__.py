@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import sys
 
+from agentscale.engine import early
 from agentscale.engine.spec import EngineSpec
-from agentscale.errors import AgentscaleError
+from agentscale.errors import EXIT_INTERRUPTED, AgentscaleError
 
 
 def main() -> int:
+    early.watch()  # from here on, a stop signal is an interruption, never a traceback
     with open(sys.argv[1], encoding="utf-8") as file:
         spec = EngineSpec.model_validate_json(file.read())
     from agentscale.engine.locust_runner import run
 
+    if early.requested:
+        print("stopped before the load began", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         return run(spec)
     except AgentscaleError as error:

@@ -27,6 +27,7 @@ from agentscale.config.dataset import load_dataset
 from agentscale.config.loader import LoadedScenario, parse_document
 from agentscale.config.scenario import Scenario
 from agentscale.config.traffic import levels
+from agentscale.engine import early
 from agentscale.engine.spec import EngineSpec
 from agentscale.errors import EXIT_INTERRUPTED, EXIT_OK, RunInvalid
 from agentscale.processes import stop
@@ -153,6 +154,8 @@ class Coordinator:
     def run(self) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             gevent.signal_handler(signum, self._interrupt)
+        if early.requested:
+            self._interrupt()
         try:
             self._spawn_local_workers()
             self._await_workers()

@@ -17,13 +17,16 @@ from agentscale.config.dataset import Dataset
 from agentscale.config.template import RequestTemplate
 from agentscale.engine.plan import PlannedRequest, Planner
 from agentscale.records.writer import RowBuffer
-from agentscale.telemetry.body import STEP_KINDS, Trace, TraceReader, token_fields
+from agentscale.telemetry.body import Trace, TraceReader
 from agentscale.telemetry.judge import Judge, transport_error_class
 from agentscale.telemetry.pricing import PriceBook
+from agentscale.telemetry.trace import longer_than
 
 # method, path, body, headers -> status code (0 if none), content, transport error
 Send = Callable[[str, str, bytes | None, dict[str, str]], tuple[int, bytes, BaseException | None]]
 NO_FAULTS: list[str] = []
+REDACTED = b"[redacted]"
+WARNINGS_KEPT = 1_000  # characters of a request's trace warnings
 
 
 class Clock:
@@ -110,7 +113,10 @@ class Exchange:
         self.dynamic_headers = bool(template.dynamic_headers)
         self.in_flight: dict[int, tuple[PlannedRequest, float, float]] = {}
         self.live = LiveLatency()  # for the live view only; the records are the truth
-        self.sent = self.completed = self.failed = self.dropped = 0
+        self.sent = self.completed = self.failed = self.dropped = self.cancelled = 0
+        # The secrets of ${VAR} references, to redact wherever an agent echoes one back.
+        self.secrets = [s for s in template.secrets if len(s) >= 4]
+        self.secret_bytes = [s.encode() for s in self.secrets]
 
     def perform(self, send: Send, seq: int, intended: float, tenant: str | None = None) -> None:
         planned = self.planner.plan(seq, tenant)
@@ -131,8 +137,15 @@ class Exchange:
         self.in_flight[seq] = (planned, intended, sent)
         try:
             code, content, error = send(self.method, self.path, body, headers)
+        except BaseException:
+            # The user was stopped mid-request (the run ended or was interrupted): the request
+            # is recorded as cancelled, never lost (unless record_cancelled did it already).
+            if seq in self.in_flight:
+                self.requests.rows.append(_unsent_row(self, planned, intended, "cancelled", sent))
+                self.cancelled += 1
+            raise
         finally:
-            del self.in_flight[seq]
+            self.in_flight.pop(seq, None)
         done = self.clock.now()
         self._record(planned, intended, sent, done, code, content, error)
 
@@ -148,7 +161,9 @@ class Exchange:
     ) -> None:
         error_class: str | None
         expect_ok: bool | None
-        if error is not None and not code:
+        if self.secret_bytes and any(s in content for s in self.secret_bytes):
+            content = self._redact(content)
+        if error is not None:
             trace, success, expect_ok = Trace(), False, None
             error_class = transport_error_class(error)
         else:
@@ -157,18 +172,21 @@ class Exchange:
                 code, trace, self.expected[planned.item]
             )
         latency = (done - intended) * 1000.0
+        service = (done - sent) * 1000.0
+        steps = trace.steps
+        if steps:
+            steps = longer_than(steps, service, trace.warnings)
         self.live.pending.append(latency)
         self.completed += 1
         if not success:
             self.failed += 1
         rid = planned.request_id
-        steps = trace.steps
         if steps:
-            self.steps.rows.extend(_step_row(rid, i, step) for i, step in enumerate(steps))
+            self.steps.rows.extend((rid, i, *step) for i, step in enumerate(steps))
         tally = self.prices.tally(trace)
         opens = fallbacks = budgets = 0
         for event in trace.events:
-            kind = event.get("type") if isinstance(event, dict) else None
+            kind = event["type"]
             if kind == "circuit_open":
                 opens += 1
             elif kind == "fallback":
@@ -187,7 +205,7 @@ class Exchange:
             (
                 rid, planned.workflow, planned.tenant, planned.item,
                 intended + offset, sent + offset,
-                latency, (done - sent) * 1000.0, (sent - intended) * 1000.0,
+                latency, service, (sent - intended) * 1000.0,
                 code or None, error_class, success, trace.status, expect_ok,
                 tally.input_tokens, tally.output_tokens, tally.cached_input_tokens,
                 len(steps), tally.tool_calls, tally.retries, opens, fallbacks, budgets,
@@ -197,8 +215,14 @@ class Exchange:
                 False, len(content),
                 None if success and leaked is None else (trace.output or "")[:300],
                 leaked,
+                "; ".join(trace.warnings)[:WARNINGS_KEPT] if trace.warnings else None,
             )
         )  # fmt: skip
+
+    def _redact(self, content: bytes) -> bytes:
+        for secret in self.secret_bytes:
+            content = content.replace(secret, REDACTED)
+        return content
 
     def active(self, offset: float) -> list[str]:
         """The fault windows planned to be in force ``offset`` seconds into the load."""
@@ -211,11 +235,11 @@ class Exchange:
 
     def record_cancelled(self) -> int:
         """Requests still in flight when the run was stopped: recorded, never lost."""
-        for planned, intended, _sent in list(self.in_flight.values()):
-            self.requests.rows.append(_unsent_row(self, planned, intended, "cancelled"))
-        cancelled = len(self.in_flight)
+        for planned, intended, sent in list(self.in_flight.values()):
+            self.requests.rows.append(_unsent_row(self, planned, intended, "cancelled", sent))
+        self.cancelled += len(self.in_flight)
         self.in_flight.clear()
-        return cancelled
+        return self.cancelled
 
 
 def _unsent_row(
@@ -223,33 +247,16 @@ def _unsent_row(
     planned: PlannedRequest,
     intended: float,
     error_class: str,
+    sent: float | None = None,
     *,
     dropped: bool = False,
 ) -> tuple[Any, ...]:
-    wall = exchange.clock.wall(intended)
+    clock = exchange.clock
     return (
-        planned.request_id, planned.workflow, planned.tenant, planned.item, wall, None,
+        planned.request_id, planned.workflow, planned.tenant, planned.item,
+        clock.wall(intended), clock.wall(sent) if sent is not None else None,
         None, None, None, None, error_class, False, None, None, None, None, None,
         0, 0, 0, 0, 0, 0, None, None, exchange.phase(intended - exchange.start),
         exchange.active(intended - exchange.start),
-        dropped, 0, None, None,
+        dropped, 0, None, None, None,
     )  # fmt: skip
-
-
-def _step_row(rid: str, index: int, step: Any) -> tuple[Any, ...]:
-    """Values as the agent sent them; ``PartWriter`` nulls any of the wrong type at flush."""
-    if not isinstance(step, dict):
-        return (rid, index, "other", None, *_EMPTY_STEP)
-    get = step.get
-    kind = get("kind")
-    tokens_in, tokens_out = token_fields(step)
-    return (
-        rid, index, kind if kind in STEP_KINDS else "other", kind, get("name"),
-        get("latency_ms"), get("attempts"), get("outcome"), get("error"), get("cache"),
-        get("model"), tokens_in, tokens_out,
-        get("cached_input_tokens"), get("top_k"), get("chunk_tokens"), get("action"),
-        get("rule"),
-    )  # fmt: skip
-
-
-_EMPTY_STEP = (None,) * 14

@@ -8,6 +8,7 @@ as Locust messages.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -31,6 +32,18 @@ from agentscale.engine.loop import SPAWN_RATE, Engine, Finished
 from agentscale.engine.outputs import LocalOutput, WorkerOutput
 from agentscale.engine.spec import EngineSpec
 from agentscale.errors import EXIT_OK, AgentscaleError
+from agentscale.telemetry.judge import IncompleteResponse
+
+
+class _NoSpawnRateWarning(logging.Filter):
+    """The shape, not Locust's ramp, sets how many users run: the spawn rate is high on purpose
+    and Locust's warning about it would be the only line of a healthy run's engine.log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "spawn rate is very high" not in record.getMessage()
+
+
+logging.getLogger("locust.runners").addFilter(_NoSpawnRateWarning())
 
 
 class Holder:
@@ -48,24 +61,36 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
         def on_start(self) -> None:
             client = self.client
             name = self.stats_name
+            timeout = self.network_timeout
+            clock = time.perf_counter
 
             def send(
                 method: str, path: str, body: bytes | None, headers: dict[str, str]
             ) -> tuple[int, bytes, BaseException | None]:
-                # geventhttpclient sends bytes as they are; Locust's hint says str only.
-                response = client.request(
-                    method,
-                    path,
-                    data=body,  # type: ignore[arg-type]
-                    headers=headers,
-                    name=name,
-                )
+                started = clock()
+                response = None
+                content = b""
+                # The target's timeout bounds the whole exchange: the client's own is per
+                # socket read, so an answer dripping one byte at a time would never end.
+                with gevent.Timeout(timeout, False):
+                    # geventhttpclient sends bytes as they are; Locust's hint says str only.
+                    response = client.request(
+                        method,
+                        path,
+                        data=body,  # type: ignore[arg-type]
+                        headers=headers,
+                        name=name,
+                    )
+                    try:
+                        content = response.content or b""
+                    except Exception as error:  # a body cut off mid-read
+                        return 0, b"", error
+                if response is None or clock() - started >= timeout:
+                    return 0, b"", TimeoutError(f"no complete answer within {timeout:g}s")
                 code = response.status_code or 0
-                try:
-                    content = response.content or b""
-                except Exception as error:  # a body cut off mid-read
-                    return 0, b"", error
-                return code, content, None if code else getattr(response, "error", None)
+                if not code:
+                    return 0, b"", getattr(response, "error", None) or ConnectionError()
+                return code, content, incomplete(response.headers, content)
 
             self.send = send
 
@@ -78,6 +103,17 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                 raise StopUser() from None
 
     return AgentUser
+
+
+def incomplete(headers: Any, content: bytes) -> BaseException | None:
+    """An answer shorter than its Content-Length: the connection ended mid-body."""
+    declared = headers.get("content-length") if headers else None
+    encoded = headers.get("content-encoding") if headers else None
+    if declared is None or encoded not in (None, "identity") or not declared.isdigit():
+        return None
+    if len(content) >= int(declared):
+        return None
+    return IncompleteResponse(f"{len(content):,} of {int(declared):,} bytes before the end")
 
 
 def configure(user: type[FastHttpUser], loaded: LoadedScenario, target_url: str) -> None:
@@ -95,7 +131,9 @@ def run(spec: EngineSpec) -> int:
     holder = Holder()
     user = user_class(holder)
     configure(user, loaded, spec.target_url or loaded.scenario.target.url)
-    environment = Environment(user_classes=[user], stop_timeout=loaded.scenario.target.timeout)
+    # The engine drains requests in flight itself; when it stops the users, they stop at once
+    # (what is still in flight is recorded as cancelled).
+    environment = Environment(user_classes=[user], stop_timeout=0)
     if spec.workers + spec.remote_workers > 0:
         setup_logging("INFO")  # type: ignore[no-untyped-call]  # engine.log: who joined, left
         host, port = spec.master_bind

@@ -27,6 +27,7 @@ import psutil
 from agentscale.config.loader import LoadedScenario
 from agentscale.config.template import RequestTemplate
 from agentscale.config.traffic import arrivals, levels, own_shapes, shared_weights
+from agentscale.engine import early
 from agentscale.engine.exchange import Clock, Exchange
 from agentscale.engine.outputs import Output, RunnerPort, WorkerOutput
 from agentscale.engine.plan import Planner
@@ -268,6 +269,8 @@ class Engine:
         else:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 gevent.signal_handler(signum, self.stop, interrupted=True)
+            if early.requested:  # stopped while the engine was still starting
+                self.stop(interrupted=True)
             helpers.append(gevent.spawn(self.watch_parent))
             if model == "open":
                 users = self.load.max_concurrency

@@ -8,7 +8,7 @@ from typing import Literal, TypedDict
 from agentscale.config.units import Comparison
 
 Status = Literal["pass", "regressed", "improved", "inconclusive", "failed", "not measured"]
-Kind = Literal["baseline", "slo", "expectation", "tenants", "budgets", "security"]
+Kind = Literal["baseline", "slo", "expectation", "tenants", "budgets", "security", "run"]
 FAILING: frozenset[str] = frozenset({"regressed", "failed"})
 
 

@@ -109,15 +109,22 @@ def summary(verdict: Verdict) -> str:
             lines.append(
                 f"| {c['metric']} | {num(c['baseline'])} | {num(c['candidate'])} | "
                 f"{change(c['change'], c['change_pct'])} | {interval(c['ci'])} | "
-                f"{c['tolerance']} | **{c['status']}** |"
+                f"{c['tolerance']} | **{c['status']}**{_why(c)} |"
             )
         lines.append("")
     other = [c for c in verdict["checks"] if c["kind"] != "baseline"]
     if other:
         lines += ["| check | measured | status |", "| --- | ---: | --- |"]
         for c in other:
-            lines.append(f"| {cell(c['name'])} | {num(c.get('value'))} | **{c['status']}** |")
+            lines.append(
+                f"| {cell(c['name'])} | {num(c.get('value'))} | **{c['status']}**{_why(c)} |"
+            )
         lines.append("")
     if not verdict["checks"] and not verdict.get("invalid_reasons"):
         lines += ["No checks: give a baseline, `gates.slo` or a fault profile's `expect`.", ""]
     return "\n".join(lines)
+
+
+def _why(check: Check) -> str:
+    """Why a check could not be judged, beside its status."""
+    return f" ({cell(check['detail'])})" if check["detail"] and check["status"] != "pass" else ""

@@ -48,9 +48,6 @@ def compare(
         cand_values = [v for c in candidate if (v := figure(c, name)) is not None]
         check = new_check(name, "baseline", name, tolerance=describe(metric))
         checks.append(check)
-        if min(base_n, cand_n) < min_requests:
-            check["detail"] = f"too few requests ({min(base_n, cand_n)} < {min_requests}) to judge"
-            continue
         if not base_values or not cand_values:
             check["detail"] = "not measured in both runs"
             continue
@@ -58,6 +55,9 @@ def compare(
         change = cand - base
         check["baseline"], check["candidate"], check["change"] = base, cand, change
         check["change_pct"] = change / abs(base) if base else None
+        if min(base_n, cand_n) < min_requests:
+            check["detail"] = f"too few requests ({min(base_n, cand_n)} < {min_requests}) to judge"
+            continue
         base_reps = _pooled(baseline, name)
         cand_reps = _pooled(candidate, name)
         if base_reps.size < 20 or cand_reps.size < 20:

@@ -16,7 +16,7 @@ from agentscale.config.scenario import Gates, Scenario
 from agentscale.errors import EXIT_INTERRUPTED
 from agentscale.gate import cifiles
 from agentscale.gate.baseline import Baseline
-from agentscale.gate.checks import FAILING, VERDICT_SCHEMA, Check, Verdict
+from agentscale.gate.checks import FAILING, VERDICT_SCHEMA, Check, Verdict, new_check
 from agentscale.gate.compare import compare, tolerances
 from agentscale.gate.expectations import evaluate as window_checks
 from agentscale.gate.slo import slo_checks
@@ -76,6 +76,15 @@ def judge(
             found += tenant_checks(expect, card["tenants"])
         if profile is not None and profile.expect:
             found += window_checks(profile.expect, candidate.frames, card)
+        overall = card["overall"]
+        if overall["requests"] and not overall["successes"]:
+            # Whatever was gated, an agent that answered nothing right has not passed.
+            found.append(
+                new_check(
+                    "at least one request succeeded", "run", "successes", "failed",
+                    expected="> 0", value=0, detail="no request of the run succeeded",
+                )
+            )  # fmt: skip
         if len(candidates) > 1:
             for check in found:
                 check["name"] = f"run {i + 1}: {check['name']}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,8 @@ STEP_COLUMNS = (
 )
 STEP_CATEGORIES = ("kind", "name", "outcome", "error", "cache", "action", "rule")
 REQUEST_CATEGORIES = ["workflow", "tenant", "phase", "error_class", "status"]
+MAX_NAMES = 100  # distinct step names per kind that the scorecard keeps apart
+OTHER = "(other)"
 NUMERIC = (
     "latency_ms",
     "service_ms",
@@ -54,6 +57,7 @@ class RunFrames:
     windows: list[tuple[str, float, float]]  # fault windows: name, start, end (offsets)
     _arrays: dict[str, np.ndarray] | None = field(default=None, repr=False)
     error_classes: list[str] | None = None
+    notes: list[str] = field(default_factory=list)  # what was done to the records, and why
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -119,25 +123,64 @@ def read_frames(
     windows: list[tuple[str, float, float]],
 ) -> RunFrames:
     """The records of ``run_dir``; ``started_at`` None: the first intended start."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from agentscale.records.writer import REQUEST_COLUMNS
+    from agentscale.records.writer import STEP_COLUMNS as STEP_SCHEMA
+
+    def table(name: str, schema: tuple[tuple[str, pa.DataType], ...], **options: Any) -> pa.Table:
+        # A run stopped in its first second may not have written one or both folders yet.
+        if not any((run_dir / name).glob("part-*.parquet")):
+            return pa.table({column: pa.array([], kind) for column, kind in schema})
+        return pq.read_table(run_dir / name, **options)
+
     # Strings as dictionaries, and steps tied to their requests by Arrow's own hash lookup:
     # millions of rows load in seconds.
-    requests_table = pq.read_table(run_dir / "requests.parquet", read_dictionary=REQUEST_CATEGORIES)
+    requests_table = table("requests.parquet", REQUEST_COLUMNS, read_dictionary=REQUEST_CATEGORIES)
     requests = requests_table.to_pandas()
-    steps_table = pq.read_table(
-        run_dir / "steps.parquet",
+    steps_table = table(
+        "steps.parquet",
+        STEP_SCHEMA,
         columns=["request_id", *STEP_COLUMNS],
         read_dictionary=list(STEP_CATEGORIES),
-    )
+    ).select(["request_id", *STEP_COLUMNS])
     positions = pc.index_in(steps_table["request_id"], value_set=requests_table["request_id"])
     steps = steps_table.drop_columns(["request_id"]).to_pandas()
     steps["req"] = positions.to_numpy(zero_copy_only=False)
     steps = steps[steps["req"].notna()].astype({"req": "int64"})
+    notes = fold_names(steps)
     if started_at is None:
         started_at = requests["intended_start"].min().timestamp() if len(requests) else 0.0
-    return RunFrames(requests, steps, started_at, duration, windows)
+    return RunFrames(requests, steps, started_at, duration, windows, notes=notes)
+
+
+def fold_names(steps: pd.DataFrame, limit: int = MAX_NAMES) -> list[str]:
+    """Keep the ``limit`` most frequent step names of each kind; fold the rest into one name,
+    ``(other)``, so that an agent naming every step afresh cannot make the scorecard's work
+    grow with the number of names. Returns what it folded, for the scorecard's notes."""
+    if steps.empty or "name" not in steps or steps["name"].dtype != "category":
+        return []
+    if len(steps["name"].cat.categories) <= limit:
+        return []
+    counts = steps.groupby(["kind", "name"], observed=True).size()
+    notes, keep = [], np.zeros(len(steps), dtype=bool)
+    for kind, per_kind in counts.groupby(level=0, observed=True):
+        names = per_kind.droplevel(0).sort_values(ascending=False)
+        kept = set(names.index[:limit])
+        mine = (steps["kind"] == kind).to_numpy(dtype=bool)
+        keep |= mine & steps["name"].isin(kept).to_numpy(dtype=bool)
+        if len(names) > limit:
+            notes.append(
+                f"{len(names):,} distinct {kind} step names: all but the {limit} most frequent "
+                f"are counted as {OTHER!r}"
+            )
+    if notes:
+        extra = [] if OTHER in steps["name"].cat.categories else [OTHER]
+        folded = steps["name"].cat.add_categories(extra)
+        steps["name"] = folded.where(keep, OTHER).cat.remove_unused_categories()
+    return notes
 
 
 def load_frames(run_dir: Path) -> RunFrames:

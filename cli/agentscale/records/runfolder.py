@@ -177,6 +177,7 @@ class RunInfo(TypedDict, total=False):
     price_sources: dict[str, str]
     verdict: RunVerdict
     exit_code: int
+    workers: int  # local Locust workers (master/worker mode), when any
 
 
 def read_run(run_dir: Path) -> RunInfo:

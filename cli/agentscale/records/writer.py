@@ -52,6 +52,7 @@ REQUEST_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("response_bytes", pa.int64()),
     ("output_excerpt", pa.string()),  # what a failed request answered (first 300 characters)
     ("leaked_from", pa.string()),  # the tenant whose canary this response carried
+    ("trace_warnings", pa.string()),  # what the agent sent that could not be used, and why
 )
 STEP_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("request_id", pa.string()),
@@ -149,7 +150,10 @@ def _coerce(value: Any, kind: pa.DataType) -> Any:
     if value is None or (isinstance(value, bool) and not pa.types.is_boolean(kind)):
         return None
     if pa.types.is_integer(kind):
-        return int(value) if isinstance(value, int | float) and value == value else None
+        if not isinstance(value, int | float) or value != value or abs(value) == float("inf"):
+            return None
+        bound = 2 ** (kind.bit_width - 1)  # a value that does not fit is dropped, not the row
+        return int(value) if -bound <= value < bound else None
     if pa.types.is_floating(kind):
         return float(value) if isinstance(value, int | float) else None
     if pa.types.is_string(kind):

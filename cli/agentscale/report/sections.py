@@ -62,7 +62,7 @@ def alerts(data: ReportData) -> list[str]:
 def check_detail(check: Check) -> str:
     """What a check found, without repeating its name."""
     if check["kind"] == "baseline":
-        return describe(check)
+        return describe(check).removeprefix(f"{check['metric']}: ")
     found = f"measured {num(check['value'])}, expected {check['expected']}"
     return found + (f"; {check['detail']}" if check["detail"] else "")
 
@@ -115,7 +115,7 @@ def method_rows(data: ReportData) -> list[list[str]]:
         ],
         [
             "load",
-            f"{load.get('model')} model, {load.get('shape')}, {load.get('duration')} s, "
+            f"{load.get('model')} model, {_shape(load.get('shape'))}, {load.get('duration')} s, "
             f"max concurrency {load.get('max_concurrency')}",
         ],
         ["seed", str(run.get("seed"))],
@@ -138,10 +138,20 @@ def method_rows(data: ReportData) -> list[list[str]]:
         [
             "reproduce",
             f"agentscale load {run['scenario']['file']} --seed {run.get('seed')}"
+            f" --duration {load.get('duration')}s"
+            + (f" --workers {run['workers']}" if run.get("workers") else "")
             + (f" --faults {faults.get('file')}" if faults else ""),
         ]
     )
     return rows
+
+
+def _shape(shape: object) -> str:
+    """``constant: rps 10`` rather than a Python dict."""
+    if not isinstance(shape, dict):
+        return str(shape)
+    fields = ", ".join(f"{k} {v}" for k, v in shape.items() if k != "kind" and v is not None)
+    return f"{shape.get('kind')}: {fields}" if fields else str(shape.get("kind"))
 
 
 def _checks(data: ReportData) -> list[Section]:
@@ -150,6 +160,20 @@ def _checks(data: ReportData) -> list[Section]:
         return []
     rows = [[c["name"], check_detail(c), c["status"]] for c in checks]
     return [Section("Checks", tables=[Table(["check", "detail", "status"], rows, status=2)])]
+
+
+def _record_notes(data: ReportData) -> list[Section]:
+    """What the records could not hold as the agent sent them, and what was done about it."""
+    warned = data.card.get("trace_warnings")
+    notes = list(data.card.get("notes", []))
+    bullets = list(warned["examples"]) if warned else []
+    if warned:
+        notes.insert(
+            0,
+            f"{warned['requests']:,} request(s) sent trace fields that could not be used as "
+            "they were (each is listed in the request's trace_warnings column):",
+        )
+    return [Section("Notes on the records", text=notes, bullets=bullets)] if notes else []
 
 
 def _diagnosis(data: ReportData) -> Section:
@@ -358,6 +382,7 @@ def sections(data: ReportData) -> list[Section]:
     return [
         *_checks(data),
         Section("Key figures", tables=[key_figures(data)]),
+        *_record_notes(data),
         _diagnosis(data),
         *_traffic(data),
         *steps(data),

@@ -1,13 +1,13 @@
-"""Reading the agent trace out of a response (README "The trace"; docs/architecture.md).
+"""Reading the agent trace out of a response body (README "The trace").
 
-The default shape is ``{"output", "status", "trace": {"steps", "events"}}``; a scenario's
-``telemetry`` maps any other shape with JMESPath. A response without a trace still yields a
+The default shape is ``{"output", "status", "trace": {"steps", "events"}}``, with an OpenAI-style
+``usage`` block read too; a scenario's ``telemetry`` maps any other shape with JMESPath. Every
+value goes through ``telemetry.trace``'s checks. A response without a trace still yields a
 ``Trace`` with nothing but its body.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,27 +15,15 @@ import jmespath
 import orjson
 
 from agentscale.config.scenario import Telemetry
-
-STEP_KINDS = frozenset({"llm", "retrieval", "tool", "guardrail"})
-STATUSES = frozenset({"ok", "degraded", "error"})
-
-
-def as_int(value: Any) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value == value:
-        return int(value)
-    return None
-
-
-def as_float(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    return None
+from agentscale.telemetry.trace import (
+    STATUSES,
+    TOKEN_ALIASES,
+    Step,
+    count,
+    read_events,
+    read_steps,
+    text,
+)
 
 
 @dataclass(slots=True)
@@ -49,9 +37,10 @@ class Trace:
     model: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     has_trace: bool = False
+    warnings: list[str] = field(default_factory=list)  # fields the agent sent that were bad
 
 
 class TraceReader:
@@ -59,7 +48,7 @@ class TraceReader:
         self.mapping = {
             name: jmespath.compile(expression)
             for name, expression in (telemetry.model_dump() if telemetry else {}).items()
-            if expression
+            if isinstance(expression, str) and expression
         }
 
     def read(self, content: bytes) -> Trace:
@@ -76,52 +65,50 @@ class TraceReader:
         result.body = body
         if not isinstance(body, dict):
             return result
+        _read_contract(result, body)
         if self.mapping:
             self._read_mapped(result, body)
-            return result
-        trace = body.get("trace")
-        if isinstance(trace, dict):
-            steps, events = trace.get("steps"), trace.get("events")
-            result.steps = steps if isinstance(steps, list) else []
-            result.events = events if isinstance(events, list) else []
-            result.has_trace = True
-        status = body.get("status")
-        result.status = status if status in STATUSES else None
-        output = body.get("output")
-        result.output = output if isinstance(output, str) else None
-        usage = body.get("usage")
-        if isinstance(usage, dict):  # OpenAI-style responses name their usage at the top
-            tokens_in, tokens_out = token_fields(usage)
-            result.input_tokens, result.output_tokens = as_int(tokens_in), as_int(tokens_out)
-            model = body.get("model")
-            result.model = model if isinstance(model, str) else None
         return result
 
     def _read_mapped(self, result: Trace, body: dict[str, Any]) -> None:
-        plain = TraceReader(None).read(orjson.dumps(body))
+        """The mapping's expressions over the contract's reading: what they find wins."""
         mapped = {name: expr.search(body) for name, expr in self.mapping.items()}
-        steps = mapped.get("steps", plain.steps)
-        events = mapped.get("events", plain.events)
-        result.steps = steps if isinstance(steps, list) else []
-        result.events = events if isinstance(events, list) else []
-        result.has_trace = plain.has_trace or "steps" in mapped
-        status = mapped.get("status", plain.status)
-        result.status = status if status in STATUSES else None
-        output = mapped.get("output", plain.output)
-        result.output = output if isinstance(output, str) else None
-        model = mapped.get("model", plain.model)
-        result.model = model if isinstance(model, str) else None
-        result.input_tokens = as_int(mapped.get("input_tokens", plain.input_tokens))
-        result.output_tokens = as_int(mapped.get("output_tokens", plain.output_tokens))
+        warnings = result.warnings
+        if "steps" in mapped:
+            result.steps = read_steps(mapped["steps"], warnings)
+            result.has_trace = True
+        if "events" in mapped:
+            result.events = read_events(mapped["events"], warnings)
+        if "status" in mapped:
+            status = mapped["status"]
+            result.status = status if status in STATUSES else None
+        if "output" in mapped:
+            output = mapped["output"]
+            result.output = output if isinstance(output, str) else None
+        if "model" in mapped:
+            result.model = text(mapped["model"])
+        if "input_tokens" in mapped and mapped["input_tokens"] is not None:
+            result.input_tokens = count(mapped["input_tokens"], "input_tokens", warnings)
+        if "output_tokens" in mapped and mapped["output_tokens"] is not None:
+            result.output_tokens = count(mapped["output_tokens"], "output_tokens", warnings)
 
 
-def token_fields(source: Mapping[str, Any]) -> tuple[Any, Any]:
-    """(input, output) token counts as the source gives them: OpenTelemetry GenAI names first,
-    then the older ``prompt_tokens`` / ``completion_tokens`` (the one place for the aliases)."""
-    tokens_in = source.get("input_tokens")
-    if tokens_in is None:
-        tokens_in = source.get("prompt_tokens")
-    tokens_out = source.get("output_tokens")
-    if tokens_out is None:
-        tokens_out = source.get("completion_tokens")
-    return tokens_in, tokens_out
+def _read_contract(result: Trace, body: dict[str, Any]) -> None:
+    warnings = result.warnings
+    trace = body.get("trace")
+    if isinstance(trace, dict):
+        result.steps = read_steps(trace.get("steps"), warnings)
+        result.events = read_events(trace.get("events"), warnings)
+        result.has_trace = True
+    status = body.get("status")
+    result.status = status if status in STATUSES else None
+    output = body.get("output")
+    result.output = output if isinstance(output, str) else None
+    usage = body.get("usage")
+    if isinstance(usage, dict):  # OpenAI-style responses name their usage at the top
+        tokens = {TOKEN_ALIASES.get(k, k): v for k, v in usage.items() if v is not None}
+        if "input_tokens" in tokens:
+            result.input_tokens = count(tokens["input_tokens"], "usage.input_tokens", warnings)
+        if "output_tokens" in tokens:
+            result.output_tokens = count(tokens["output_tokens"], "usage.output_tokens", warnings)
+        result.model = text(body.get("model"))

@@ -12,16 +12,36 @@ from agentscale.config.scenario import DEFAULT_REQUIRE, Success
 from agentscale.telemetry.body import Trace
 
 
+class IncompleteResponse(Exception):
+    """The answer ended before the length its headers announced."""
+
+
+# Errors of the HTTP client (geventhttpclient, under Locust) by name: the engine's child
+# process imports it, this module must not.
+_CLOSED = frozenset({"HTTPConnectionClosed", "EmptyResponse"})
+_BAD_HTTP = frozenset({"HTTPParseError", "BadStatusLine", "HTTPException", "InvalidURL"})
+
+
 def transport_error_class(error: BaseException) -> str:
-    if isinstance(error, socket.timeout | TimeoutError) or "Timeout" in type(error).__name__:
+    """The error class of a request that got no usable HTTP answer (README "Success").
+
+    geventhttpclient wraps the cause of a failed attempt in ``RetriesExceeded(original=...)``:
+    the cause decides the class."""
+    original = getattr(error, "original", None)
+    if isinstance(original, BaseException):
+        error = original
+    name = type(error).__name__
+    if isinstance(error, socket.timeout | TimeoutError) or "Timeout" in name:
         return "timeout"
+    if isinstance(error, IncompleteResponse):
+        return "incomplete_response"
     if isinstance(error, ConnectionRefusedError):
         return "connection_refused"
-    if isinstance(error, ConnectionResetError | BrokenPipeError):
-        return "connection_reset"
-    if isinstance(error, OSError):
-        return "connection_error"
-    return "transport_error"
+    if isinstance(error, ConnectionResetError | BrokenPipeError) or name in _CLOSED:
+        return "connection_reset"  # closed or reset before a complete answer
+    if name in _BAD_HTTP or any(c.__name__ in _BAD_HTTP for c in type(error).__mro__):
+        return "bad_response"
+    return "connection_error"
 
 
 def http_error_class(code: int) -> str:

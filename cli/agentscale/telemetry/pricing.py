@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agentscale.config.scenario import Price
-from agentscale.telemetry.body import Trace, token_fields
+from agentscale.telemetry.body import Trace
 
 
 @dataclass(slots=True)
@@ -17,14 +17,6 @@ class Tally:
     tool_calls: int
     retries: int
     cost_usd: float | None  # None: some tokens had no price, or nothing was reported
-
-
-def _count(value: object) -> int:
-    if type(value) is int:
-        return value
-    if type(value) is float and value == value:
-        return int(value)
-    return 0
 
 
 def published_price(model: str) -> Price | None:
@@ -88,25 +80,21 @@ class PriceBook:
         reported = False
         cost: float | None = 0.0
         for step in trace.steps:
-            if step.get("kind") == "tool":
+            if step.kind == "tool":
                 tools += 1
-                attempts = step.get("attempts")
-                if type(attempts) is int and attempts > 1:
-                    retries += attempts - 1
-            step_in, step_out = token_fields(step)
-            if step_in is None and step_out is None:
+                if step.attempts is not None and step.attempts > 1:
+                    retries += step.attempts - 1
+            if step.input_tokens is None and step.output_tokens is None:
                 continue
-            n_in, n_out, n_cached = _count(step_in), _count(step_out), 0
-            cached = step.get("cached_input_tokens")
-            if cached is not None:
-                n_cached = _count(cached)
-                cached_in += n_cached
+            n_in, n_out = step.input_tokens or 0, step.output_tokens or 0
+            n_cached = step.cached_input_tokens or 0
+            cached_in += n_cached
             tokens_in += n_in
             tokens_out += n_out
             reported = True
             # Every step is priced, even once the total is unknown, so that every unpriced
             # model is named in the warning, not just the first.
-            step_cost = self._cost(step.get("model") or trace.model, n_in, n_out, n_cached)
+            step_cost = self._cost(step.model or trace.model, n_in, n_out, n_cached)
             cost = None if step_cost is None or cost is None else cost + step_cost
         if not reported and (trace.input_tokens is not None or trace.output_tokens is not None):
             tokens_in, tokens_out = trace.input_tokens or 0, trace.output_tokens or 0
