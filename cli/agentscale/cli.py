@@ -63,7 +63,9 @@ def load(
         str | None, typer.Option(help="override load.duration, e.g. 30s or 5m")
     ] = None,
     out: Annotated[Path, typer.Option(help="output root; one folder per run")] = Path("reports"),
-    seed: Annotated[int | None, typer.Option(help="fix the request mix and arrivals")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, max=2**63 - 1, help="fix the request mix and arrivals")
+    ] = None,
     allow_remote: Annotated[
         list[str] | None,
         typer.Option(
@@ -84,10 +86,11 @@ def load(
         False
     ),
     workers: Annotated[
-        int, typer.Option(min=0, help="Locust workers to start here (master/worker mode)")
+        int,
+        typer.Option(min=0, max=64, help="Locust workers to start here (master/worker mode)"),
     ] = 0,
     remote_workers: Annotated[
-        int, typer.Option(min=0, help="workers to wait for from other machines")
+        int, typer.Option(min=0, max=1024, help="workers to wait for from other machines")
     ] = 0,
     master_bind: Annotated[
         str, typer.Option(help="HOST:PORT the master listens on for workers")

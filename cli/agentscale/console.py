@@ -12,11 +12,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agentscale.analysis.figures import Card, Scorecard
+from agentscale.analysis.figures import NOT_REPORTED, Card, Scorecard, shown
 from agentscale.analysis.summary import Summary
 from agentscale.errors import AgentscaleError
 from agentscale.formatting import fixed, num, pct, usd
 from agentscale.gate.checks import Verdict
+from agentscale.gate.cifiles import UNGATED_HINT, headline
 from agentscale.records.runfolder import RunVerdict
 
 out = Console(highlight=False)
@@ -142,10 +143,24 @@ def print_summary(summary: Summary, run_dir: str, verdict: RunVerdict) -> None:
         ("scheduling lag p50 / p99", _triple(summary.lag_ms, ("p50", "p99"))),
         (
             "tokens in / out (mean)",
-            f"{fixed(summary.input_tokens_mean)} / {fixed(summary.output_tokens_mean)}",
+            f"{fixed(summary.input_tokens_mean)} / {fixed(summary.output_tokens_mean)}"
+            if summary.input_tokens_mean is not None or summary.output_tokens_mean is not None
+            else NOT_REPORTED,
         ),
-        ("tool calls per request (mean)", fixed(summary.tool_calls_mean, 2)),
-        ("cost per success", usd(summary.cost_per_success_usd)),
+        (
+            "tool calls per request (mean)",
+            fixed(summary.tool_calls_mean, 2)
+            if summary.tool_calls_mean is not None
+            else NOT_REPORTED,
+        ),
+        (
+            "cost per success",
+            usd(summary.cost_per_success_usd)
+            if summary.cost_usd is not None or not summary.sent
+            else NOT_REPORTED
+            if summary.input_tokens_mean is None
+            else "unknown",
+        ),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -193,11 +208,11 @@ def print_scorecard(card: Scorecard) -> None:
             fixed(c["requests"]),
             pct(c["success_rate"], 2),
             fixed(c["latency_p95_ms"], 0),
-            fixed(c["tool_calls_per_request"], 2),
-            fixed(c["retries_per_tool_call"], 2),
-            fixed(c["input_tokens_mean"], 0),
-            usd(c["cost_per_success_usd"]),
-            pct(c["degraded_share"], 2),
+            shown(c, "tool_calls_per_request", lambda v: fixed(v, 2)),
+            shown(c, "retries_per_tool_call", lambda v: fixed(v, 2)),
+            shown(c, "input_tokens_mean", lambda v: fixed(v, 0)),
+            shown(c, "cost_per_success_usd", usd),
+            shown(c, "degraded_share", lambda v: pct(v, 2)),
         )
 
     row("all", overall)
@@ -251,6 +266,7 @@ def print_verdict(verdict: Verdict, run_dir: str) -> None:
                 "improved": "green",
                 "pass": "green",
                 "inconclusive": "yellow",
+                "not measured": "yellow",
             }.get(c["status"], "")
             if c["kind"] == "baseline":
                 ci = c.get("ci")
@@ -275,12 +291,18 @@ def print_verdict(verdict: Verdict, run_dir: str) -> None:
                 )
         out.print(table)
     for c in checks:
-        if c["detail"] and c["status"] == "inconclusive":
-            out.print(Text(f"  {c['name']}: {c['detail']}"), soft_wrap=True)
+        if c["detail"] and c["status"] in ("inconclusive", "not measured"):
+            out.print(Text(f"  {c['name']}: {c['status']}, {c['detail']}"), soft_wrap=True)
     for warning in verdict.get("warnings", []):
         print_warning(warning)
+    gated = verdict.get("gated", True)
     style = {"pass": "bold green", "fail": "bold red"}.get(verdict["result"], "bold yellow")
-    out.print(Text(f"verdict: {verdict['result']} (exit {verdict['exit_code']})", style=style))
+    if not gated and verdict["result"] == "pass":
+        style = "bold"
+    result = headline(verdict["result"], gated).lower()
+    out.print(Text(f"verdict: {result} (exit {verdict['exit_code']})", style=style))
+    if not gated and verdict["result"] == "pass":
+        out.print(Text(f"  {UNGATED_HINT}"), soft_wrap=True)
     for reason in verdict.get("invalid_reasons", []):
         out.print(Text(f"  - {reason}"), soft_wrap=True)
     out.print(Text(f"verdict.json, junit.xml, summary.md in {run_dir}"), soft_wrap=True)

@@ -19,6 +19,7 @@ import contextlib
 import json
 import time
 
+import aiohttp
 from aiohttp import web
 
 STALL_EVERY, STALL_FOR = 5.0, 1.0
@@ -173,6 +174,34 @@ async def echo_headers(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def status_only(request: web.Request) -> web.Response:
+    """An agent that reports its answer and a status, and nothing else of what it did."""
+    payload = await _payload(request)
+    return web.json_response({"output": f"Answer: {payload.get('input')}", "status": "ok"})
+
+
+async def tool(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def toolagent(request: web.Request) -> web.Response:
+    """An agent that calls one tool (at ``?dep=HOST:PORT``), passing on the caller's trace
+    context, and swallows the tool's failure into a 200 answer, as many agents do."""
+    payload = await _payload(request)
+    forwarded = {k: v for k in ("traceparent", "baggage") if (v := request.headers.get(k))}
+    url = f"http://{request.query['dep']}/tool"
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, headers=forwarded, timeout=aiohttp.ClientTimeout(total=5)) as reply,
+        ):
+            failed = None if reply.status == 200 else f"HTTP {reply.status}"
+    except (aiohttp.ClientError, OSError) as error:
+        failed = type(error).__name__
+    output = f"tool error: {failed}" if failed else f"Answer: {payload.get('input')}"
+    return web.json_response({"output": output, "status": "ok"})
+
+
 async def plain(request: web.Request) -> web.Response:
     await _payload(request)
     return web.Response(text="ok")
@@ -220,6 +249,9 @@ def build(fail_with: int | None = None) -> web.Application:
         ("/agent", agent),
         ("/plain", plain),
         ("/hostile", hostile),
+        ("/status_only", status_only),
+        ("/tool", tool),
+        ("/toolagent", toolagent),
         ("/badtrace", badtrace),
         ("/hang", hang),
         ("/close", close),

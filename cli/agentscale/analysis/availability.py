@@ -1,5 +1,7 @@
-"""When the target stopped answering: stretches of at least ``LOST_AFTER_S`` in which every
-request sent failed to connect (refused, or no route), as a dead process or host gives."""
+"""When the target stopped answering: stretches of at least ``LOST_AFTER_S`` in which no
+request sent got any HTTP answer (refused, reset, timed out), as a dead or hung process gives;
+or a shorter stretch of the kind that runs to the end of the run (the target never came back).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +9,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agentscale.records.frames import RunFrames
+from agentscale.records.frames import RunFrames, epoch_seconds
 
 LOST_AFTER_S = 5.0
-UNREACHABLE = ("connection_refused", "connection_error")
+LOST_AT_THE_END_S = 2.0  # a stretch that runs to the run's end: shorter, with a few requests
+UNANSWERED = (
+    "connection_refused",
+    "connection_error",
+    "connection_reset",
+    "timeout",
+    "bad_response",
+    "incomplete_response",
+)
 
 
 @dataclass(frozen=True)
@@ -23,7 +33,7 @@ class Loss:
         back = f"until {self.until:.1f}s" if self.until is not None else "to the end of the run"
         return (
             f"the target stopped answering at {self.at:.1f}s: {self.requests:,} requests "
-            f"could not connect, {back}"
+            f"got no answer (refused, reset or timed out), {back}"
         )
 
 
@@ -32,9 +42,9 @@ def target_losses(frames: RunFrames) -> list[Loss]:
     if not sent.any():
         return []
     requests = frames.requests
-    offset = (requests["sent_at"].astype("int64").to_numpy() / 1e6 - frames.started_at)[sent]
+    offset = (epoch_seconds(requests["sent_at"]) - frames.started_at)[sent]
     classes = requests["error_class"].astype("string").fillna("")
-    bad = classes.isin(UNREACHABLE).to_numpy(dtype=bool)[sent]
+    bad = classes.isin(UNANSWERED).to_numpy(dtype=bool)[sent]
     order = np.argsort(offset, kind="stable")
     offset, bad = offset[order], bad[order]
     losses = []
@@ -42,7 +52,11 @@ def target_losses(frames: RunFrames) -> list[Loss]:
     edges = np.flatnonzero(np.diff(np.concatenate(([False], bad, [False])).astype(np.int8)))
     for start, end in zip(edges[0::2], edges[1::2], strict=True):
         span = offset[end - 1] - offset[start]
-        if span >= LOST_AFTER_S:
-            until = float(offset[end]) if end < offset.size else None
+        at_the_end = end == offset.size
+        long_enough = span >= LOST_AFTER_S or (
+            at_the_end and span >= LOST_AT_THE_END_S and end - start >= 3
+        )
+        if long_enough:
+            until = float(offset[end]) if not at_the_end else None
             losses.append(Loss(float(offset[start]), until, int(end - start)))
     return losses

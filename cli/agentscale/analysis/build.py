@@ -13,11 +13,11 @@ from agentscale.records.runfolder import write_json
 
 
 def build_scorecard(
-    frames: RunFrames, scenario: Scenario | None, run_dir: Path, seed: int = 0
+    frames: RunFrames, scenario: Scenario | None, out_dir: Path, seed: int = 0
 ) -> Scorecard:
-    """Compute the scorecard from ``frames`` and write ``scorecard.json`` in ``run_dir``."""
+    """Compute the scorecard from ``frames`` and write ``scorecard.json`` in ``out_dir``."""
     card = scorecard(frames, seed=seed)
     if scenario is not None:
         card["tenants"] = tenant_figures(frames, card, scenario)
-    write_json(run_dir / "scorecard.json", card)
+    write_json(out_dir / "scorecard.json", card)
     return card

@@ -10,6 +10,7 @@ from agentscale.config.scenario import Price
 from agentscale.formatting import pct, usd
 
 DOMINANT_SHARE = 0.35  # a step holding this much of the slowest 5% dominates it
+ATTRIBUTED_ENOUGH = 0.5  # below this share of the slowest requests' time seen in steps: blind
 INPUT_COST_SHARE = 0.6  # input tokens at this share of LLM spend: context is the cost
 
 
@@ -29,6 +30,20 @@ def diagnose(overall: Card, prices: Mapping[str, Price] | None = None) -> Diagno
         step = steps.get(name)
         return step["kind"] if step else None
 
+    seen = sum(s for n, s in shares.items() if kind(n) not in (None, "unattributed"))
+    if overall["requests"] and seen < ATTRIBUTED_ENOUGH:
+        # No lever can be named for time nobody can see: replicas would be a guess.
+        hidden = shares.get("(unattributed)")
+        return Diagnosis(
+            "instrument first (report the agent's steps: spans over OTLP, or a trace in the body)",
+            f"only {seen:.0%} of the time of the slowest 5% of requests is in reported steps",
+            [
+                f"p95 {overall['latency_p95_ms'] or 0:,.0f} ms, of which the steps account for "
+                f"{seen:.0%}" + (f"; unattributed {hidden:.0%}" if hidden is not None else ""),
+                "send spans to agentscale's OTLP receiver (telemetry.otlp) or list the steps "
+                "in the response (telemetry.steps)",
+            ],
+        )
     dependency = [(n, s) for n, s in shares.items() if kind(n) in ("tool", "retrieval")]
     if dependency:
         name, share = max(dependency, key=lambda pair: pair[1])

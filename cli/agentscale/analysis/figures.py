@@ -3,7 +3,7 @@ what the gate, the report and the terminal read."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NotRequired, TypedDict, cast
 
 
@@ -66,15 +66,18 @@ class Card(TypedDict):
     cost_per_request_usd: float | None
     cost_per_success_usd: float | None
     degraded_share: float | None
-    circuit_opens: int
-    fallbacks: int
-    budget_exhausted: int
+    circuit_opens: int | None  # None: the agent reported no events
+    fallbacks: int | None
+    budget_exhausted: int | None
     steps: dict[str, StepFigures]
     tools: dict[str, ToolFigures]
     retrieval: RetrievalFigures | None
     guardrails: GuardrailFigures | None
     cache_hit_rate: float | None
     slowest_5pct_share: dict[str, float]
+    coverage: NotRequired[dict[str, int]]  # requests that reported each kind of data
+    faults_injected: NotRequired[int]  # a window's "during": responses the HTTP stage made up
+    fault_hits: NotRequired[int]  # ... and the requests that met one of them
     bootstrap: NotRequired[dict[str, list[float]]]
 
 
@@ -168,6 +171,38 @@ class Scorecard(TypedDict):
     notes: NotRequired[list[str]]  # what was done to the records before scoring them
 
 
+# The data each figure needs from the agent (a key of ``Card.coverage``); figures not named
+# here are agentscale's own measurements (latency, success, throughput...).
+NEEDS = {
+    "input_tokens_mean": "tokens",
+    "input_tokens_p95": "tokens",
+    "output_tokens_mean": "tokens",
+    "output_tokens_p95": "tokens",
+    "tool_calls_per_request": "tool_calls",
+    "tool_calls_p50": "tool_calls",
+    "tool_calls_p95": "tool_calls",
+    "retries_per_tool_call": "retries",
+    "cost_usd": "cost",
+    "cost_per_request_usd": "cost",
+    "cost_per_success_usd": "cost",
+    "degraded_share": "status",
+    "circuit_opens": "events",
+    "fallbacks": "events",
+    "budget_exhausted": "events",
+    "expected_answer_rate": "expect",
+    "cache_hit_rate": "cache",
+}
+
+
+def reported(card: Card, name: str) -> bool:
+    """Whether any request reported the data behind figure ``name`` (cards written before
+    coverage was recorded count as reported)."""
+    need = NEEDS.get(name)
+    if need is None or "coverage" not in card:
+        return True
+    return card["coverage"].get(need, 0) > 0
+
+
 def figure(card: Card, name: str) -> float | None:
     """A run-level figure of ``card`` by name (a gated metric or an SLO's), None if absent."""
     value = cast("Mapping[str, object]", card).get(name)
@@ -176,3 +211,12 @@ def figure(card: Card, name: str) -> float | None:
 
 def replicates(card: Card, name: str) -> list[float]:
     return card.get("bootstrap", {}).get(name, [])
+
+
+NOT_REPORTED = "not reported"
+
+
+def shown(card: Card, name: str, render: Callable[[float | None], str]) -> str:
+    """Figure ``name`` of ``card`` as text for people: "not reported" when no request carried
+    the data behind it (never a 0 that nobody measured)."""
+    return render(figure(card, name)) if reported(card, name) else NOT_REPORTED

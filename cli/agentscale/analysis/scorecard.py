@@ -6,6 +6,7 @@ Steps are tied to their request by position once (``attach_steps``), so that eve
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any, TypedDict
 
@@ -34,6 +35,12 @@ def _q(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if values.size else None
 
 
+def _total(values: np.ndarray) -> int | None:
+    """A count summed over the requests that reported it; None if none did."""
+    known = values[~np.isnan(values)]
+    return int(known.sum()) if known.size else None
+
+
 def _mean(values: np.ndarray) -> float | None:
     values = values[~np.isnan(values)]
     return float(values.mean()) if values.size else None
@@ -54,7 +61,13 @@ def card(
     cost = a["cost_usd"][sent_mask]
     expect = a["expect"][sent_mask]
     spend = float(cost.sum()) if n and not np.isnan(cost).any() else None
-    calls = float(np.nansum(tool_calls))
+    attempts_known = ~np.isnan(retries)
+    calls = float(np.nansum(tool_calls[attempts_known]))
+    status_known = a["status_known"][sent_mask]
+    events = {
+        name: a[name][sent_mask] for name in ("circuit_opens", "fallbacks", "budget_exhausted")
+    }
+    events_known = ~np.isnan(events["circuit_opens"])
     counts = np.bincount(
         a["error_code"][sent_mask] + 1, minlength=len(frames.error_classes or []) + 1
     )
@@ -86,16 +99,29 @@ def card(
         "cost_per_request_usd": spend / n if spend is not None and n else None,
         # All spend divided by successes: failed requests cost money too.
         "cost_per_success_usd": spend / successes if spend is not None and successes else None,
-        "degraded_share": float(a["degraded"][sent_mask].mean()) if n else None,
-        "circuit_opens": int(np.nansum(a["circuit_opens"][sent_mask])),
-        "fallbacks": int(np.nansum(a["fallbacks"][sent_mask])),
-        "budget_exhausted": int(np.nansum(a["budget_exhausted"][sent_mask])),
+        "degraded_share": (
+            float(a["degraded"][sent_mask][status_known].mean()) if status_known.any() else None
+        ),
+        "circuit_opens": _total(events["circuit_opens"]),
+        "fallbacks": _total(events["fallbacks"]),
+        "budget_exhausted": _total(events["budget_exhausted"]),
         "steps": steps["steps"],
         "tools": steps["tools"],
         "retrieval": steps["retrieval"],
         "guardrails": steps["guardrails"],
         "cache_hit_rate": steps["cache_hit_rate"],
         "slowest_5pct_share": steps["slowest_5pct_share"],
+        # How many requests reported the data behind the figures: 0 is "not reported".
+        "coverage": {
+            "tokens": int((~np.isnan(tokens_in) | ~np.isnan(tokens_out)).sum()),
+            "tool_calls": int((~np.isnan(tool_calls)).sum()),
+            "retries": int(attempts_known.sum()),
+            "cost": int((~np.isnan(cost)).sum()),
+            "status": int(status_known.sum()),
+            "events": int(events_known.sum()),
+            "expect": int((~np.isnan(expect)).sum()),
+            "cache": steps["cached_steps"],
+        },
     }
     if bootstrap:
         figures["bootstrap"] = _bootstrap(
@@ -105,6 +131,7 @@ def card(
 
 
 class _StepPart(TypedDict):
+    cached_steps: int
     steps: dict[str, StepFigures]
     tools: dict[str, ToolFigures]
     retrieval: RetrievalFigures | None
@@ -124,6 +151,7 @@ def _step_figures(frames: RunFrames, sent_mask: np.ndarray, latency: np.ndarray)
     else:
         chosen = steps
     out: _StepPart = {
+        "cached_steps": 0,
         "steps": {},
         "tools": {},
         "retrieval": None,
@@ -170,6 +198,7 @@ def _step_figures(frames: RunFrames, sent_mask: np.ndarray, latency: np.ndarray)
             "chunk_tokens_mean": _num(retrieval["chunk_tokens"].mean()),
         }
     cached = chosen["cache"].isin(["hit", "miss"])
+    out["cached_steps"] = int(cached.sum())
     if cached.any():
         out["cache_hit_rate"] = float((chosen.loc[cached, "cache"] == "hit").mean())
     guards = chosen[chosen["kind"] == "guardrail"]
@@ -181,7 +210,37 @@ def _step_figures(frames: RunFrames, sent_mask: np.ndarray, latency: np.ndarray)
             "redactions": {str(k): int(v) for k, v in redactions.items() if v},
         }
     out["slowest_5pct_share"] = slowest_share(chosen, frames.requests, sent_mask, latency)
+    _unattributed(frames, sent_mask, latency, out)
     return out
+
+
+UNATTRIBUTED = "(unattributed)"
+
+
+def _unattributed(
+    frames: RunFrames, sent_mask: np.ndarray, latency: np.ndarray, out: _StepPart
+) -> None:
+    """Service time no step accounts for, as a step of its own: where the agent's own
+    instrumentation is blind."""
+    if "unattributed_ms" not in frames.requests:
+        return
+    values = frames.requests["unattributed_ms"].to_numpy(dtype=float, na_value=np.nan)
+    mine = values[sent_mask]
+    known = mine[~np.isnan(mine)]
+    if not known.size:
+        return
+    out["steps"][UNATTRIBUTED] = {
+        "kind": "unattributed",
+        "count": int(known.size),
+        "p95_ms": float(np.percentile(known, 95)),
+        "mean_ms": float(known.mean()),
+    }
+    if latency.size and not np.isnan(latency).all():
+        slow = latency >= np.nanpercentile(latency, 95)
+        total = float(np.nansum(latency[slow]))
+        if total > 0:
+            share = round(float(np.nansum(mine[slow])) / total, 4)
+            out["slowest_5pct_share"][UNATTRIBUTED] = share
 
 
 def slowest_share(
@@ -283,19 +342,37 @@ def scorecard(frames: RunFrames, seed: int = 0) -> Scorecard:
         result["trace_warnings"] = warned
     if frames.notes:
         result["notes"] = list(frames.notes)
-    for name, start, end in frames.windows:
-        length = end - start
-        spans = {
-            "before": (max(start - length, 0.0), start),
-            "during": (start, end),
-            "after": (end, min(end + length, frames.duration)),
-        }
-        result["by_window"][name] = {
+    hits = requests["fault_hit"].astype("string") if "fault_hit" in requests else None
+    for name, _, _ in frames.windows:
+        spans = result["by_window"][name] = {
             when: card(frames, (offset >= lo) & (offset < hi), hi - lo)
-            for when, (lo, hi) in spans.items()
+            for when, (lo, hi) in window_spans(frames.windows, name, frames.duration).items()
             if hi > lo
         }
+        if frames.injected is not None and "during" in spans:
+            spans["during"]["faults_injected"] = int((frames.injected["window"] == name).sum())
+            if hits is not None:
+                met = hits.str.contains(rf"(?:^|,){re.escape(name)}(?:,|$)", regex=True)
+                spans["during"]["fault_hits"] = int(met.fillna(False).sum())
     return result
+
+
+def window_spans(
+    windows: list[tuple[str, float, float]], name: str, duration: float
+) -> dict[str, tuple[float, float]]:
+    """A window's own time, and as long a time before and after it, each clipped so that it
+    holds no other window: a "before" that runs into the previous window's tail would compare
+    the fault with another fault."""
+    start, end = next((a, b) for n, a, b in windows if n == name)
+    length = end - start
+    others = [(a, b) for n, a, b in windows if n != name]
+    before_from = max([start - length, 0.0, *(b for a, b in others if a < start)])
+    after_to = min([end + length, duration, *(a for a, b in others if b > end)])
+    return {
+        "before": (min(before_from, start), start),
+        "during": (start, end),
+        "after": (end, max(after_to, end)),
+    }
 
 
 def trace_warnings(requests: pd.DataFrame, examples: int = 5) -> TraceWarnings:

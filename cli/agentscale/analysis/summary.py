@@ -81,7 +81,7 @@ def summarize(frames: RunFrames, load_seconds: float, planned: int | None = None
         errors={str(k): int(v) for k, v in errors.items()},
         input_tokens_mean=_mean(sent["input_tokens"]),
         output_tokens_mean=_mean(sent["output_tokens"]),
-        tool_calls_mean=_mean(sent["tool_calls"]) if sent["steps"].sum() else None,
+        tool_calls_mean=_mean(sent["tool_calls"]),
         cost_usd=total_cost,
         cost_per_success_usd=(total_cost / successes)
         if total_cost is not None and successes

@@ -191,16 +191,20 @@ def budgets(frames: RunFrames) -> Budgets:
     dependency = _per_request(
         frames, frames.steps["kind"].isin(DEPENDENCY_KINDS).to_numpy(dtype=bool)
     )
+    tokens_known = sent & ~(np.isnan(a["input_tokens"]) & np.isnan(a["output_tokens"]))
     tokens = np.nan_to_num(a["input_tokens"]) + np.nan_to_num(a["output_tokens"])
-    exhausted = sent & (np.nan_to_num(a["budget_exhausted"]) > 0)
+    events_known = sent & ~np.isnan(a["budget_exhausted"])
+    exhausted = events_known & (np.nan_to_num(a["budget_exhausted"]) > 0)
     unlabelled = exhausted & ~a["degraded"]
+    known = int(events_known.sum())
     return {
         "requests": n,
-        "max_steps": int(dependency[sent].max()) if n else None,
-        "max_tokens": int(tokens[sent].max()) if n else None,
+        "max_steps": int(dependency[sent].max()) if n and frames.steps.size else None,
+        "max_tokens": int(tokens[tokens_known].max()) if tokens_known.any() else None,
         "max_service_ms": float(np.nanmax(a["service_ms"][sent])) if n else None,
         "exhausted": int(exhausted.sum()),
-        "exhausted_share": float(exhausted.sum() / n) if n else None,
+        # Only requests that reported events say whether they hit a budget.
+        "exhausted_share": float(exhausted.sum() / known) if known else None,
         "exhausted_not_degraded": int(unlabelled.sum()),
         "unlabelled_example": (
             str(frames.requests["request_id"].iloc[int(np.flatnonzero(unlabelled)[0])])

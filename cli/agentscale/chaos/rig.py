@@ -64,8 +64,10 @@ class FaultRig:
     def _plan_routes(self) -> None:
         """Where each dependency's traffic goes: the HTTP stage (for HTTP), then Toxiproxy.
         The ports agentscale picks are reserved in the state file."""
-        targets = sorted({w.target for w in self.profile.windows})
         declared = {d.name: d for d in self.profile.dependencies}
+        # Every declared dependency goes through its proxy, faulted or not, so that a run
+        # without windows measures the same path as a run with them.
+        targets = sorted({w.target for w in self.profile.windows} | set(declared))
         demo = [n for n in targets if n not in declared and n in self.demo_dependencies]
         http = [n for n in targets if n in declared and declared[n].protocol == "http"]
         self.ports = state.reserve_ports(
@@ -131,7 +133,10 @@ class FaultRig:
         self._remember()
 
     def _start_stage(self, routes: list[Route]) -> None:
-        command = [sys.executable, "-m", "agentscale.chaos.stage", "--seed", str(self.profile.seed)]
+        command = [
+            sys.executable, "-m", "agentscale.chaos.stage", "--seed", str(self.profile.seed),
+            "--record", str(self.run_dir),
+        ]  # fmt: skip
         for route in routes:
             command += ["--listen", f"{route.name}={route.agent_address}={route.proxy_listen}"]
         with (self.run_dir / "stage.log").open("ab") as log:
@@ -186,7 +191,9 @@ class FaultRig:
                     fault.attributes(),
                 )
         elif isinstance(fault, HttpFault):
-            self._stage("PUT", f"/faults/{window.target}", fault.model_dump())
+            self._stage(
+                "PUT", f"/faults/{window.target}", {**fault.model_dump(), "window": window.name}
+            )
             shown = self._stage("GET", "/faults")["faults"].get(window.target, {})
             if shown.get("status") != fault.status or shown.get("rate") != fault.rate:
                 raise ToxiproxyError(f"the HTTP stage does not show the fault on {window.target}")

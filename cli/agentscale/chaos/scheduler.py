@@ -72,7 +72,10 @@ class FaultScheduler:
             result = "ok"
         except Exception as error:  # any failure: the window is named, the run invalid
             result = f"error: {error}"
-            self.failures.append(f"window {action.window.name} ({action.kind}): {error}")
+            done = {"remove": "removed", "apply": "applied"}.get(
+                action.kind, f"applied ({action.kind})"
+            )
+            self.failures.append(f"window {action.window.name} could not be {done}: {error}")
         late = (began - planned) * 1000
         if not note:
             self.lateness_ms.append(late)

@@ -15,7 +15,9 @@ import contextlib
 import random
 import signal
 import sys
+import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,6 +25,8 @@ import orjson
 from aiohttp import web
 
 from agentscale.processes import watch_parent
+from agentscale.records.writer import INJECTED_COLUMNS, PartWriter
+from agentscale.telemetry.context import BAGGAGE_KEY, baggage_value, parse_traceparent
 
 HOP_BY_HOP = {
     "connection",
@@ -39,8 +43,12 @@ HOP_BY_HOP = {
 
 
 class Stage:
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, record: Path | None = None) -> None:
         self.seed = seed
+        # Every response the stage makes up is a row of faults_injected.parquet.
+        self.injected = (
+            PartWriter(record / "faults_injected.parquet", INJECTED_COLUMNS) if record else None
+        )
         self.faults: dict[str, dict[str, Any]] = {}
         self.random: dict[str, random.Random] = {}
         self.counts: dict[str, dict[str, int]] = {}
@@ -60,6 +68,7 @@ class Stage:
             fault = self.faults.get(name)
             if fault is not None and self.rng(name).random() < fault["rate"]:
                 counts["faulted"] += 1
+                self.note(name, fault, request)
                 if fault.get("delay"):
                     await asyncio.sleep(fault["delay"])
                 headers = {}
@@ -83,6 +92,25 @@ class Stage:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", handle)
         return app
+
+    def note(self, name: str, fault: dict[str, Any], request: web.Request) -> None:
+        if self.injected is None:
+            return
+        headers = request.headers
+        self.injected.rows.append(
+            (
+                time.time(), name, fault.get("window"), "status", fault["status"],
+                parse_traceparent(headers.get("traceparent")),
+                baggage_value(headers.get("baggage"), BAGGAGE_KEY),
+                request.method, request.path[:200],
+            )
+        )  # fmt: skip
+
+    async def flush_injected(self, stopped: asyncio.Event) -> None:
+        while self.injected is not None and not stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopped.wait(), timeout=1.0)
+            self.injected.flush()
 
     async def forward(self, request: web.Request, upstream: str) -> web.StreamResponse:
         assert self.session is not None
@@ -115,6 +143,7 @@ class Stage:
         async def put(request: web.Request) -> web.Response:
             fault = orjson.loads(await request.read())
             self.faults[request.match_info["name"]] = {
+                "window": fault.get("window"),
                 "status": int(fault.get("status", 503)),
                 "rate": float(fault.get("rate", 1.0)),
                 "retry_after": fault.get("retry_after"),
@@ -170,8 +199,10 @@ async def _listen(
     return runner, site, int(runner.addresses[0][1])
 
 
-async def main(seed: int, listeners: list[tuple[str, str, int, str]]) -> None:
-    stage = Stage(seed)
+async def main(
+    seed: int, listeners: list[tuple[str, str, int, str]], record: Path | None = None
+) -> None:
+    stage = Stage(seed, record)
     stage.session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0),
         auto_decompress=False,
@@ -191,6 +222,7 @@ async def main(seed: int, listeners: list[tuple[str, str, int, str]]) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, stopped.set)
     watcher = asyncio.create_task(watch_parent(stopped))
+    flusher = asyncio.create_task(stage.flush_injected(stopped))
     sys.stdout.write(
         orjson.dumps({"control": f"127.0.0.1:{control_port}", "listeners": ports}).decode() + "\n"
     )
@@ -199,6 +231,9 @@ async def main(seed: int, listeners: list[tuple[str, str, int, str]]) -> None:
         await stopped.wait()
     finally:
         watcher.cancel()
+        await flusher
+        if stage.injected is not None:
+            stage.injected.flush()
         await stage.session.close()
         for runner in runners:
             await runner.cleanup()
@@ -214,6 +249,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m agentscale.chaos.stage")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--listen", action="append", type=_listener, default=[])
+    parser.add_argument("--record", type=Path, help="the run folder for faults_injected.parquet")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(args.seed, args.listen))
+        asyncio.run(main(args.seed, args.listen, args.record))

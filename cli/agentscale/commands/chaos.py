@@ -13,12 +13,19 @@ from agentscale import console
 from agentscale.chaos import state
 from agentscale.chaos.rig import FaultRig
 from agentscale.chaos.scheduler import FaultScheduler
-from agentscale.chaos.toxiproxy_client import PREFIX, ToxiproxyAPI, ToxiproxyError
+from agentscale.chaos.toxiproxy_client import PREFIX, ToxiproxyAPI, ToxiproxyError, owner_of
 from agentscale.config.faults import FaultProfile, Window
 from agentscale.config.loader import load_fault_profile
-from agentscale.config.scenario import LOOPBACK_HOSTS
+from agentscale.config.scenario import is_loopback, url_problem
 from agentscale.demo import DEPENDENCIES
-from agentscale.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Interrupted
+from agentscale.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    Interrupted,
+    Location,
+)
 from agentscale.records.writer import EventLog
 
 
@@ -35,7 +42,13 @@ def describe(window: Window) -> str:
 
 
 def list_profiles(folder: Path) -> int:
-    files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    if not folder.is_dir():
+        raise ConfigError(
+            "no such folder",
+            location=Location(folder),
+            hint="e.g. agentscale chaos list fault_profiles",
+        )
+    files = sorted(folder.glob("*.yaml"))
     if not files:
         console.print_line(f"no fault profiles in {folder}")
         return EXIT_OK
@@ -55,8 +68,14 @@ def check_toxiproxy_url(url: str | None, allow_remote: tuple[str, ...]) -> None:
     """A Toxiproxy beyond loopback needs the same explicit allow as a remote target."""
     if url is None:
         return
-    host = urlsplit(url if "://" in url else f"http://{url}").hostname or ""
-    if host not in LOOPBACK_HOSTS and host not in allow_remote:
+    full = url if "://" in url else f"http://{url}"
+    problem = url_problem(full)
+    if problem:
+        raise ConfigError(
+            f"{url!r}: {problem}", field="--toxiproxy-url", hint="e.g. http://127.0.0.1:8474"
+        )
+    host = urlsplit(full).hostname or ""
+    if not is_loopback(host) and host not in allow_remote:
         raise ConfigError(
             f"{host} is not a loopback address",
             field="--toxiproxy-url",
@@ -130,9 +149,12 @@ def status(toxiproxy_url: str | None) -> int:
     if not entries and not toxiproxy_url:
         console.print_line("no faults made by agentscale are in place")
         return EXIT_OK
+    live = {e.get("owner") for e in entries if state.owner_alive(e)}
     for entry in entries:
+        owner = entry.get("owner")
+        held = f"in use by pid {owner}" if owner in live else "left behind (chaos reset removes it)"
         console.print_line(
-            f"run {entry.get('owner')}: toxiproxy {entry.get('toxiproxy_url')}, "
+            f"run {owner} ({held}): toxiproxy {entry.get('toxiproxy_url')}, "
             f"stage pid {entry.get('stage_pid')}"
         )
     for url in sorted(u for u in urls if u):
@@ -145,10 +167,12 @@ def status(toxiproxy_url: str | None) -> int:
         console.print_line(f"{url}: {len(ours)} proxy(ies) made by agentscale")
         for name, proxy in ours.items():
             toxics = ", ".join(f"{t['name']}({t['type']})" for t in proxy.get("toxics", []))
+            owner = owner_of(name)
             console.print_line(
                 f"  {name} {proxy['listen']} -> {proxy['upstream']}"
                 f" {'enabled' if proxy['enabled'] else 'DISABLED'}"
                 f"{'; toxics: ' + toxics if toxics else ''}"
+                f"{f'; in use by pid {owner}' if owner in live else '; left behind'}"
             )
     return EXIT_OK
 
@@ -174,5 +198,12 @@ def reset(toxiproxy_url: str | None, everything: bool = False) -> int:
         )
     for line in done:
         console.print_line(line)
+    stuck = [e for e in state.entries() if everything or not state.owner_alive(e)]
+    if stuck:
+        console.print_warning(
+            f"{len(stuck)} record(s) of faults could not be undone and are kept for the next "
+            "try (see above)"
+        )
+        return EXIT_FAILED
     console.print_line("nothing left to undo" if not done else "done")
     return EXIT_OK

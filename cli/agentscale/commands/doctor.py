@@ -58,8 +58,13 @@ def doctor() -> int:
         check(True, f"free listen ports below 32768 on 127.0.0.1 (e.g. {port})")
     except Exception:
         check(False, "no free port below 32768 on 127.0.0.1", "stop what holds them")
-    leftovers = state.entries()
+    entries = state.entries()
+    live = sorted(e["owner"] for e in entries if "owner" in e and state.owner_alive(e))
+    leftovers = [e for e in entries if not state.owner_alive(e)]
     check(not leftovers, "no faults left behind by earlier runs", "run `agentscale chaos reset`")
+    if live:
+        # A run going on now holds its faults: in use, not left behind.
+        console.print_line(f"     faults in use by running agentscale pid(s) {live}")
     return EXIT_OK if problems == 0 else EXIT_FAILED
 
 

@@ -14,21 +14,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+import pandas as pd
+
 from agentscale import __version__, console
+from agentscale.analysis.attribution import attribute_faults
 from agentscale.analysis.availability import target_losses
+from agentscale.analysis.spanjoin import Joined, join_spans
 from agentscale.analysis.summary import summarize, validity_problems
 from agentscale.chaos.rig import FaultRig
 from agentscale.chaos.scheduler import FaultScheduler
 from agentscale.config.loader import LoadedProfile, LoadedScenario
-from agentscale.config.scenario import DemoOptions
+from agentscale.config.scenario import DemoOptions, Otlp, Scenario
 from agentscale.config.traffic import canaries
-from agentscale.demo import DEPENDENCIES, DemoProcess, demo_profile
+from agentscale.demo import DEPENDENCIES, KINDS, DemoProcess, demo_profile
 from agentscale.engine.launcher import EngineOutcome, launch
 from agentscale.engine.spec import EngineSpec
 from agentscale.errors import EXIT_INTERRUPTED, EXIT_OK, Interrupted
 from agentscale.gate.verdict import Candidate
 from agentscale.jsondata import JsonObject
-from agentscale.records.frames import read_frames
+from agentscale.records.frames import (
+    RunFrames,
+    chosen_source,
+    read_frames,
+    read_spans,
+    rewrite_requests,
+    steps_frame,
+)
+from agentscale.records.receiver import SpanReceiver
 from agentscale.records.runfolder import (
     RUN_SCHEMA,
     RunInfo,
@@ -39,7 +51,9 @@ from agentscale.records.runfolder import (
     versions,
     write_run,
 )
-from agentscale.records.writer import EventLog, read_events
+from agentscale.records.writer import STEP_COLUMNS, EventLog, append_part, read_events
+from agentscale.telemetry.context import new_nonce
+from agentscale.telemetry.pricing import PriceBook
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,7 @@ def plan_run(loaded: LoadedScenario, options: LoadOptions, run_dir: Path) -> Run
             "items": len(loaded.dataset.items),
         },
         "seed": seed,
+        "trace_nonce": new_nonce(),
         "workers": options.workers,
         "target": {"url": scenario.target.url, "method": scenario.target.method},
         "load": load,
@@ -156,6 +171,8 @@ def _run(
     previous = signal.signal(signal.SIGTERM, _terminate)
     rig: FaultRig | None = None
     scheduler: FaultScheduler | None = None
+    receiver: SpanReceiver | None = None
+    otlp = otlp_settings(scenario)
     try:
         with contextlib.ExitStack() as stack:
             routes: dict[str, str] = {}
@@ -163,6 +180,13 @@ def _run(
             if profile is not None:
                 rig = FaultRig(profile.profile, run_dir, options.toxiproxy_url, demo_targets)
                 routes = rig.prepare()
+            if otlp is not None:
+                receiver = stack.enter_context(SpanReceiver(run_dir, otlp.listen))
+                run["otlp"] = {"endpoint": receiver.endpoint}
+                console.print_line(
+                    f"spans: OTLP/HTTP receiver at {receiver.endpoint} "
+                    f"(OTEL_EXPORTER_OTLP_ENDPOINT={receiver.endpoint})"
+                )
             target_url = None
             if target.url == "demo":
                 demo = target.demo or DemoOptions()
@@ -173,6 +197,7 @@ def _run(
                         run_dir / "demo.log",
                         routes=routes,
                         options=demo,
+                        otlp_endpoint=receiver.endpoint if receiver else None,
                     )
                 )
                 target_url = process.agent_url
@@ -209,18 +234,34 @@ def _run(
                 workers=options.workers,
                 remote_workers=options.remote_workers,
                 master_bind=options.master_bind,
+                trace_nonce=run["trace_nonce"],
+                propagate=(scenario.telemetry.propagate if scenario.telemetry else "traceparent")
+                == "traceparent",
             )
             outcome = _drive(spec, f"{scenario.name} ({scenario.load.model} model)", scheduler)
+            if receiver is not None and otlp is not None:
+                # An SDK sends its spans in batches: the last ones arrive after the last answer.
+                stopped = outcome.interrupted or outcome.returncode == EXIT_INTERRUPTED
+                receiver.finish(0.0 if stopped else otlp.grace)
+                run["otlp"] = {"endpoint": receiver.endpoint, "received": receiver.received}
     finally:
         signal.signal(signal.SIGTERM, previous)
         leftovers = _tear_down(rig, scheduler)
-    fault_problems = [
-        f"a fault could not be applied: {f}" for f in (scheduler.failures if scheduler else [])
-    ] + [f"a fault could not be removed: {item}" for item in leftovers]
+    fault_problems = [f"a fault failed: {f}" for f in (scheduler.failures if scheduler else [])] + [
+        f"a fault could not be removed: {item}" for item in leftovers
+    ]
     if scheduler is not None and run["faults"] is not None:
         run["faults"]["lateness_ms_max"] = max(scheduler.lateness_ms, default=None)
         run["faults"]["failures"] = fault_problems
-    return finish(run_dir, run, loaded, outcome, fault_problems)
+    kinds = dict(KINDS) if target.url == "demo" else {}
+    if profile is not None:
+        kinds.update({d.name: d.kind for d in profile.profile.dependencies})
+    addresses = {
+        address: name for name, address in (run.get("demo", {}).get("routes") or {}).items()
+    }
+    if rig is not None:
+        addresses.update({r.agent_address: name for name, r in rig.routes.items()})
+    return finish(run_dir, run, loaded, outcome, fault_problems, kinds, addresses)
 
 
 def _drive(spec: EngineSpec, title: str, scheduler: FaultScheduler | None) -> EngineOutcome:
@@ -258,8 +299,11 @@ def finish(
     loaded: LoadedScenario,
     outcome: EngineOutcome,
     fault_problems: list[str],
+    kinds: dict[str, str] | None = None,
+    addresses: dict[str, str] | None = None,
 ) -> Candidate:
-    """Read the records once; summarise them; say whether the run can be trusted."""
+    """Read the records once, join what arrived beside them (the faults injected), summarise
+    them, and say whether the run can be trusted."""
     events = read_events(run_dir / "events.jsonl")
     started = next((e for e in events if e["type"] == "run_started"), None)
     ended = next((e for e in events if e["type"] == "run_ended"), None)
@@ -275,6 +319,10 @@ def finish(
         load_seconds = max(load_seconds, run["planned"]["duration_s"])
     windows = [(n, float(a), float(b)) for n, a, b in (run.get("faults") or {}).get("windows", [])]
     frames = read_frames(run_dir, started_at, load_seconds, windows)
+    joined = join_telemetry(run_dir, frames, run, loaded.scenario, addresses or {})
+    met = attribute_faults(frames, run.get("trace_nonce"), kinds or {})
+    if met or joined.requests:
+        rewrite_requests(run_dir, frames.requests)  # what arrived beside the records, kept
     requests = frames.requests
     if len(requests) and started_at is not None:
         last_send = requests["sent_at"].max()
@@ -294,6 +342,12 @@ def finish(
         else:
             problems.append(f"{lost}: its share of the load is missing")
     problems.extend(fault_problems)
+    unjudged = int((ended or {}).get("unjudged") or 0)
+    if unjudged:
+        problems.append(
+            f"agentscale could not judge {unjudged:,} answer(s) (a defect of agentscale: see "
+            "their trace_warnings and engine.log)"
+        )
     for loss in target_losses(frames):
         log = EventLog(run_dir / "events.jsonl", started_at or 0.0)
         log.write("target_lost", at=round(loss.at, 3), until=loss.until, requests=loss.requests)
@@ -339,6 +393,59 @@ def finish(
     write_run(run_dir, run)
     console.print_summary(summary, str(run_dir), verdict)
     return Candidate(run_dir, run, frames, loaded.scenario, problems, interrupted)
+
+
+def otlp_settings(scenario: Scenario) -> Otlp | None:
+    """The receiver's settings, when spans are expected: the scenario's ``telemetry.otlp``,
+    or the defaults when the demo agent is told to send its trace as spans."""
+    telemetry = scenario.telemetry
+    if telemetry is not None and telemetry.otlp is not None:
+        return telemetry.otlp
+    demo = scenario.target.demo
+    if scenario.target.url == "demo" and demo is not None and demo.telemetry != "body":
+        return Otlp()
+    return None
+
+
+def join_telemetry(
+    run_dir: Path,
+    frames: RunFrames,
+    run: RunInfo,
+    scenario: Scenario,
+    addresses: dict[str, str],
+) -> Joined:
+    """The agent's spans (``spans.parquet``) as steps of their requests (kept as a part of
+    ``steps.parquet`` of their own, ``source: otlp``)."""
+    spans = read_spans(run_dir)
+    if spans is None:
+        return Joined()
+    telemetry = scenario.telemetry
+    joined = join_spans(
+        frames, spans, run.get("trace_nonce"),
+        rules=telemetry.spans if telemetry else (),
+        dependencies=addresses,
+        prefer=telemetry.prefer if telemetry else "spans",
+        prices=PriceBook(scenario.pricing),
+        default_model=telemetry.default_model if telemetry else None,
+    )  # fmt: skip
+    append_part(run_dir / "steps.parquet", STEP_COLUMNS, joined.steps, "otlp")
+    if joined.steps:
+        frames.steps = pd.concat([frames.steps, steps_frame(frames, joined.steps)])
+        frames.steps = chosen_source(frames.requests, frames.steps)
+    found = run.setdefault("otlp", {})
+    found["spans"] = joined.spans
+    found["requests_with_spans"] = joined.requests
+    found["unknown_trace_spans"] = joined.unknown
+    console.print_line(
+        f"spans: {joined.spans:,} received, {joined.requests:,} request(s) covered, "
+        f"{joined.unknown:,} of traces this run did not start"
+    )
+    if joined.unknown:
+        frames.notes.append(
+            f"{joined.unknown:,} span(s) belonged to traces this run did not start "
+            "(counted, not joined: a request without agentscale's traceparent starts its own)"
+        )
+    return joined
 
 
 def sha256_file(path: Path) -> str:

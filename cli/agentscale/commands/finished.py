@@ -3,6 +3,7 @@ folder that ``agentscale load`` left."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from agentscale import console
@@ -12,7 +13,7 @@ from agentscale.config.faults import FaultProfile
 from agentscale.config.loader import parse_document
 from agentscale.gate import baseline as baselines
 from agentscale.gate.verdict import Candidate, judge
-from agentscale.records.frames import is_run_folder, load_frames, not_a_run_folder
+from agentscale.records.frames import damaged_run, is_run_folder, load_frames, not_a_run_folder
 from agentscale.records.runfolder import read_run
 from agentscale.report.data import scenario_as_run
 from agentscale.report.write import write_report
@@ -22,17 +23,18 @@ def open_run(run_dir: Path) -> Candidate:
     """A finished run as the gate sees it; the engine's reasons for an invalid run carry over."""
     if not is_run_folder(run_dir):
         raise not_a_run_folder(run_dir)
-    info = read_run(run_dir)
-    verdict = info.get("verdict") or {}
-    problems = list(verdict.get("reasons", [])) if verdict.get("result") == "invalid" else []
-    return Candidate(
-        run_dir,
-        info,
-        load_frames(run_dir),
-        scenario_as_run(run_dir),
-        problems,
-        interrupted=info.get("status") == "interrupted",
-    )
+    with damaged_run(run_dir):
+        info = read_run(run_dir)
+        verdict = info.get("verdict") or {}
+        problems = list(verdict.get("reasons", [])) if verdict.get("result") == "invalid" else []
+        return Candidate(
+            run_dir,
+            info,
+            load_frames(run_dir),
+            scenario_as_run(run_dir),
+            problems,
+            interrupted=info.get("status") == "interrupted",
+        )
 
 
 def profile_as_run(run_dir: Path) -> FaultProfile | None:
@@ -42,7 +44,8 @@ def profile_as_run(run_dir: Path) -> FaultProfile | None:
 
 def scorecard(run_dir: Path) -> int:
     run = open_run(run_dir)
-    card = build_scorecard(run.frames, run.scenario, run_dir, run.info.get("seed", 0))
+    with damaged_run(run_dir):
+        card = build_scorecard(run.frames, run.scenario, run_dir, run.info.get("seed", 0))
     console.print_scorecard(card)
     console.print_line(f"scorecard.json written in {run_dir}")
     return 0
@@ -52,8 +55,10 @@ def save_baseline(run_dirs: list[Path], name: str, folder: Path) -> int:
     for run_dir in run_dirs:
         if not (run_dir / "scorecard.json").is_file():
             run = open_run(run_dir)
-            build_scorecard(run.frames, run.scenario, run_dir, run.info.get("seed", 0))
-    path = baselines.save(run_dirs, name, folder)
+            with damaged_run(run_dir):
+                build_scorecard(run.frames, run.scenario, run_dir, run.info.get("seed", 0))
+    with damaged_run(run_dirs[0]):
+        path = baselines.save(run_dirs, name, folder)
     console.print_line(f"baseline {name} ({len(run_dirs)} run(s)) saved: {path}")
     return 0
 
@@ -66,12 +71,25 @@ def compare(run_dir: Path, baseline_path: Path, force: bool) -> int:
     for warning in warnings:
         console.print_warning(warning)
     gates = run.scenario.gates if run.scenario else None
-    verdict = judge([run], gates, profile_as_run(run_dir), baseline, baseline_path, warnings)
-    return present(run, verdict, baseline)
+    # The run stays as it was: the comparison's verdict, scorecard and report go beside it.
+    folder = run_dir / f"compare-{_safe(baseline['name'])}"
+    folder.mkdir(exist_ok=True)
+    with damaged_run(run_dir):
+        verdict = judge(
+            [run], gates, profile_as_run(run_dir), baseline, baseline_path, warnings,
+            out_dir=folder,
+        )  # fmt: skip
+        return present(run, verdict, baseline, out_dir=folder)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "baseline"
 
 
 def report(run_dir: Path, kind: str, baseline: Path | None, out: Path | None) -> int:
     if not is_run_folder(run_dir):
         raise not_a_run_folder(run_dir)
-    console.print_line(f"report: {write_report(run_dir, kind, baseline, out)}")
+    with damaged_run(run_dir):
+        written = write_report(run_dir, kind, baseline, out)
+    console.print_line(f"report: {written}")
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 from agentscale import console
@@ -15,6 +17,7 @@ from agentscale.demo import DEPENDENCIES
 from agentscale.errors import ConfigError
 from agentscale.gate import baseline as baselines
 from agentscale.gate.verdict import Candidate, judge
+from agentscale.records.runfolder import write_run
 
 __all__ = ["LoadOptions", "plan_run", "run_load"]
 
@@ -45,6 +48,9 @@ def run_load(scenario_path: Path, options: LoadOptions) -> int:
         baseline = baselines.load(options.baseline)
         planned = plan_run(loaded, options, Path("planned"))
         warnings = baselines.compatibility(baseline, planned, options.baseline, options.force)
+    check_out(options.out)  # last of the checks: a refused run leaves no folder behind
+    if options.workers or options.remote_workers:
+        check_bindable(*options.master_bind)
     candidates: list[Candidate] = []
     for attempt in range(options.repeat):
         if options.repeat > 1:
@@ -52,12 +58,54 @@ def run_load(scenario_path: Path, options: LoadOptions) -> int:
         candidates.append(run_once(loaded, options, duration, profile, faults_path))
         if candidates[-1].interrupted:
             break
-    verdict = judge(
-        candidates,
-        scenario.gates,
-        profile.profile if profile else None,
-        baseline,
-        options.baseline,
-        warnings,
-    )
-    return present(candidates[-1], verdict, baseline)
+    try:
+        verdict = judge(
+            candidates,
+            scenario.gates,
+            profile.profile if profile else None,
+            baseline,
+            options.baseline,
+            warnings,
+        )
+        return present(candidates[-1], verdict, baseline)
+    except KeyboardInterrupt:
+        # Stopped while scoring or writing the report: the folder must not claim a verdict.
+        last = candidates[-1]
+        last.info["status"] = "interrupted"
+        last.info["verdict"] = {
+            "result": "interrupted",
+            "reasons": ["stopped while judging or reporting; the records are complete"],
+        }
+        write_run(last.run_dir, last.info)
+        raise
+
+
+def check_out(out: Path) -> None:
+    """The output root must be a folder agentscale can write, before any load is sent."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".agentscale-write-check-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise ConfigError(
+            f"cannot write run folders under {out}: {reason}",
+            field="--out",
+            hint="give a folder you can write to (it is created if missing)",
+        ) from None
+
+
+def check_bindable(host: str, port: int) -> None:
+    """The master's address must be one this machine can listen on."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as error:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {error.strerror or error}",
+            field="--master-bind",
+            hint="an address of this machine and a free port, e.g. 0.0.0.0:5557",
+        ) from None

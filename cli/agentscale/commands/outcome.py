@@ -3,6 +3,8 @@ the terminal, and the HTML report beside them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from agentscale import console
 from agentscale.gate.baseline import Baseline
 from agentscale.gate.checks import Verdict
@@ -11,11 +13,15 @@ from agentscale.report.data import gather
 from agentscale.report.write import write_report
 
 
-def present(candidate: Candidate, verdict: Verdict, baseline: Baseline | None) -> int:
-    """Show what the last run found and return the verdict's exit code."""
+def present(
+    candidate: Candidate, verdict: Verdict, baseline: Baseline | None, out_dir: Path | None = None
+) -> int:
+    """Show what the last run found and return the verdict's exit code; the report goes in
+    ``out_dir`` (a compare's folder) or the run's own."""
     assert candidate.card is not None, "judge() scores every candidate"
+    folder = out_dir or candidate.run_dir
     console.print_scorecard(candidate.card)
-    console.print_verdict(verdict, str(candidate.run_dir))
+    console.print_verdict(verdict, str(folder))
     data = gather(
         candidate.run_dir,
         frames=candidate.frames,
@@ -25,5 +31,6 @@ def present(candidate: Candidate, verdict: Verdict, baseline: Baseline | None) -
         scenario=candidate.scenario,
         baseline=baseline,
     )
-    console.print_line(f"report: {write_report(candidate.run_dir, 'html', data=data)}")
+    report = write_report(candidate.run_dir, "html", out=folder / "report.html", data=data)
+    console.print_line(f"report: {report}")
     return verdict["exit_code"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentscale.config.faults import FaultProfile
 from agentscale.config.loader import load_fault_profile, load_scenario
-from agentscale.config.scenario import LOOPBACK_HOSTS, Scenario
+from agentscale.config.scenario import Scenario, is_loopback
 from agentscale.config.source import load_yaml
 from agentscale.demo import DEPENDENCIES
 from agentscale.jsondata import JsonObject
@@ -30,11 +30,7 @@ def validate_file(path: Path) -> list[str]:
             loaded.resolve(scenario.faults), demo_targets=demo, duration=scenario.load.duration
         )
     host = scenario.target.host
-    if (
-        scenario.target.url != "demo"
-        and host not in LOOPBACK_HOSTS
-        and not scenario.target.allow_remote
-    ):
+    if scenario.target.url != "demo" and not is_loopback(host) and not scenario.target.allow_remote:
         return [f"{path}: target host {host} is beyond loopback: a run needs --allow-remote {host}"]
     return []
 

@@ -13,12 +13,19 @@ import numpy as np
 from agentscale.config.dataset import Dataset, load_dataset
 from agentscale.config.faults import FaultProfile
 from agentscale.config.metrics import bad_direction
-from agentscale.config.scenario import LOOPBACK_HOSTS, Scenario
+from agentscale.config.scenario import Scenario, is_loopback
 from agentscale.config.shapes import OPEN_ONLY, Replay, parse_offsets_csv
 from agentscale.config.source import YamlDocument
-from agentscale.config.template import BUILTIN_VARIABLES, env_references, template_variables
+from agentscale.config.template import (
+    BUILTIN_VARIABLES,
+    MissingVariable,
+    env_references,
+    expand_env,
+    header_problem,
+    template_variables,
+)
 from agentscale.config.traffic import levels
-from agentscale.errors import ConfigError, ConfigErrors
+from agentscale.errors import ConfigError, ConfigErrors, Location
 
 Loc = tuple[str | int, ...]
 MAX_ARRIVALS = 20_000_000  # one run's schedule, planned up front (160 MB of offsets)
@@ -86,22 +93,19 @@ def scenario_problems(
 
     replay_offsets = None
     if isinstance(shape, Replay):
-        replay_path = (path.parent / shape.file).resolve()
-        try:
-            replay_offsets = parse_offsets_csv(replay_path.read_text(encoding="utf-8"))
-        except OSError:
-            error(("load", "shape", "file"), f"replay file not found: {replay_path}")
-        except ValueError as problem:
-            error(("load", "shape", "file"), f"{replay_path}: {problem}")
+        replay_path, problem = data_file(path.parent, shape.file, "replay file")
+        if problem is not None:
+            error(("load", "shape", "file"), problem, hint=PATH_HINT)
+        else:
+            try:
+                replay_offsets = parse_offsets_csv(replay_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as reason:
+                error(("load", "shape", "file"), f"{replay_path}: {reason}")
 
-    dataset_path = (path.parent / scenario.workload.dataset).resolve()
+    dataset_path, problem = data_file(path.parent, scenario.workload.dataset, "dataset file")
     dataset = None
-    if not dataset_path.is_file():
-        error(
-            ("workload", "dataset"),
-            f"dataset file not found: {dataset_path}",
-            hint="paths are relative to the scenario file's folder",
-        )
+    if problem is not None:
+        error(("workload", "dataset"), problem, hint=PATH_HINT)
     else:
         dataset = load_dataset(dataset_path)
         present = dataset.by_workflow()
@@ -112,6 +116,20 @@ def scenario_problems(
                     f"no item of the dataset has workflow {name!r}",
                     hint="workflows in the dataset: " + ", ".join(sorted(present)),
                 )
+        if scenario.success.expect == "regex":
+            for item, line in zip(dataset.items, dataset.lines, strict=True):
+                for pattern in item.expected:
+                    try:
+                        re.compile(pattern)
+                    except re.error as problem:
+                        error.errors.append(
+                            ConfigError(
+                                f"not a regular expression ({problem})",
+                                location=Location(dataset.path, line, 1),
+                                field="expect",
+                                hint="success.expect is regex: each expect is a Python regex",
+                            )
+                        )
         shared = set.intersection(*(set(i.variables()) for i in dataset.items))
         known = set(BUILTIN_VARIABLES) | shared
         for where, value in (("body", scenario.target.body), ("headers", scenario.target.headers)):
@@ -130,7 +148,7 @@ def scenario_problems(
         host = target.host
         if (
             target.url != "demo"
-            and host not in LOOPBACK_HOSTS
+            and not is_loopback(host)
             and not (target.allow_remote or host in allow_remote)
         ):
             error(
@@ -147,10 +165,43 @@ def scenario_problems(
                         f"environment variable {name} is not set",
                         hint=f"export {name}=... (its value is never written to the run folder)",
                     )
+        for name, value in target.headers.items():
+            try:
+                bad_header = header_problem(expand_env(value, env))
+            except MissingVariable:
+                continue  # reported above
+            if bad_header is not None:
+                error(
+                    ("target", "headers", name),
+                    f"header {name}: {bad_header}",
+                    hint="check the environment variables it uses (their values are not shown)",
+                )
 
     error.raise_any()
     assert dataset is not None
     return dataset, replay_offsets
+
+
+PATH_HINT = "paths are relative to the scenario file's folder"
+MAX_DATA_BYTES = 512 * 1024 * 1024
+
+
+def data_file(folder: Path, relative: str, what: str) -> tuple[Path, str | None]:
+    """The file a scenario names, and why it cannot be read, if it cannot: missing, not a
+    regular file (a FIFO or a device would block or never end), too large, or a path the
+    system refuses (a NUL in it, too long)."""
+    try:
+        found = (folder / relative).resolve()
+        if not found.exists():
+            return found, f"{what} not found: {found}"
+        if not found.is_file():
+            return found, f"{what} is not a regular file: {found}"
+        size = found.stat().st_size
+    except (OSError, ValueError) as reason:
+        return folder, f"{what} path cannot be used: {reason}"
+    if size > MAX_DATA_BYTES:
+        return found, f"{what} is {size:,} bytes; at most {MAX_DATA_BYTES:,} are read"
+    return found, None
 
 
 def arrivals_problem(scenario: Scenario, duration: float) -> str | None:
@@ -235,7 +286,7 @@ def profile_problems(
     for i, dependency in enumerate(profile.dependencies if allow_remote is not None else ()):
         for where in ("listen", "upstream"):
             host = getattr(dependency, where).rsplit(":", 1)[0]
-            if host not in LOOPBACK_HOSTS and host not in (allow_remote or ()):
+            if not is_loopback(host) and host not in (allow_remote or ()):
                 what = "listens on" if where == "listen" else "reaches"
                 error(
                     ("dependencies", i, where),

@@ -34,6 +34,7 @@ class GoldenItem(BaseModel):
 class Dataset:
     path: Path
     items: tuple[GoldenItem, ...]
+    lines: tuple[int, ...] = ()  # the line of each item in the file
 
     def by_workflow(self) -> dict[str, list[int]]:
         groups: dict[str, list[int]] = {}
@@ -50,6 +51,7 @@ def load_dataset(path: Path) -> Dataset:
             f"cannot read the dataset: {error.strerror}", location=Location(path)
         ) from None
     items: list[GoldenItem] = []
+    numbers: list[int] = []
     errors: list[ConfigError] = []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip() or raw.lstrip().startswith(b"#"):
@@ -67,6 +69,7 @@ def load_dataset(path: Path) -> Dataset:
             continue
         try:
             items.append(GoldenItem.model_validate(value))
+            numbers.append(number)
         except ValidationError as error:
             for detail in error.errors():
                 field = ".".join(str(p) for p in detail["loc"]) or "line"
@@ -81,4 +84,4 @@ def load_dataset(path: Path) -> Dataset:
             location=Location(path),
             hint='add lines like {"prompt": "...", "workflow": "refund", "expect": "..."}',
         )
-    return Dataset(path, tuple(items))
+    return Dataset(path, tuple(items), tuple(numbers))

@@ -22,7 +22,7 @@ MAX_SLICE_BYTES = 1 << 30
 MAX_SLICE_DELAY_US = 60_000_000
 MAX_LIMIT_BYTES = 1 << 62
 Millis = Annotated[int, Field(ge=0, le=MAX_MILLIS, description="milliseconds (at most a day)")]
-ADDRESS = re.compile(r"^[A-Za-z0-9.\-]+:\d{1,5}$")
+ADDRESS = re.compile(r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$")
 
 
 class ToxicBase(Strict):
@@ -164,13 +164,28 @@ class Dependency(Strict):
     upstream: str = Field(description="host:port the dependency really listens on")
     listen: str = Field(description="host:port the agent is configured to call (< 32768)")
     protocol: Literal["tcp", "http"] = "tcp"
+    kind: Literal["llm", "tool", "retrieval"] = Field(
+        "tool",
+        description="what the dependency is: a failure through it is a tool_error or llm_error",
+    )
 
     @field_validator("upstream", "listen")
     @classmethod
     def _address(cls, value: str) -> str:
         if not ADDRESS.match(value):
             raise ValueError(f"{value!r} is not host:port")
+        if not 0 < int(value.rsplit(":", 1)[1]) < 65536:
+            raise ValueError(f"{value!r}: a port is a number from 1 to 65535")
         return value
+
+    @model_validator(mode="after")
+    def _not_itself(self) -> Dependency:
+        if self.upstream == self.listen:
+            raise ValueError(
+                f"{self.name}: upstream and listen are both {self.listen}; the proxy would "
+                "call itself (listen is the new address the agent calls instead of upstream)"
+            )
+        return self
 
     @field_validator("listen")
     @classmethod
@@ -189,6 +204,11 @@ class Expectation(Strict):
     events: dict[str, ComparisonField] = Field(default_factory=dict)
     recovery: ComparisonField | None = Field(None, description="e.g. '<= 20s'")
     retry_amplification: ComparisonField | None = None
+    optional: bool = Field(
+        False,
+        description="a clause whose data the agent never reports is listed as not measured "
+        "without making the run inconclusive",
+    )
 
 
 class FaultProfile(Strict):
@@ -198,7 +218,11 @@ class FaultProfile(Strict):
     description: str | None = None
     seed: int = Field(0, ge=0, lt=2**63, description="seeds the http stage's per-request draws")
     dependencies: list[Dependency] = Field(default_factory=list)
-    windows: list[Window] = Field(min_length=1)
+    windows: list[Window] = Field(
+        default_factory=list,
+        description="none: the dependencies' proxies carry the traffic, no fault (a baseline "
+        "measured through the same path as the fault runs)",
+    )
     expect: list[Expectation] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -209,8 +233,11 @@ class FaultProfile(Strict):
         deps = [d.name for d in self.dependencies]
         if len(set(deps)) != len(deps):
             raise ValueError("dependency names must be unique")
+        listens = [d.listen for d in self.dependencies]
+        if len(set(listens)) != len(listens):
+            raise ValueError("two dependencies listen on the same address")
         return self
 
     @property
     def last_end(self) -> float:
-        return max(w.end for w in self.windows)
+        return max((w.end for w in self.windows), default=0.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -18,6 +20,43 @@ from agentscale.config.strict import Strict
 
 DEFAULT_REQUIRE = "status != 'error'"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: what agentscale reaches without being told."""
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list):
+        return any(_has_non_finite(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    return False
+
+
+def url_problem(value: str) -> str | None:
+    """Why ``value`` is not an http(s) URL agentscale can call, if it is not."""
+    if _CONTROL.search(value):
+        return "it has a control character (a line break?) in it"
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return "it is not an http(s) URL"
+    try:
+        _ = parts.port
+    except ValueError:
+        return "its port is not a number from 1 to 65535"
+    return None
+
+
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,200}$")
 
 
@@ -29,6 +68,8 @@ def _check_jmespath(expression: str | None) -> str | None:
     except jmespath.exceptions.JMESPathError as error:
         reason = str(error).splitlines()[0]
         raise ValueError(f"not a valid JMESPath expression ({reason})") from None
+    except RecursionError:
+        raise ValueError("a JMESPath expression nested too deeply to read") from None
     return expression
 
 
@@ -57,6 +98,11 @@ class DemoOptions(Strict):
     cache_scope_bug: bool = Field(
         False, description="a tool cache keyed without the tenant: a real cross-tenant leak"
     )
+    telemetry: Literal["body", "otlp", "both"] = Field(
+        "body",
+        description="how the demo agent reports its trace: in the response body, as "
+        "OpenTelemetry spans to agentscale's OTLP receiver, or both",
+    )
 
 
 class Target(Strict):
@@ -80,6 +126,8 @@ class Target(Strict):
             orjson.dumps(value)
         except (TypeError, orjson.JSONEncodeError) as error:
             raise ValueError(f"the body cannot be sent as JSON ({error})") from None
+        if _has_non_finite(value):
+            raise ValueError("the body holds NaN or infinity, which JSON cannot carry")
         return value
 
     @field_validator("headers")
@@ -97,9 +145,9 @@ class Target(Strict):
     def _url(cls, value: str) -> str:
         if value == "demo":
             return value
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL; write http://127.0.0.1:8080/agent")
+        problem = url_problem(value)
+        if problem:
+            raise ValueError(f"{value!r}: {problem}; write http://127.0.0.1:8080/agent")
         return value
 
     @property
@@ -150,8 +198,66 @@ class Success(Strict):
     _check = field_validator("require")(_check_jmespath)
 
 
+MAPPED = ("output", "status", "input_tokens", "output_tokens", "model", "steps", "events")
+
+
+def _check_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a valid regular expression ({error})") from None
+    return value
+
+
+class ErrorIf(Strict):
+    attribute: str = Field(description="a span attribute, e.g. gen_ai.tool.call.result")
+    matches: str = Field(description="a regular expression: a match marks the step failed")
+
+    _check = field_validator("matches")(_check_regex)
+
+
+class SpanRule(Strict):
+    """How spans that match become steps (before the built-in conventions are tried)."""
+
+    name: str | None = Field(None, description="a regular expression over the span's name")
+    attributes: dict[str, str] = Field(
+        default_factory=dict, description="attributes the span must carry, with these values"
+    )
+    kind: Literal["llm", "retrieval", "tool", "guardrail", "ignore"] = Field(
+        description="the step kind; ignore drops the span"
+    )
+    name_from: str | None = Field(None, description="the attribute that names the step")
+    model_from: str | None = Field(None, description="the attribute that names the model")
+    error_if: ErrorIf | None = Field(
+        None, description="a failure the agent swallowed: an attribute's text that means error"
+    )
+
+    _check = field_validator("name")(_check_regex)
+
+
+class Otlp(Strict):
+    """agentscale's OTLP/HTTP receiver for the agent's spans (POST /v1/traces)."""
+
+    listen: str = Field(
+        "127.0.0.1:0", description="host:port to listen on (port 0: a free one, printed)"
+    )
+    grace: PositiveDuration = Field(
+        5.0, description="how long after the last response spans still count"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"{value!r} is not host:port; write 127.0.0.1:4318")
+        return value
+
+
 class Telemetry(Strict):
-    """Where the trace lives in a response of another shape (JMESPath expressions)."""
+    """Where the trace lives in a response of another shape (JMESPath expressions), and how
+    requests carry their trace context."""
 
     output: JMESPath | None = None
     status: JMESPath | None = None
@@ -160,8 +266,27 @@ class Telemetry(Strict):
     model: JMESPath | None = None
     steps: JMESPath | None = None
     events: JMESPath | None = None
+    propagate: Literal["traceparent", "none"] = Field(
+        "traceparent",
+        description="send a W3C traceparent (and baggage with the request id) on every request",
+    )
+    default_model: str | None = Field(
+        None, description="the model of steps and usage that name none (for pricing)"
+    )
+    otlp: Otlp | None = Field(None, description="receive the agent's spans over OTLP/HTTP")
+    spans: list[SpanRule] = Field(
+        default_factory=list, description="rules that turn spans into steps, tried in order"
+    )
+    prefer: Literal["spans", "body"] = Field(
+        "spans",
+        description="a request with both spans and a body trace: whose steps are kept",
+    )
 
-    _check = field_validator("*")(_check_jmespath)
+    _check = field_validator(*MAPPED)(_check_jmespath)
+
+    def mapping(self) -> dict[str, str]:
+        """The JMESPath expressions the scenario sets, by what they find."""
+        return {name: value for name in MAPPED if isinstance(value := getattr(self, name), str)}
 
 
 class Price(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -71,8 +72,9 @@ def load_yaml(path: Path) -> YamlDocument:
 
 
 def parse_yaml(text: str, path: Path) -> YamlDocument:
-    loader = yaml.SafeLoader(text)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)
         _check_shape(text)
         node = loader.get_single_node()
         document = YamlDocument(path, text, None)
@@ -96,17 +98,46 @@ def parse_yaml(text: str, path: Path) -> YamlDocument:
     except yaml.YAMLError as error:
         raise ConfigError(f"invalid YAML: {error}", location=Location(path)) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if document.data is None:
         raise ConfigError("the file is empty", location=Location(path, 1, 1))
     return document
+
+
+INT = "tag:yaml.org,2002:int"
+FLOAT = "tag:yaml.org,2002:float"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader without YAML 1.1's base-60 numbers, so that ``1:30`` stays the
+    text it looks like rather than becoming 90."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag not in (INT, FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    INT,
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_Loader.add_implicit_resolver(
+    FLOAT,
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9_]+(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 
 
 def _check_shape(text: str) -> None:
     """Depth and aliases from the parser's events, before PyYAML builds anything (its composer
     recurses, so 3,000 nested brackets would be a RecursionError there)."""
     depth = aliases = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
@@ -126,6 +157,13 @@ def _check_shape(text: str) -> None:
 def _construct(
     loader: yaml.SafeLoader, node: yaml.Node, at: Path_, doc: YamlDocument, count: list[int]
 ) -> Any:
+    if len(at) > 2 * MAX_DEPTH:
+        # Only aliases nest deeper than the text: an anchor used inside itself, or a chain.
+        raise TooLarge(
+            f"nested more than {2 * MAX_DEPTH} levels deep once aliases are expanded",
+            node.start_mark,
+            "an anchor cannot hold an alias of itself; " + REPEAT_HINT,
+        )
     count[0] += 1
     if count[0] > MAX_NODES:
         # Aliases repeat what they name: a few of them can stand for billions of values.
@@ -154,4 +192,10 @@ def _construct(
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_construct(loader, item, (*at, i), doc, count) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits
+        raise yaml.MarkedYAMLError(
+            problem=f"cannot read this value ({str(error).splitlines()[0]})",
+            problem_mark=node.start_mark,
+        ) from None

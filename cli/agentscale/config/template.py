@@ -6,6 +6,7 @@ is a join, not a walk of the body.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +42,38 @@ def expand_env(text: str, env: Mapping[str, str], found: list[str] | None = None
         raise MissingVariable(name)
 
     return ENV_REFERENCE.sub(replace, text)
+
+
+def expand_env_in(value: Any, env: Mapping[str, str], found: list[str] | None = None) -> Any:
+    """``value`` (parsed JSON) with ``${VAR}`` filled in inside its strings: a value with a
+    quote or a brace in it stays a string, it never rewrites the document around it."""
+    if isinstance(value, str):
+        return expand_env(value, env, found)
+    if isinstance(value, list):
+        return [expand_env_in(item, env, found) for item in value]
+    if isinstance(value, dict):
+        return {
+            expand_env(key, env, found): expand_env_in(item, env, found)
+            for key, item in value.items()
+        }
+    return value
+
+
+def header_problem(value: str) -> str | None:
+    """Why a header value (after ``${VAR}`` expansion) cannot be sent, if it cannot."""
+    if any(c in value for c in "\r\n\0"):
+        return "it has a line break or a NUL in it (a header value is one line)"
+    return None
+
+
+def secret_forms(secret: str) -> list[str]:
+    """The ways a secret can come back in a response: as is, and escaped inside a JSON
+    string (with or without non-ASCII as \\u escapes, with or without ``\\/``)."""
+    escaped = orjson.dumps(secret).decode()[1:-1]
+    ascii_escaped = json.dumps(secret)[1:-1]
+    forms = {secret, escaped, ascii_escaped, escaped.replace("/", "\\/")}
+    forms.add(ascii_escaped.replace("/", "\\/"))
+    return sorted(forms, key=len, reverse=True)
 
 
 def template_variables(value: Any) -> set[str]:
@@ -86,7 +119,7 @@ class RequestTemplate:
             self.content_type = "text/plain; charset=utf-8"
         else:
             self.body = Template(
-                expand_env(orjson.dumps(body).decode(), env, self.secrets), json_strings=True
+                orjson.dumps(expand_env_in(body, env, self.secrets)).decode(), json_strings=True
             )
             self.content_type = "application/json"
         self.headers = {

@@ -4,6 +4,6 @@ Only the command layer imports this package; the core learns the demo's dependen
 """
 
 from agentscale.demo.process import DemoProcess, demo_profile
-from agentscale.demo.settings import DEPENDENCIES
+from agentscale.demo.settings import DEPENDENCIES, KINDS
 
-__all__ = ["DEPENDENCIES", "DemoProcess", "demo_profile"]
+__all__ = ["DEPENDENCIES", "KINDS", "DemoProcess", "demo_profile"]

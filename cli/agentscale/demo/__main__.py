@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--max-tokens", type=int)
     parser.add_argument("--max-seconds", type=float)
+    parser.add_argument("--telemetry", choices=("body", "otlp", "both"), default="body")
     args = parser.parse_args()
     routes = dict(item.split("=", 1) for item in args.route)
     unknown = set(routes) - set(DEPENDENCIES)
@@ -41,6 +42,7 @@ def main() -> None:
         max_steps=args.max_steps,
         max_tokens=args.max_tokens,
         max_seconds=args.max_seconds,
+        telemetry=args.telemetry,
     )
 
     def ready(description: dict[str, object]) -> None:

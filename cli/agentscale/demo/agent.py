@@ -11,7 +11,7 @@ import hashlib
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -31,6 +31,9 @@ from agentscale.demo.settings import (
     DemoSettings,
 )
 from agentscale.demo.tools import search
+
+if TYPE_CHECKING:
+    from agentscale.demo.spans import SpanExport
 
 
 class Failed(Exception):
@@ -64,6 +67,16 @@ class Run:
     degraded: bool = False
     exhausted: str | None = None
     context: list[str] = field(default_factory=list)  # what the model has been shown so far
+    # The caller's trace context, passed on to every dependency call (W3C traceparent and
+    # baggage), so that whatever a dependency or a fault proxy sees is tied to this request.
+    propagated: dict[str, str] = field(default_factory=dict)
+    t0: float = field(default_factory=time.perf_counter)
+
+    def add(self, step: dict[str, Any]) -> None:
+        """A finished step, stamped with when it started (from the request's start)."""
+        now_ms = (time.perf_counter() - self.t0) * 1000
+        step["start_ms"] = round(max(now_ms - float(step.get("latency_ms") or 0.0), 0.0), 3)
+        self.steps.append(step)
 
     def event(self, kind: str, **fields: Any) -> None:
         self.events.append({"type": kind, **fields})
@@ -99,6 +112,11 @@ class Agent:
         self.tenant_bulkheads: dict[str, Bulkhead] = {}
         self.caches = {name: TTLCache(ttl) for name, ttl in policy.cache_ttl_s.items()}
         self.rng = random.Random(settings.seed)
+        self.spans: SpanExport | None = None
+        if settings.telemetry != "body":
+            from agentscale.demo.spans import SpanExport
+
+            self.spans = SpanExport()
 
     # --- the request -----------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.Response:
@@ -117,6 +135,7 @@ class Agent:
             text=text,
             request_id=str(payload.get("request_id") or hashlib.sha1(text.encode()).hexdigest()),
             account=str(payload.get("account_ref") or ""),
+            propagated={k: v for k in ("traceparent", "baggage") if (v := request.headers.get(k))},
             budget=Budget(
                 policy.max_steps,
                 policy.max_tokens,
@@ -136,17 +155,23 @@ class Agent:
                     _body(run, "Too many requests for this tenant; retry shortly.", "error"),
                     status=429,
                 )
+        started_ns = time.time_ns()
         try:
             output, status = await self.answer(run)
         finally:
             if bulkhead is not None:
                 bulkhead.release()
-        return _reply(_body(run, output, status))
+        if self.spans is not None:
+            self.spans.request(run.propagated, started_ns, time.time_ns(), run.steps, status)
+        body = _body(run, output, status)
+        if self.settings.telemetry == "otlp":  # the trace goes as spans only
+            del body["trace"]
+        return _reply(body)
 
     async def answer(self, run: Run) -> tuple[str, str]:
         rule = guardrails.blocked_by(run.text)
         if rule is not None:
-            run.steps.append(
+            run.add(
                 {
                     "kind": "guardrail",
                     "name": "input_policy",
@@ -181,7 +206,7 @@ class Agent:
         started = time.perf_counter()
         output, fired = guardrails.redact(output)
         for rule in fired:
-            run.steps.append(
+            run.add(
                 {
                     "kind": "guardrail",
                     "name": "output_pii",
@@ -274,7 +299,7 @@ class Agent:
             run.fallback("kb_search", "keyword")
             started = time.perf_counter()
             results = search(run.text, 2)
-            run.steps.append(
+            run.add(
                 {
                     "kind": "retrieval",
                     "name": "kb_keyword_fallback",
@@ -399,7 +424,7 @@ class Agent:
             raise Failed("error", "bulkhead full", 0)
         url = f"http://{self.routes[name]}{path}"
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout(TIMEOUTS[name]))
-        outgoing = {"X-Tenant-Id": run.tenant, **(headers or {})}
+        outgoing = {"X-Tenant-Id": run.tenant, **run.propagated, **(headers or {})}
         data = orjson.dumps(body) if body is not None else None
         if data is not None:
             outgoing["Content-Type"] = "application/json"
@@ -472,7 +497,7 @@ class Agent:
             step["top_k"] = 3
             results = result.get("results", []) if isinstance(result, dict) else []
             step["chunk_tokens"] = sum(r.get("tokens", 0) for r in results)
-        run.steps.append(step)
+        run.add(step)
         return result
 
     def spend(self, run: Run, tokens: int = 0) -> None:
@@ -535,7 +560,7 @@ class Agent:
                 f"http://{self.routes['llm']}/v1/chat/completions",
                 data=orjson.dumps(body),
                 timeout=timeout,
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", **run.propagated},
             ) as reply:
                 if reply.status != 200:
                     raise _Retryable(f"HTTP {reply.status}")

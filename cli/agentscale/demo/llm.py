@@ -108,6 +108,42 @@ def complete(task: str, user: str) -> str:
     return "I am a mock model."
 
 
+def tool_call(tools: list[dict[str, Any]], messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A function call, the way OpenAI-compatible models answer when given ``tools``: the first
+    tool the conversation has not called yet, with arguments taken from the user's words (an
+    order id, a service, the question itself). None once every tool has answered."""
+    called = {
+        call.get("function", {}).get("name")
+        for m in messages
+        if m.get("role") == "assistant"
+        for call in m.get("tool_calls") or []
+    }
+    user = next((str(m.get("content", "")) for m in messages if m.get("role") == "user"), "")
+    found = extract(user)
+    for tool in tools:
+        function = tool.get("function", {})
+        name = function.get("name")
+        if not name or name in called:
+            continue
+        wanted = function.get("parameters", {}).get("properties", {})
+        arguments = {
+            key: found.get(key) or (user if key in ("query", "question", "text") else "")
+            for key in wanted
+        }
+        return {
+            "id": f"call_{len(called)}_{name}",
+            "type": "function",
+            "function": {"name": name, "arguments": orjson.dumps(arguments).decode()},
+        }
+    return None
+
+
+def _with_tools(messages: list[dict[str, Any]]) -> str:
+    """The final answer of a tool-calling conversation: what the tools said."""
+    results = [str(m.get("content", "")) for m in messages if m.get("role") == "tool"]
+    return "Based on the tools: " + " | ".join(r[:200] for r in results)
+
+
 def _task(messages: list[dict[str, Any]]) -> tuple[str, str]:
     system = next((m.get("content", "") for m in messages if m.get("role") == "system"), "")
     user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
@@ -135,14 +171,20 @@ def build_llm(time_scale: float, capacity: int | None = None) -> web.Application
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return web.json_response({"error": {"message": "bad request"}}, status=400)
         task, user = _task(messages)
-        content = complete(task, user)
+        call = tool_call(payload["tools"], messages) if payload.get("tools") else None
+        if call is not None:
+            content = ""
+        elif payload.get("tools"):
+            content = _with_tools(messages)
+        else:
+            content = complete(task, user)
         usage = {
             "prompt_tokens": sum(tokens(str(m.get("content", ""))) + 4 for m in messages),
-            "completion_tokens": tokens(content),
+            "completion_tokens": tokens(content) if call is None else 12,
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         ident = f"chatcmpl-{time.monotonic_ns():x}"
-        if payload.get("stream"):
+        if payload.get("stream") and call is None:
             return await _stream(request, ident, model, content, usage, spec, time_scale)
         await asyncio.sleep(
             (spec.ttft_s + spec.per_token_s * usage["completion_tokens"]) * time_scale
@@ -151,12 +193,14 @@ def build_llm(time_scale: float, capacity: int | None = None) -> web.Application
             {
                 "id": ident,
                 "object": "chat.completion",
+                "created": int(time.time()),
                 "model": model,
                 "choices": [
                     {
                         "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "tool_calls" if call else "stop",
+                        "message": {"role": "assistant", "content": content or None}
+                        | ({"tool_calls": [call]} if call else {}),
                     }
                 ],
                 "usage": usage,

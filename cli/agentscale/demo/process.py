@@ -31,12 +31,20 @@ class DemoProcess:
         log_path: Path,
         routes: dict[str, str] | None = None,
         options: DemoOptions | None = None,
+        otlp_endpoint: str | None = None,
     ) -> None:
         self.command = [sys.executable, "-m", "agentscale.demo", "--profile", profile,
                         "--time-scale", str(time_scale)]  # fmt: skip
         for name, address in (routes or {}).items():
             self.command += ["--route", f"{name}={address}"]
         self.command += _option_arguments(options or DemoOptions())
+        self.env = dict(os.environ)
+        if otlp_endpoint is not None:
+            # The standard variables an OpenTelemetry SDK reads; batches every half second,
+            # so that the spans of the last requests arrive soon after them.
+            self.env.update(
+                OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint, OTEL_BSP_SCHEDULE_DELAY="500"
+            )
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.description: DemoRef = {}
@@ -45,7 +53,7 @@ class DemoProcess:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-            start_new_session=True,
+            env=self.env, start_new_session=True,
         )  # fmt: skip
         log.close()
         assert self.process.stdout is not None
@@ -85,6 +93,8 @@ class DemoProcess:
 
 def _option_arguments(options: DemoOptions) -> list[str]:
     out = ["--cache-scope-bug"] if options.cache_scope_bug else []
+    if options.telemetry != "body":
+        out += ["--telemetry", options.telemetry]
     if options.bulkheads is not None:
         out += ["--bulkheads", "on" if options.bulkheads else "off"]
     for flag, value in (

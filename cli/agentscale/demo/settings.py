@@ -8,6 +8,7 @@ from typing import Literal
 from agentscale.demo.resilience import RetryPolicy
 
 DEPENDENCIES = ("llm", "kb_search", "crm_lookup", "billing", "logs_read")
+KINDS = {"llm": "llm", "kb_search": "retrieval"}  # the others are tools
 READ_ONLY_TOOLS = frozenset({"kb_search", "crm_lookup", "logs_read"})
 Profile = Literal["resilient", "naive"]
 
@@ -102,6 +103,7 @@ class DemoSettings:
     max_steps: int | None = None
     max_tokens: int | None = None
     max_seconds: float | None = None
+    telemetry: Literal["body", "otlp", "both"] = "body"  # how the agent reports its trace
 
     @property
     def policy(self) -> Policy:

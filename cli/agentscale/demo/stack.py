@@ -40,6 +40,8 @@ class Stack:
         }
 
     async def close(self) -> None:
+        if self.agent.spans is not None:
+            self.agent.spans.close()  # the last batch of spans goes out before the stack ends
         await self.session.close()
         for runner in reversed(self.runners):
             await runner.cleanup()

@@ -26,6 +26,9 @@ def main() -> int:
     except AgentscaleError as error:
         print(error.render(), file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C while the engine drains
+        print("stopped by a signal", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

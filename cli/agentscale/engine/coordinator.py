@@ -8,6 +8,7 @@ die. It never imports Locust: ``MasterPort`` is the adapter ``locust_runner`` pr
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -89,7 +90,7 @@ def worker_setup(data: dict[str, Any], folder: Path) -> tuple[EngineSpec, Loaded
 
 
 SHARED_SPEC = {"duration", "seed", "target_url", "windows", "allow_remote", "canaries",
-               "progress_every", "flush_every"}  # fmt: skip
+               "progress_every", "flush_every", "trace_nonce", "propagate"}  # fmt: skip
 
 
 class Coordinator:
@@ -182,6 +183,7 @@ class Coordinator:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    env={**os.environ, "AGENTSCALE_PARENT_PID": str(os.getpid())},
                 )
             )
             log.close()
@@ -260,8 +262,8 @@ class Coordinator:
         self.closing.set()
         flusher.join()  # a write under way finishes; then the rest is written here
         self._write(self.requests.take(), self.steps.take())
-        totals = {k: sum(int(d.get(k) or 0) for d in self.done.values())
-                  for k in ("planned", "completed", "dropped", "cancelled")}  # fmt: skip
+        counted = ("planned", "completed", "dropped", "cancelled", "unjudged")
+        totals = {k: sum(int(d.get(k) or 0) for d in self.done.values()) for k in counted}
         cpus = [c for d in self.done.values() for c in d.get("cpu") or []]
         self.events.write(
             "run_ended", ended_at=time.time(), load_ended_at=load_ended or time.time(),

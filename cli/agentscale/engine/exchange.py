@@ -14,18 +14,20 @@ import numpy as np
 import orjson
 
 from agentscale.config.dataset import Dataset
-from agentscale.config.template import RequestTemplate
+from agentscale.config.template import RequestTemplate, secret_forms
 from agentscale.engine.plan import PlannedRequest, Planner
-from agentscale.records.writer import RowBuffer
+from agentscale.records.writer import REQUEST_COLUMNS, RowBuffer
 from agentscale.telemetry.body import Trace, TraceReader
+from agentscale.telemetry.context import BAGGAGE_KEY, trace_id, traceparent
 from agentscale.telemetry.judge import Judge, transport_error_class
 from agentscale.telemetry.pricing import PriceBook
-from agentscale.telemetry.trace import longer_than
+from agentscale.telemetry.trace import longer_than, unattributed
 
 # method, path, body, headers -> status code (0 if none), content, transport error
 Send = Callable[[str, str, bytes | None, dict[str, str]], tuple[int, bytes, BaseException | None]]
 NO_FAULTS: list[str] = []
 REDACTED = b"[redacted]"
+REQUEST_INDEX = {name: i for i, (name, _) in enumerate(REQUEST_COLUMNS)}
 WARNINGS_KEPT = 1_000  # characters of a request's trace warnings
 
 
@@ -86,6 +88,7 @@ class Exchange:
         start: float,
         windows: list[tuple[str, float, float]] | None = None,
         canaries: dict[str, str] | None = None,
+        trace_nonce: str | None = None,
     ) -> None:
         self.method, self.path = method, path
         self.template, self.planner = template, planner
@@ -111,12 +114,18 @@ class Exchange:
             for t in tenants
         }
         self.dynamic_headers = bool(template.dynamic_headers)
+        self.nonce = trace_nonce  # None: no trace context is sent
         self.in_flight: dict[int, tuple[PlannedRequest, float, float]] = {}
         self.live = LiveLatency()  # for the live view only; the records are the truth
         self.sent = self.completed = self.failed = self.dropped = self.cancelled = 0
+        self.unjudged = 0  # requests whose answer agentscale failed to read (a defect of ours)
         # The secrets of ${VAR} references, to redact wherever an agent echoes one back.
         self.secrets = [s for s in template.secrets if len(s) >= 4]
-        self.secret_bytes = [s.encode() for s in self.secrets]
+        self.secret_bytes = sorted(
+            {form.encode() for s in self.secrets for form in secret_forms(s)},
+            key=len,
+            reverse=True,
+        )
 
     def perform(self, send: Send, seq: int, intended: float, tenant: str | None = None) -> None:
         planned = self.planner.plan(seq, tenant)
@@ -132,6 +141,10 @@ class Exchange:
             headers = self.template.render_headers(values)
         else:
             headers = self.template.static_headers
+        if self.nonce is not None:
+            headers = dict(headers)
+            headers["traceparent"] = traceparent(self.nonce, seq)
+            headers["baggage"] = f"{BAGGAGE_KEY}={planned.request_id}"
         sent = self.clock.now()
         self.sent += 1
         self.in_flight[seq] = (planned, intended, sent)
@@ -147,7 +160,20 @@ class Exchange:
         finally:
             self.in_flight.pop(seq, None)
         done = self.clock.now()
-        self._record(planned, intended, sent, done, code, content, error)
+        try:
+            self._record(planned, intended, sent, done, code, content, error)
+        except Exception as problem:
+            # Never a lost record: a request agentscale could not judge is recorded as such,
+            # and the run is invalid (the engine counts them for the CLI).
+            self.unjudged += 1
+            row = list(_unsent_row(self, planned, intended, "agentscale_error", sent))
+            row[REQUEST_INDEX["latency_ms"]] = (done - intended) * 1000.0
+            row[REQUEST_INDEX["service_ms"]] = (done - sent) * 1000.0
+            row[REQUEST_INDEX["status_code"]] = code or None
+            row[REQUEST_INDEX["trace_warnings"]] = (
+                f"not judged: {type(problem).__name__}: {problem}"[:WARNINGS_KEPT]
+            )
+            self.requests.rows.append(tuple(row))
 
     def _record(
         self,
@@ -184,15 +210,18 @@ class Exchange:
         if steps:
             self.steps.rows.extend((rid, i, *step) for i, step in enumerate(steps))
         tally = self.prices.tally(trace)
-        opens = fallbacks = budgets = 0
+        opens: int | None
+        fallbacks: int | None
+        budgets: int | None
+        opens = fallbacks = budgets = 0 if trace.events_reported or trace.events else None
         for event in trace.events:
             kind = event["type"]
             if kind == "circuit_open":
-                opens += 1
+                opens = (opens or 0) + 1
             elif kind == "fallback":
-                fallbacks += 1
+                fallbacks = (fallbacks or 0) + 1
             elif kind == "budget_exhausted":
-                budgets += 1
+                budgets = (budgets or 0) + 1
         leaked = None
         foreign = self.foreign[planned.tenant]
         if foreign:
@@ -216,6 +245,8 @@ class Exchange:
                 None if success and leaked is None else (trace.output or "")[:300],
                 leaked,
                 "; ".join(trace.warnings)[:WARNINGS_KEPT] if trace.warnings else None,
+                trace_id(self.nonce, planned.seq) if self.nonce is not None else None,
+                None, unattributed(steps, service), "body" if steps else None,
             )
         )  # fmt: skip
 
@@ -256,7 +287,7 @@ def _unsent_row(
         planned.request_id, planned.workflow, planned.tenant, planned.item,
         clock.wall(intended), clock.wall(sent) if sent is not None else None,
         None, None, None, None, error_class, False, None, None, None, None, None,
-        0, 0, 0, 0, 0, 0, None, None, exchange.phase(intended - exchange.start),
+        0, None, None, None, None, None, None, None, exchange.phase(intended - exchange.start),
         exchange.active(intended - exchange.start),
-        dropped, 0, None, None, None,
+        dropped, 0, None, None, None, None, None, None, None,
     )  # fmt: skip

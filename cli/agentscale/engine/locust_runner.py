@@ -74,12 +74,14 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                 # socket read, so an answer dripping one byte at a time would never end.
                 with gevent.Timeout(timeout, False):
                     # geventhttpclient sends bytes as they are; Locust's hint says str only.
+                    # A redirect is an answer, never followed: it could lead beyond loopback.
                     response = client.request(
                         method,
                         path,
                         data=body,  # type: ignore[arg-type]
                         headers=headers,
                         name=name,
+                        allow_redirects=False,
                     )
                     try:
                         content = response.content or b""
@@ -174,6 +176,16 @@ class LocustMaster:
         self.runner.quit()
 
 
+PARENT_ENV = "AGENTSCALE_PARENT_PID"  # set for a worker the engine started on this machine
+
+
+def _quit_when_orphaned(runner: Any, parent: int) -> None:
+    """A local worker leaves with the engine that started it, not a minute later."""
+    while os.getppid() == parent:
+        gevent.sleep(0.5)
+    runner.quit()
+
+
 def run_worker(master_host: str, master_port: int) -> int:
     """``agentscale worker``: join a master, take a share of its run, and send the records back.
     Returns when the master says quit, or when it has been silent for a minute."""
@@ -207,6 +219,9 @@ def run_worker(master_host: str, master_port: int) -> int:
     runner.register_message("as_setup", on_setup)
     runner.register_message("as_go", on_go)
     runner.register_message("as_stop", on_stop)
+    parent = os.environ.get(PARENT_ENV)
+    if parent and parent.isdigit():
+        gevent.spawn(_quit_when_orphaned, runner, int(parent))
     try:
         runner.greenlet.join()
     finally:

@@ -91,6 +91,7 @@ class Engine:
             start=self.start,
             windows=list(spec.windows),
             canaries=spec.canaries,
+            trace_nonce=spec.trace_nonce if spec.propagate else None,
         )
         self.queue: gevent.queue.Queue[tuple[int, float, str | None] | None] = gevent.queue.Queue()
         self.outstanding = 0
@@ -311,6 +312,7 @@ class Engine:
             self.runner.send_message("as_done", {
                 "planned": self.planned, "completed": self.exchange.completed,
                 "dropped": self.exchange.dropped, "cancelled": cancelled,
+                "unjudged": self.exchange.unjudged,
                 "load_ended_at": self.clock.wall(scheduled_end),
                 "unpriced": sorted(self.exchange.prices.unpriced),
                 "price_sources": self.exchange.prices.sources, "cpu": self.cpu,
@@ -324,6 +326,7 @@ class Engine:
             completed=self.exchange.completed,
             dropped=self.exchange.dropped,
             cancelled=cancelled,
+            unjudged=self.exchange.unjudged,
             unpriced_models=sorted(self.exchange.prices.unpriced),
             price_sources=self.exchange.prices.sources,
             cpu_max=max(self.cpu, default=None),
@@ -337,10 +340,19 @@ class Engine:
     def _drain(self) -> None:
         """Let requests in flight finish: up to the target timeout, or 2 s when interrupted."""
         grace = 2.0 if self.interrupted else self.loaded.scenario.target.timeout + 1.0
+        idle_since: float | None = None
         with gevent.Timeout(grace, False):
             while self.exchange.in_flight or (self.load.model == "open" and self.outstanding > 0):
-                if self.load.model == "open" and not self.exchange.in_flight and self.queue.qsize():
-                    break  # queued but never taken: nothing is waiting on them
+                queued = self.load.model == "open" and self.queue.qsize()
+                if queued and not self.exchange.in_flight:
+                    # An arrival queued a moment ago is taken on the next tick; one that no
+                    # user takes for half a second has nobody left to take it.
+                    now = self.clock.now()
+                    idle_since = idle_since if idle_since is not None else now
+                    if now - idle_since > 0.5:
+                        break
+                else:
+                    idle_since = None
                 gevent.sleep(0.02)
         if self.load.model == "open":
             for _ in range(self.runner.user_count):

@@ -16,6 +16,7 @@ class PlannedRequest:
     tenant: str
     workflow: str
     item: int
+    seq: int
 
 
 class Planner:
@@ -46,4 +47,4 @@ class Planner:
         index = bisect(self.workflow_cum, draw() * self.workflow_cum[-1])
         items = self.items[index]
         item = items[int(draw() * len(items))]
-        return PlannedRequest(f"{self.prefix}{seq:07d}", tenant, self.workflows[index], item)
+        return PlannedRequest(f"{self.prefix}{seq:07d}", tenant, self.workflows[index], item, seq)

@@ -24,3 +24,5 @@ class EngineSpec(BaseModel):
     progress_every: float = 0.5
     flush_every: float = 1.0
     parent_pid: int | None = None
+    trace_nonce: str = "0000000000000001"  # the first half of every trace id of the run
+    propagate: bool = True  # send traceparent and baggage with each request

@@ -74,6 +74,15 @@ def save(run_dirs: list[Path], name: str, folder: Path) -> Path:
                 hint=f"run `agentscale scorecard {run_dir}` first",
             )
         info = read_run(run_dir)
+        status = info.get("status")
+        result = (info.get("verdict") or {}).get("result")
+        if status != "completed" or result in ("invalid", "interrupted", None):
+            raise ConfigError(
+                f"this run cannot be a baseline: it is {status or 'unfinished'}"
+                + (f", its verdict {result}" if result else ""),
+                location=Location(run_dir),
+                hint="a baseline is what a trusted run measured: use a completed, valid run",
+            )
         card: Scorecard = read_json(card_path)
         methods.append(method(info))
         runs.append(
@@ -117,13 +126,47 @@ def load(path: Path) -> Baseline:
             location=Location(path),
             hint="save one with `agentscale baseline save RUN --name NAME`",
         ) from None
-    except ValueError:
-        raise ConfigError("not a baseline file (invalid JSON)", location=Location(path)) from None
-    if not isinstance(found, dict) or found.get("schema") != SCHEMA or not found.get("runs"):
+    except IsADirectoryError:
         raise ConfigError(
-            f"not a baseline file (schema {SCHEMA} expected)", location=Location(path)
+            "this is a folder; a baseline is a JSON file",
+            location=Location(path),
+            hint="e.g. --baseline baselines/main.json",
+        ) from None
+    except (OSError, ValueError) as error:
+        reason = "invalid JSON" if isinstance(error, ValueError) else str(error)
+        raise ConfigError(f"not a baseline file ({reason})", location=Location(path)) from None
+    problem = _shape_problem(found)
+    if problem is not None:
+        raise ConfigError(
+            f"not a baseline file ({problem})",
+            location=Location(path),
+            hint="save one with `agentscale baseline save RUN --name NAME`",
         )
     return cast(Baseline, found)
+
+
+def _shape_problem(found: object) -> str | None:
+    """What makes ``found`` something other than a baseline, if anything: the gate reads its
+    fields without asking again."""
+    if not isinstance(found, dict) or found.get("schema") != SCHEMA:
+        return f"schema {SCHEMA} expected"
+    if not isinstance(found.get("method"), dict):
+        return "no method object"
+    for key in ("scenario", "scenario_sha256", "dataset_sha256"):
+        if not isinstance(found["method"].get(key), str):
+            return f"method.{key} is not a string"
+    runs = found.get("runs")
+    if not isinstance(runs, list) or not runs:
+        return "no runs"
+    for number, run in enumerate(runs):
+        if not isinstance(run, dict) or not isinstance(run.get("scorecard"), dict):
+            return f"runs[{number}] has no scorecard object"
+        for name, value in run["scorecard"].items():
+            if name in ("requests", "successes", "success_rate") and not (
+                value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+            ):
+                return f"runs[{number}].scorecard.{name} is not a number"
+    return None
 
 
 def compatibility(baseline: Baseline, run: RunInfo, path: Path, force: bool) -> list[str]:

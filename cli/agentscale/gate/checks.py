@@ -28,6 +28,7 @@ class Check(TypedDict):
     tolerance: str | None
     detail: str  # why a check could not be judged, or what it found
     window: str | None
+    optional: bool  # not measured here is listed, but does not make the run inconclusive
 
 
 def new_check(
@@ -41,6 +42,7 @@ def new_check(
     tolerance: str | None = None,
     detail: str = "",
     window: str | None = None,
+    optional: bool = False,
 ) -> Check:
     return {
         "name": name,
@@ -58,6 +60,7 @@ def new_check(
         "tolerance": tolerance,
         "detail": detail,
         "window": window,
+        "optional": optional,
     }
 
 
@@ -83,3 +86,4 @@ class Verdict(TypedDict):
     checks: list[Check]
     invalid_reasons: list[str]
     warnings: list[str]
+    gated: bool  # False: no baseline, SLO or expectation was checked ("pass (nothing gated)")

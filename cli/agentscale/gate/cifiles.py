@@ -81,8 +81,19 @@ def describe(check: Check) -> str:
     return f"{check['name']}: measured {num(check.get('value'))}: {check['status']}"
 
 
+NOTHING_GATED = "nothing gated"
+UNGATED_HINT = "add --baseline, gates.slo or a fault profile's expect: to gate the run"
+
+
+def headline(result: str, gated: bool = True) -> str:
+    """``PASS``, or ``PASS (nothing gated)`` when no baseline, SLO or expectation was checked."""
+    label = LABEL.get(result, result.upper())
+    return f"{label} ({NOTHING_GATED})" if result == "pass" and not gated else label
+
+
 def summary(verdict: Verdict) -> str:
-    lines = [f"## agentscale: {LABEL.get(verdict['result'], verdict['result'].upper())}", ""]
+    gated = verdict.get("gated", True)
+    lines = [f"## agentscale: {headline(verdict['result'], gated)}", ""]
     lines.append(
         f"Run `{verdict.get('run_id', '')}`"
         + (
@@ -99,13 +110,13 @@ def summary(verdict: Verdict) -> str:
         lines.append(f"- warning: {cell(warning)}")
     if verdict.get("invalid_reasons") or verdict.get("warnings"):
         lines.append("")
-    gated = [c for c in verdict["checks"] if c["kind"] == "baseline"]
-    if gated:
+    compared = [c for c in verdict["checks"] if c["kind"] == "baseline"]
+    if compared:
         lines += [
             "| check | baseline | candidate | change | 95% CI | tolerance | status |",
             "| --- | ---: | ---: | ---: | --- | --- | --- |",
         ]
-        for c in gated:
+        for c in compared:
             lines.append(
                 f"| {c['metric']} | {num(c['baseline'])} | {num(c['candidate'])} | "
                 f"{change(c['change'], c['change_pct'])} | {interval(c['ci'])} | "
@@ -120,8 +131,8 @@ def summary(verdict: Verdict) -> str:
                 f"| {cell(c['name'])} | {num(c.get('value'))} | **{c['status']}**{_why(c)} |"
             )
         lines.append("")
-    if not verdict["checks"] and not verdict.get("invalid_reasons"):
-        lines += ["No checks: give a baseline, `gates.slo` or a fault profile's `expect`.", ""]
+    if not gated and not verdict.get("invalid_reasons"):
+        lines += [f"Nothing was gated: {UNGATED_HINT}.", ""]
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from statistics import median
 
 import numpy as np
 
-from agentscale.analysis.figures import Card, figure, replicates
+from agentscale.analysis.figures import Card, figure, replicates, reported
 from agentscale.config.metrics import DEFAULT_CHECKS, METRICS, MIN_REQUESTS, Metric, bad_direction
 from agentscale.config.scenario import Gates
 from agentscale.gate.checks import Check, new_check
@@ -31,14 +31,21 @@ def tolerances(gates: Gates | None) -> dict[str, Metric]:
     return chosen
 
 
+def set_by(gates: Gates | None) -> frozenset[str]:
+    """The metrics the scenario gave a tolerance of its own."""
+    return frozenset(name for name in METRICS if getattr(gates, name, None) is not None)
+
+
 def compare(
     baseline: list[Card],
     candidate: list[Card],
     metrics: dict[str, Metric],
     min_requests: int = MIN_REQUESTS,
     seed: int = 0,
+    required: frozenset[str] = frozenset(),
 ) -> list[Check]:
-    """``baseline`` and ``candidate``: the overall scorecard of each of their runs."""
+    """``baseline`` and ``candidate``: the overall scorecard of each of their runs.
+    ``required``: the metrics the scenario set a tolerance for (not measured: inconclusive)."""
     rng = np.random.default_rng(seed)
     checks = []
     base_n = min((c["requests"] for c in baseline), default=0)
@@ -46,8 +53,14 @@ def compare(
     for name, metric in metrics.items():
         base_values = [v for c in baseline if (v := figure(c, name)) is not None]
         cand_values = [v for c in candidate if (v := figure(c, name)) is not None]
-        check = new_check(name, "baseline", name, tolerance=describe(metric))
+        check = new_check(
+            name, "baseline", name, tolerance=describe(metric), optional=name not in required
+        )
         checks.append(check)
+        unreported = _unreported(baseline, candidate, name)
+        if unreported:
+            check["status"], check["detail"] = "not measured", unreported
+            continue
         if not base_values or not cand_values:
             check["detail"] = "not measured in both runs"
             continue
@@ -81,6 +94,17 @@ def compare(
         else:
             check["status"] = "pass"
     return checks
+
+
+def _unreported(baseline: list[Card], candidate: list[Card], name: str) -> str | None:
+    """Why a figure cannot be compared because the agent did not report its data."""
+    base = any(reported(c, name) for c in baseline)
+    cand = any(reported(c, name) for c in candidate)
+    if base and cand:
+        return None
+    if not base and not cand:
+        return "the agent reported no data for it in either run"
+    return f"the agent reported no data for it in the {'baseline' if cand else 'candidate'}"
 
 
 def _pooled(cards: list[Card], name: str) -> np.ndarray:

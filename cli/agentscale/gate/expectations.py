@@ -1,8 +1,13 @@
-"""A fault profile's resilience expectations, checked per window against the records."""
+"""A fault profile's resilience expectations, checked per window against the records.
+
+A clause on data the agent never reported (events, a trace status, attempts) is "not
+measured", never a pass or a fail on a zero nobody counted."""
 
 from __future__ import annotations
 
-from agentscale.analysis.figures import Card, Scorecard, figure
+import numpy as np
+
+from agentscale.analysis.figures import Card, Scorecard, figure, reported
 from agentscale.analysis.resilience import amplification, event_count, recovery_time
 from agentscale.config.faults import Expectation
 from agentscale.config.units import Comparison
@@ -22,36 +27,62 @@ def evaluate(expectations: list[Expectation], frames: RunFrames, card: Scorecard
         spans = card["by_window"].get(name, {})
         during, before = spans.get("during"), spans.get("before")
         start, end = windows.get(name, (0.0, 0.0))
-        values: list[tuple[str, Comparison | None, float | None]] = [
-            ("success_rate", expectation.success_rate, _get(during, "success_rate")),
-            ("degraded_share", expectation.degraded_share, _get(during, "degraded_share")),
-            ("retry_amplification", expectation.retry_amplification, amplification(before, during)),
-        ]
         in_window = sent & (offsets >= start) & (offsets < end)
+        events_known = bool((in_window & ~np.isnan(frames.arrays["circuit_opens"])).any())
+        values: list[tuple[str, Comparison | None, float | None, str | None]] = [
+            ("success_rate", expectation.success_rate, _get(during, "success_rate"), None),
+            (
+                "degraded_share", expectation.degraded_share, _get(during, "degraded_share"),
+                _missing(during, "degraded_share", "a trace status (ok, degraded, error)"),
+            ),
+            (
+                "retry_amplification", expectation.retry_amplification,
+                amplification(before, during),
+                _missing(during, "retries_per_tool_call", "attempts on its tool steps"),
+            ),
+        ]  # fmt: skip
         for event, event_rule in expectation.events.items():
             count = float(event_count(requests[in_window], event))
-            values.append((f"events.{event}", event_rule, count))
+            unseen = None if events_known else EVENTS_HINT
+            values.append((f"events.{event}", event_rule, count if events_known else None, unseen))
         if expectation.recovery is not None:
             recovered = None
             pre_rate, pre_p95 = _get(before, "success_rate"), _get(before, "latency_p95_ms")
             if pre_rate is not None and pre_p95:
+                # Recovery is measured up to the next window, never into it.
+                horizon = min(
+                    [frames.duration, *(a for n, a, _ in frames.windows if n != name and a >= end)]
+                )
                 seconds = recovery_time(
-                    offsets[sent], latency[sent], success[sent], end, pre_rate, pre_p95,
-                    frames.duration,
-                )  # fmt: skip
+                    offsets[sent], latency[sent], success[sent], end, pre_rate, pre_p95, horizon
+                )
                 # Never recovering within the run is a failure: an infinite recovery time.
                 recovered = seconds * 1000 if seconds is not None else float("inf")
-            values.append(("recovery_ms", expectation.recovery, recovered))
-        for metric, rule, value in values:
+            values.append(("recovery_ms", expectation.recovery, recovered, None))
+        for metric, rule, value, missing in values:
             if rule is None:
                 continue
-            checks.append(
-                new_check(
-                    f"{name}: {metric} {rule}", "expectation", metric, holds(rule, value),
-                    expected=str(rule), value=value, window=name,
-                )
+            check = new_check(
+                f"{name}: {metric} {rule}", "expectation", metric, holds(rule, value),
+                expected=str(rule), value=value, window=name, optional=expectation.optional,
             )  # fmt: skip
+            if missing:
+                check["status"], check["detail"] = "not measured", missing
+            checks.append(check)
     return checks
+
+
+EVENTS_HINT = (
+    "the agent reported no events in this window: map them with telemetry.events (JMESPath) "
+    "or send them as spans, or mark the expectation optional"
+)
+
+
+def _missing(card: Card | None, name: str, what: str) -> str | None:
+    """Why a figure of the window is not measured, if the agent did not report its data."""
+    if card is None or reported(card, name):
+        return None
+    return f"the agent reported no {what} in this window"
 
 
 def _get(card: Card | None, name: str) -> float | None:

@@ -17,7 +17,7 @@ from agentscale.errors import EXIT_INTERRUPTED
 from agentscale.gate import cifiles
 from agentscale.gate.baseline import Baseline
 from agentscale.gate.checks import FAILING, VERDICT_SCHEMA, Check, Verdict, new_check
-from agentscale.gate.compare import compare, tolerances
+from agentscale.gate.compare import compare, set_by, tolerances
 from agentscale.gate.expectations import evaluate as window_checks
 from agentscale.gate.slo import slo_checks
 from agentscale.gate.tenants import evaluate as tenant_checks
@@ -39,7 +39,8 @@ class Candidate:
 
 
 def decide(checks: list[Check], invalid: list[str]) -> tuple[str, int]:
-    """(result, exit code): invalid 3, regressed or failed 1, inconclusive 3, else 0."""
+    """(result, exit code): invalid 3, regressed or failed 1, inconclusive 3, else 0. A check
+    the scenario asked for whose data the agent never reported makes the run inconclusive."""
     if any(c["kind"] == "security" and c["status"] == "failed" for c in checks):
         return "fail", 1
     if invalid:
@@ -47,9 +48,13 @@ def decide(checks: list[Check], invalid: list[str]) -> tuple[str, int]:
     statuses = {c["status"] for c in checks}
     if statuses & FAILING:
         return "fail", 1
-    if "inconclusive" in statuses:
+    unmeasured = any(c["status"] == "not measured" and not c.get("optional") for c in checks)
+    if "inconclusive" in statuses or unmeasured:
         return "inconclusive", 3
     return "pass", 0
+
+
+GATES = frozenset({"baseline", "slo", "expectation", "tenants", "budgets"})
 
 
 def judge(
@@ -59,14 +64,19 @@ def judge(
     baseline: Baseline | None,
     baseline_path: Path | None,
     warnings: list[str],
+    out_dir: Path | None = None,
 ) -> Verdict:
-    """Score every candidate, check it, decide; write the CI files beside the last run and the
-    verdict into each run's ``run.json``."""
+    """Score every candidate, check it, decide; write the CI files (and the scorecard) beside
+    the last run and the verdict into each run's ``run.json`` - or, with ``out_dir`` (a
+    compare), all of it there, leaving the runs as they were."""
     cards: list[Card] = []
     checks: list[Check] = []
     for i, candidate in enumerate(candidates):
         card = build_scorecard(
-            candidate.frames, candidate.scenario, candidate.run_dir, candidate.info.get("seed", 0)
+            candidate.frames,
+            candidate.scenario,
+            out_dir or candidate.run_dir,
+            candidate.info.get("seed", 0),
         )
         candidate.card = card
         cards.append(card["overall"])
@@ -93,7 +103,9 @@ def judge(
     if baseline is not None:
         runs = [r["scorecard"] for r in baseline["runs"]]
         min_requests = gates.min_requests if gates else MIN_REQUESTS
-        checks += compare(runs, cards, tolerances(gates), min_requests=min_requests)
+        checks += compare(
+            runs, cards, tolerances(gates), min_requests=min_requests, required=set_by(gates)
+        )
     invalid = [p for c in candidates for p in c.problems]
     # Security findings head the verdict: a leak seen is a leak, however the run went.
     checks.sort(key=lambda c: c["kind"] != "security")
@@ -113,8 +125,11 @@ def judge(
         "checks": checks,
         "invalid_reasons": invalid,
         "warnings": warnings,
+        "gated": any(c["kind"] in GATES for c in checks),
     }
-    cifiles.write(last.run_dir, verdict)
+    cifiles.write(out_dir or last.run_dir, verdict)
+    if out_dir is not None:
+        return verdict
     for candidate in candidates:
         info = read_run(candidate.run_dir)
         info["verdict"] = {"result": result, "reasons": invalid, "verdict_file": str(last.run_dir)}

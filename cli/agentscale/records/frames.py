@@ -3,6 +3,10 @@ columns as numpy arrays, and the run's timing. Every figure downstream reads fro
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agentscale.errors import ConfigError, Location
+from agentscale.errors import AgentscaleError, ConfigError, Location
 from agentscale.records.runfolder import RunInfo, read_run
 
 # The step columns the figures use, and those read as dictionaries (few distinct values).
@@ -27,8 +31,13 @@ STEP_COLUMNS = (
     "chunk_tokens",
     "action",
     "rule",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "start_ms",
+    "source",
 )
-STEP_CATEGORIES = ("kind", "name", "outcome", "error", "cache", "action", "rule")
+STEP_CATEGORIES = ("kind", "name", "outcome", "error", "cache", "action", "rule", "model", "source")
 REQUEST_CATEGORIES = ["workflow", "tenant", "phase", "error_class", "status"]
 MAX_NAMES = 100  # distinct step names per kind that the scorecard keeps apart
 OTHER = "(other)"
@@ -46,6 +55,12 @@ NUMERIC = (
 )
 
 
+def epoch_seconds(times: pd.Series) -> np.ndarray:
+    """Timestamps as float epoch seconds, whatever unit the column holds."""
+    micros: np.ndarray = times.dt.as_unit("us").astype("int64").to_numpy()
+    return micros / 1e6
+
+
 @dataclass
 class RunFrames:
     """A run's records, ready for the scorecard."""
@@ -58,6 +73,7 @@ class RunFrames:
     _arrays: dict[str, np.ndarray] | None = field(default=None, repr=False)
     error_classes: list[str] | None = None
     notes: list[str] = field(default_factory=list)  # what was done to the records, and why
+    injected: pd.DataFrame | None = None  # faults_injected.parquet: the HTTP stage's faults
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -75,14 +91,18 @@ class RunFrames:
             # Sent: an arrival that went out and came back (neither dropped nor cancelled).
             arrays["sent"] = ~arrays["dropped"] & ~arrays["cancelled"]
             arrays["degraded"] = (r["status"] == "degraded").to_numpy(dtype=bool, na_value=False)
+            arrays["status_known"] = r["status"].notna().to_numpy(dtype=bool)
             errors = pd.Categorical(r["error_class"])
             arrays["error_code"] = errors.codes
             self.error_classes = [str(c) for c in errors.categories]
-            arrays["offset"] = (
-                r["intended_start"].astype("int64").to_numpy() / 1e6 - self.started_at
-            )
+            arrays["offset"] = epoch_seconds(r["intended_start"]) - self.started_at
             self._arrays = arrays
         return self._arrays
+
+    def reset(self) -> None:
+        """Forget the arrays made from the frames (after the frames changed)."""
+        self._arrays = None
+        self.error_classes = None
 
     @property
     def sent(self) -> np.ndarray:
@@ -108,6 +128,26 @@ def is_run_folder(run_dir: Path) -> bool:
     return (run_dir / "run.json").is_file() and (run_dir / "requests.parquet").exists()
 
 
+@contextlib.contextmanager
+def damaged_run(run_dir: Path) -> Iterator[None]:
+    """Reading a run folder that a crash, a full disk or a hand left half-written is a usage
+    error that names the folder, never a traceback."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except AgentscaleError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError,
+            pa.ArrowException) as error:  # fmt: skip
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise ConfigError(
+            f"this run folder cannot be read ({type(error).__name__}: {reason})",
+            location=Location(run_dir),
+            hint="a run killed mid-write or edited by hand; run `agentscale load` again",
+        ) from None
+
+
 def not_a_run_folder(run_dir: Path) -> ConfigError:
     return ConfigError(
         "not a run folder (no run.json or requests.parquet)",
@@ -130,11 +170,28 @@ def read_frames(
     from agentscale.records.writer import REQUEST_COLUMNS
     from agentscale.records.writer import STEP_COLUMNS as STEP_SCHEMA
 
-    def table(name: str, schema: tuple[tuple[str, pa.DataType], ...], **options: Any) -> pa.Table:
-        # A run stopped in its first second may not have written one or both folders yet.
-        if not any((run_dir / name).glob("part-*.parquet")):
+    def table(
+        name: str,
+        schema: tuple[tuple[str, pa.DataType], ...],
+        columns: list[str] | None = None,
+        **options: Any,
+    ) -> pa.Table:
+        # A run stopped in its first second may not have written one or both folders yet;
+        # only agentscale's own parts are read, whatever else lies in the folder.
+        parts = sorted(str(p) for p in (run_dir / name).glob("part-*.parquet"))
+        if not parts:
             return pa.table({column: pa.array([], kind) for column, kind in schema})
-        return pq.read_table(run_dir / name, **options)
+        if columns is None:
+            return pq.read_table(parts, **options)
+        # A run recorded by an older agentscale lacks the newer columns: they read as null.
+        present = set(pq.ParquetDataset(parts).schema.names)
+        found = pq.read_table(parts, columns=[c for c in columns if c in present],
+                              **options)  # fmt: skip
+        kinds = dict(schema)
+        for column in columns:
+            if column not in present:
+                found = found.append_column(column, pa.nulls(len(found), kinds[column]))
+        return found.select(columns)
 
     # Strings as dictionaries, and steps tied to their requests by Arrow's own hash lookup:
     # millions of rows load in seconds.
@@ -145,15 +202,82 @@ def read_frames(
         STEP_SCHEMA,
         columns=["request_id", *STEP_COLUMNS],
         read_dictionary=list(STEP_CATEGORIES),
-    ).select(["request_id", *STEP_COLUMNS])
+    )
     positions = pc.index_in(steps_table["request_id"], value_set=requests_table["request_id"])
     steps = steps_table.drop_columns(["request_id"]).to_pandas()
     steps["req"] = positions.to_numpy(zero_copy_only=False)
     steps = steps[steps["req"].notna()].astype({"req": "int64"})
+    steps = chosen_source(requests, steps)
     notes = fold_names(steps)
     if started_at is None:
         started_at = requests["intended_start"].min().timestamp() if len(requests) else 0.0
-    return RunFrames(requests, steps, started_at, duration, windows, notes=notes)
+    injected = None
+    injected_parts = sorted(
+        str(p) for p in (run_dir / "faults_injected.parquet").glob("part-*.parquet")
+    )
+    if injected_parts:
+        injected = pq.read_table(injected_parts).to_pandas()
+    return RunFrames(requests, steps, started_at, duration, windows, notes=notes, injected=injected)
+
+
+def rewrite_requests(run_dir: Path, requests: pd.DataFrame) -> None:
+    """Replace ``requests.parquet`` with ``requests`` (after the run, once its records are
+    joined with what arrived later): written aside as one part, then swapped in."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from agentscale.records.writer import REQUEST_COLUMNS
+
+    schema = pa.schema([pa.field(name, kind) for name, kind in REQUEST_COLUMNS])
+    table = pa.Table.from_pandas(requests[schema.names], schema=schema, preserve_index=False)
+    folder = run_dir / "requests.parquet"
+    aside = run_dir / ".requests.parquet.new"
+    old = run_dir / ".requests.parquet.old"
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    pq.write_table(table, aside / "part-000000.parquet", compression="snappy")
+    os.replace(folder, old)
+    os.replace(aside, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def chosen_source(requests: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
+    """Each request's steps from the source that counts for it (the response body's trace or
+    the agent's spans; both are kept in steps.parquet)."""
+    if "source" not in steps or "steps_source" not in requests or steps.empty:
+        return steps
+    wanted = requests["steps_source"].astype(object).fillna("body").to_numpy()
+    source = steps["source"].astype(object).fillna("body").to_numpy()
+    keep = source == wanted[steps["req"].to_numpy()]
+    return steps if keep.all() else steps[keep]
+
+
+def steps_frame(frames: RunFrames, rows: list[tuple[object, ...]]) -> pd.DataFrame:
+    """Rows of ``steps.parquet`` (request id first) as the frames' steps: their scorecard
+    columns, categorical where the frames' are, and each step's request position."""
+    from agentscale.records.writer import STEP_COLUMNS as STEP_SCHEMA
+
+    names = [name for name, _ in STEP_SCHEMA]
+    found = pd.DataFrame.from_records(rows, columns=names)
+    positions = pd.Index(frames.requests["request_id"].astype(str)).get_indexer(
+        pd.Index(found["request_id"])
+    )
+    out = found[list(STEP_COLUMNS)].assign(req=positions)
+    out = out[out["req"] >= 0]
+    for column in STEP_CATEGORIES:
+        out[column] = out[column].astype("category")
+    return out
+
+
+def read_spans(run_dir: Path) -> pd.DataFrame | None:
+    """``spans.parquet`` (the agent's spans as received), or None when there is none."""
+    import pyarrow.parquet as pq
+
+    parts = sorted(str(p) for p in (run_dir / "spans.parquet").glob("part-*.parquet"))
+    if not parts:
+        return None
+    found: pd.DataFrame = pq.read_table(parts).to_pandas()
+    return found
 
 
 def fold_names(steps: pd.DataFrame, limit: int = MAX_NAMES) -> list[str]:

@@ -154,6 +154,14 @@ class DemoRef(TypedDict, total=False):
     routes: dict[str, str]
 
 
+class OtlpRef(TypedDict, total=False):
+    endpoint: str
+    received: int | None
+    spans: int
+    requests_with_spans: int
+    unknown_trace_spans: int
+
+
 class RunInfo(TypedDict, total=False):
     """``run.json``: how the run was planned, what ran, and how it ended."""
 
@@ -178,6 +186,8 @@ class RunInfo(TypedDict, total=False):
     verdict: RunVerdict
     exit_code: int
     workers: int  # local Locust workers (master/worker mode), when any
+    trace_nonce: str  # the first half of every trace id the run's requests carried
+    otlp: OtlpRef  # the span receiver: where it listened, what it received and joined
 
 
 def read_run(run_dir: Path) -> RunInfo:

@@ -53,6 +53,10 @@ REQUEST_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("output_excerpt", pa.string()),  # what a failed request answered (first 300 characters)
     ("leaked_from", pa.string()),  # the tenant whose canary this response carried
     ("trace_warnings", pa.string()),  # what the agent sent that could not be used, and why
+    ("trace_id", pa.string()),  # the W3C trace id the request carried (telemetry.propagate)
+    ("fault_hit", pa.string()),  # the windows whose injected faults this request met
+    ("unattributed_ms", pa.float64()),  # service time no step accounts for
+    ("steps_source", pa.string()),  # whose steps count for this request: body or otlp
 )
 STEP_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("request_id", pa.string()),
@@ -73,8 +77,36 @@ STEP_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("chunk_tokens", pa.int64()),
     ("action", pa.string()),
     ("rule", pa.string()),
+    ("start_ms", pa.float64()),  # from the request's send, when the agent said (or a span did)
+    ("source", pa.string()),  # body (the response's trace) or otlp (the agent's spans)
 )
-_TIMESTAMP_COLUMNS = {"intended_start", "sent_at"}
+# One row per response the HTTP fault stage made up instead of forwarding.
+INJECTED_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("at", _TS),
+    ("dependency", pa.string()),
+    ("window", pa.string()),
+    ("fault", pa.string()),  # status (more kinds to come)
+    ("status", pa.int32()),
+    ("trace_id", pa.string()),  # from the traceparent the agent forwarded, if it did
+    ("request_id", pa.string()),  # from the baggage (agentscale.request_id), if forwarded
+    ("method", pa.string()),
+    ("path", pa.string()),
+)
+# The agent's OpenTelemetry spans, as received (raw, for waterfalls and re-reading).
+SPAN_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("trace_id", pa.string()),
+    ("span_id", pa.string()),
+    ("parent_span_id", pa.string()),
+    ("name", pa.string()),
+    ("kind", pa.int32()),  # OTLP span kind: 1 internal, 2 server, 3 client...
+    ("start_time", _TS),
+    ("end_time", _TS),
+    ("status_code", pa.int32()),  # 0 unset, 1 ok, 2 error
+    ("status_message", pa.string()),
+    ("attributes", pa.string()),  # a JSON object
+    ("service", pa.string()),
+)
+_TIMESTAMP_COLUMNS = {"intended_start", "sent_at", "at", "start_time", "end_time"}
 
 
 def _schema(columns: tuple[tuple[str, pa.DataType], ...]) -> pa.Schema:
@@ -118,16 +150,7 @@ class PartWriter(RowBuffer):
         return self.write(self.take())
 
     def _table(self, columns: list[tuple[Any, ...]]) -> pa.Table:
-        arrays = []
-        for (name, kind), values in zip(self.columns, columns, strict=True):
-            if name in _TIMESTAMP_COLUMNS:
-                # Epoch seconds as floats in the hot path; microseconds at rest.
-                seconds = pa.array(values, pa.float64())
-                micros = pc.cast(pc.multiply(seconds, 1e6), pa.int64(), safe=False)
-                arrays.append(micros.cast(kind))
-            else:
-                arrays.append(_array(values, kind))
-        return pa.Table.from_arrays(arrays, schema=self.schema)
+        return to_table(self.columns, columns)
 
     def _write(self, table: pa.Table) -> None:
         name = f"part-{self.parts:06d}.parquet"
@@ -135,6 +158,35 @@ class PartWriter(RowBuffer):
         pq.write_table(table, aside, compression="snappy")
         os.replace(aside, self.folder / name)
         self.parts += 1
+
+
+Columns = tuple[tuple[str, pa.DataType], ...]
+
+
+def to_table(columns: Columns, values: list[tuple[Any, ...]]) -> pa.Table:
+    """A table of ``columns`` from one tuple of values per column."""
+    arrays = []
+    for (name, kind), column in zip(columns, values, strict=True):
+        if name in _TIMESTAMP_COLUMNS:
+            # Epoch seconds as floats in the hot path; microseconds at rest.
+            seconds = pa.array(column, pa.float64())
+            micros = pc.cast(pc.multiply(seconds, 1e6), pa.int64(), safe=False)
+            arrays.append(micros.cast(kind))
+        else:
+            arrays.append(_array(column, kind))
+    return pa.Table.from_arrays(arrays, schema=_schema(columns))
+
+
+def append_part(folder: Path, columns: Columns, rows: list[tuple[Any, ...]], tag: str) -> None:
+    """One more part file in ``folder`` (rows known only after the run: the steps that came as
+    spans), named by ``tag`` so that it never replaces one of the engine's."""
+    if not rows:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    table = to_table(columns, list(zip(*rows, strict=True)))
+    aside = folder / f".part-{tag}.parquet.tmp"
+    pq.write_table(table, aside, compression="snappy")
+    os.replace(aside, folder / f"part-{tag}.parquet")
 
 
 def _array(values: tuple[Any, ...], kind: pa.DataType) -> pa.Array:
@@ -190,7 +242,9 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     events = []
     for line in path.read_bytes().splitlines():
         try:
-            events.append(orjson.loads(line))
+            event = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue  # a line cut short by a kill
+        if isinstance(event, dict) and isinstance(event.get("type"), str):
+            events.append(event)
     return events

@@ -156,3 +156,64 @@ def bar_pairs(rows: Sequence[tuple[str, float | None, float | None]], unit: str)
         f'<text x="{label_w + 104}" y="{height - 7}" class="legend">baseline</text></svg>'
     )
     return Markup("".join(parts))
+
+
+KIND_COLORS = {
+    "llm": "#7c3aed",
+    "tool": "#2563eb",
+    "retrieval": "#059669",
+    "guardrail": "#d97706",
+}
+
+
+def waterfall(
+    service_ms: float,
+    bars: Sequence[tuple[str, str, float, float, bool]],
+    windows: Sequence[tuple[str, float, float]] = (),
+    injected: Sequence[float] = (),
+) -> Markup:
+    """One request on its own time line: a bar per step (label, kind, start, duration,
+    failed), fault windows shaded, injected faults as red ticks. No script, no font."""
+    label_w, right, row = 190, 70, 16
+    plot_w = WIDTH - label_w - right
+    height = 26 + row * (len(bars) + 1)
+    top_ms = max([service_ms, *(s + d for _, _, s, d, _ in bars)], default=1.0) or 1.0
+
+    def px(ms: float) -> float:
+        return label_w + plot_w * min(max(ms / top_ms, 0.0), 1.0)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
+        f'role="img" class="chart">'
+    ]
+    bottom = 10 + row * (len(bars) + 1)
+    for name, start, end in windows:
+        x0, x1 = px(start), px(end)
+        parts.append(
+            f'<rect x="{x0:.1f}" y="4" width="{max(x1 - x0, 1):.1f}" height="{bottom - 4}" '
+            f'fill="#f59e0b" fill-opacity="0.16"/><text x="{x0 + 3:.1f}" y="{bottom + 12}" '
+            f'class="win">{escape(name)}</text>'
+        )
+    parts.append(
+        f'<text x="{label_w - 8}" y="{10 + 11}" class="ylabel">request</text>'
+        f'<rect x="{label_w}" y="12" width="{px(service_ms) - label_w:.1f}" height="8" '
+        f'fill="#9ca3af"/><text x="{px(service_ms) + 4:.1f}" y="20" class="val">'
+        f"{service_ms:,.0f} ms</text>"
+    )
+    for i, (label, kind, start, duration, failed) in enumerate(bars, start=1):
+        y = 10 + row * i
+        color = "#dc2626" if failed else KIND_COLORS.get(kind, "#6b7280")
+        x0 = px(start)
+        parts.append(
+            f'<text x="{label_w - 8}" y="{y + 11}" class="ylabel">{escape(label[:28])}</text>'
+            f'<rect x="{x0:.1f}" y="{y + 2}" width="{max(px(start + duration) - x0, 1):.1f}" '
+            f'height="10" fill="{color}"/>'
+        )
+    for at in injected:
+        x = px(at)
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="4" y2="{bottom}" stroke="#dc2626" '
+            'stroke-width="1.5" stroke-dasharray="3 2"/>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))

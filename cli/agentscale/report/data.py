@@ -4,7 +4,7 @@ from its folder for ``agentscale report``): typed, so the templates read named f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
@@ -20,7 +20,7 @@ from agentscale.gate import baseline as baselines
 from agentscale.gate.baseline import Baseline
 from agentscale.gate.checks import Verdict
 from agentscale.jsondata import JsonObject
-from agentscale.records.frames import RunFrames, fault_windows, load_frames
+from agentscale.records.frames import RunFrames, epoch_seconds, fault_windows, load_frames
 from agentscale.records.runfolder import RunInfo, read_json, read_run
 from agentscale.records.writer import read_events
 
@@ -58,6 +58,27 @@ class ReportData:
     samples: list[tuple[str, str, str]]  # request id, error class, what the agent answered
     diagnosis: Diagnosis
     fault_events: list[JsonObject]
+    waterfalls: list[Waterfall] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    kind: str
+    start_ms: float  # from the request's send
+    duration_ms: float
+    failed: bool
+
+
+@dataclass(frozen=True)
+class Waterfall:
+    """One request's steps on its own time line, with the faults that were around it."""
+
+    title: str
+    service_ms: float
+    bars: list[Bar]
+    windows: list[tuple[str, float, float]]  # fault windows in force, ms from the send
+    injected: list[float]  # faults the stage injected into this request's calls, ms
 
 
 def gather(
@@ -102,7 +123,65 @@ def gather(
         samples=_samples(frames.requests),
         diagnosis=diagnose(card["overall"], _prices(scenario)),
         fault_events=[e for e in events if str(e.get("type", "")).startswith("fault_")],
+        waterfalls=waterfalls(frames),
     )
+
+
+SLOWEST = 5
+
+
+def waterfalls(frames: RunFrames, slowest: int = SLOWEST) -> list[Waterfall]:
+    """The slowest requests, and a median one beside them, whose steps say when they ran."""
+    steps = frames.steps
+    if steps.empty or "start_ms" not in steps or steps["start_ms"].isna().all():
+        return []
+    a = frames.arrays
+    timed = np.zeros(len(frames.requests), dtype=bool)
+    timed[steps.loc[steps["start_ms"].notna(), "req"].to_numpy()] = True
+    candidates = np.flatnonzero(frames.sent & timed & ~np.isnan(a["service_ms"]))
+    if not candidates.size:
+        return []
+    order = candidates[np.argsort(a["latency_ms"][candidates], kind="stable")]
+    chosen = [(int(i), "slowest") for i in order[::-1][:slowest]]
+    median = int(order[order.size // 2])
+    if median not in {i for i, _ in chosen}:
+        chosen.append((median, "median"))
+    return [_waterfall(frames, position, why) for position, why in chosen]
+
+
+def _waterfall(frames: RunFrames, position: int, why: str) -> Waterfall:
+    requests, a = frames.requests, frames.arrays
+    rid = str(requests["request_id"].iat[position])
+    sent = float(epoch_seconds(requests["sent_at"])[position])
+    service = float(a["service_ms"][position])
+    mine = frames.steps[frames.steps["req"] == position].sort_values("start_ms", na_position="last")
+    bars = [
+        Bar(
+            f"{name}", str(kind), float(start), float(duration if duration == duration else 0.0),
+            outcome in ("error", "timeout", "short_circuited"),
+        )
+        for name, kind, start, duration, outcome in zip(
+            mine["name"], mine["kind"], mine["start_ms"], mine["latency_ms"], mine["outcome"],
+            strict=True,
+        )
+        if start == start
+    ]  # fmt: skip
+    offset = sent - frames.started_at
+    windows = [
+        (name, (lo - offset) * 1000, (hi - offset) * 1000)
+        for name, lo, hi in frames.windows
+        if lo < offset + service / 1000 and hi > offset
+    ]
+    injected: list[float] = []
+    found = frames.injected
+    if found is not None and not found.empty:
+        trace = requests["trace_id"].iat[position] if "trace_id" in requests else None
+        ours = (found["request_id"] == rid) | (found["trace_id"] == trace)
+        at = epoch_seconds(found.loc[ours, "at"])
+        injected = [float(t - sent) * 1000 for t in at]
+    latency = float(a["latency_ms"][position])
+    title = f"{rid} ({why}): {latency:,.0f} ms from the intended start, {service:,.0f} ms served"
+    return Waterfall(title, service, bars, windows, injected)
 
 
 def scenario_as_run(run_dir: Path) -> Scenario | None:

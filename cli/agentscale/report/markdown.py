@@ -46,9 +46,9 @@ def section(s: Section) -> list[str]:
 
 
 def _verdict(data: ReportData) -> list[str]:
-    result, exit_code = result_of(data)
+    _, exit_code = result_of(data)
     against = f", against baseline `{data.baseline_name}`" if data.baseline_name else ""
-    lines = [f"**Verdict: {label(result)}** (exit code {exit_code}){against}", ""]
+    lines = [f"**Verdict: {label(data)}** (exit code {exit_code}){against}", ""]
     lines += [f"- **{cell(line)}**" for line in alerts(data)]
     return [*lines, ""] if alerts(data) else lines
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 from markupsafe import Markup
 
-from agentscale.analysis.figures import Card, figure
+from agentscale.analysis.figures import Card, shown
 from agentscale.formatting import num, pct, usd
 from agentscale.gate.checks import Check
-from agentscale.gate.cifiles import LABEL, describe
+from agentscale.gate.cifiles import UNGATED_HINT, describe, headline
 from agentscale.report import tenants
-from agentscale.report.charts import bar_pairs, line_chart
+from agentscale.report.charts import bar_pairs, line_chart, waterfall
 from agentscale.report.data import ReportData
 
 
@@ -48,15 +48,23 @@ def result_of(data: ReportData) -> tuple[str, int | None]:
     return data.run.get("verdict", {}).get("result", "pass"), data.run.get("exit_code")
 
 
-def label(result: str) -> str:
-    return LABEL.get(result, result.upper())
+def label(data: ReportData) -> str:
+    result = result_of(data)[0]
+    return headline(result, data.verdict.get("gated", True) if data.verdict else True)
 
 
 def alerts(data: ReportData) -> list[str]:
-    """What a reader must see before anything else: leaks, then why the run is invalid."""
+    """What a reader must see before anything else: leaks, why the run is invalid, what was
+    not gated, and how the baseline differs from this run."""
     lines = tenants.leak_lines(data.card.get("tenants"))
-    reasons = data.verdict["invalid_reasons"] if data.verdict else []
-    return lines + [f"invalid: {reason}" for reason in reasons]
+    verdict = data.verdict
+    if verdict is None:
+        return lines
+    lines += [f"invalid: {reason}" for reason in verdict["invalid_reasons"]]
+    if not verdict.get("gated", True) and verdict["result"] == "pass":
+        lines.append(f"Nothing was gated: {UNGATED_HINT}.")
+    lines += [f"warning: {warning}" for warning in verdict["warnings"]]
+    return lines
 
 
 def check_detail(check: Check) -> str:
@@ -94,11 +102,11 @@ def key_figures(data: ReportData) -> Table:
     overall, base = data.card["overall"], data.baseline
     if base is not None:
         rows = [
-            [name, fmt(figure(base, key)), fmt(figure(overall, key))]
+            [name, shown(base, key, fmt), shown(overall, key, fmt)]
             for name, key, fmt in KEY_FIGURES
         ]
         return Table(["figure", "baseline", "this run"], rows, frozenset({1, 2}))
-    rows = [[name, fmt(figure(overall, key))] for name, key, fmt in KEY_FIGURES]
+    rows = [[name, shown(overall, key, fmt)] for name, key, fmt in KEY_FIGURES]
     return Table(["figure", "this run"], rows, frozenset({1}))
 
 
@@ -273,6 +281,29 @@ def steps(data: ReportData) -> list[Section]:
     return [Section("p95 by step", charts=[Chart(bars)], tables=[table])]
 
 
+def _waterfalls(data: ReportData) -> list[Section]:
+    if not data.waterfalls:
+        return []
+    charts = [
+        Chart(
+            waterfall(
+                w.service_ms,
+                [(b.label, b.kind, b.start_ms, b.duration_ms, b.failed) for b in w.bars],
+                w.windows,
+                w.injected,
+            ),
+            w.title,
+        )
+        for w in data.waterfalls
+    ]
+    text = [
+        "Each step on the request's own time line, from its send: LLM purple, tools blue, "
+        "retrieval green, guardrails amber, failed steps red; fault windows shaded, faults the "
+        "HTTP stage injected into this request's calls as red dashes."
+    ]
+    return [Section("Slowest requests, step by step", text=text, charts=charts)]
+
+
 def _tools(data: ReportData) -> list[Section]:
     tools = data.card["overall"]["tools"]
     if not tools:
@@ -302,9 +333,9 @@ def group_table(groups: dict[str, Card]) -> Table:
             num(c["requests"]),
             pct(c["success_rate"]),
             num(c["latency_p95_ms"]),
-            num(c["retries_per_tool_call"]),
-            usd(c["cost_per_success_usd"]),
-            pct(c["degraded_share"]),
+            shown(c, "retries_per_tool_call", num),
+            shown(c, "cost_per_success_usd", usd),
+            shown(c, "degraded_share", pct),
         ]
         for name, c in groups.items()
     ]
@@ -331,9 +362,10 @@ def resilience(data: ReportData) -> list[Section]:
         Section(
             "Resilience per fault window",
             text=[
-                f"Circuit opens {num(overall['circuit_opens'])}, fallbacks "
-                f"{num(overall['fallbacks'])}, degraded share {pct(overall['degraded_share'])}, "
-                f"budget exhaustions {num(overall['budget_exhausted'])}."
+                f"Circuit opens {shown(overall, 'circuit_opens', num)}, fallbacks "
+                f"{shown(overall, 'fallbacks', num)}, degraded share "
+                f"{shown(overall, 'degraded_share', pct)}, budget exhaustions "
+                f"{shown(overall, 'budget_exhausted', num)}."
             ],
         )
     ]
@@ -341,7 +373,12 @@ def resilience(data: ReportData) -> list[Section]:
         spans = data.card["by_window"].get(name, {})
         if spans:
             sections.append(
-                Section(f"{name} ({start:g}s to {end:g}s)", level=3, tables=[group_table(spans)])
+                Section(
+                    f"{name} ({start:g}s to {end:g}s)",
+                    level=3,
+                    text=_window_notes(spans),
+                    tables=[group_table(spans)],
+                )
             )
     if data.fault_events:
         rows = [
@@ -357,6 +394,25 @@ def resilience(data: ReportData) -> list[Section]:
         table = Table(["event", "window", "planned", "actual", "result"], rows, frozenset({2, 3}))
         sections.append(Section("Fault timeline", level=3, tables=[table]))
     return sections
+
+
+def _window_notes(spans: dict[str, Card]) -> list[str]:
+    notes = []
+    during = spans.get("during")
+    if during is not None and "faults_injected" in during:
+        failed = during["requests"] - during["successes"]
+        notes.append(
+            f"The HTTP fault stage injected {during['faults_injected']:,} fault(s); "
+            f"{failed:,} request(s) failed; {during.get('fault_hits', 0):,} request(s) met an "
+            "injected fault (their fault_hit column names it)."
+        )
+    for when in ("before", "after"):
+        if when not in spans:
+            notes.append(
+                f"No clean time {when} this window (another window is in force there): "
+                "nothing to compare it with."
+            )
+    return notes
 
 
 def _guardrails(data: ReportData) -> list[Section]:
@@ -386,6 +442,7 @@ def sections(data: ReportData) -> list[Section]:
         _diagnosis(data),
         *_traffic(data),
         *steps(data),
+        *_waterfalls(data),
         *_tools(data),
         *_tenants(data),
         *_groups("Per workflow", data.card["by_workflow"]),

@@ -8,10 +8,12 @@ value goes through ``telemetry.trace``'s checks. A response without a trace stil
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import jmespath
+import jmespath.exceptions
 import orjson
 
 from agentscale.config.scenario import Telemetry
@@ -40,6 +42,8 @@ class Trace:
     steps: list[Step] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     has_trace: bool = False
+    steps_reported: bool = False  # the agent sent a list of steps (even an empty one)
+    events_reported: bool = False  # the agent sent a list of events (even an empty one)
     warnings: list[str] = field(default_factory=list)  # fields the agent sent that were bad
 
 
@@ -47,9 +51,9 @@ class TraceReader:
     def __init__(self, telemetry: Telemetry | None) -> None:
         self.mapping = {
             name: jmespath.compile(expression)
-            for name, expression in (telemetry.model_dump() if telemetry else {}).items()
-            if isinstance(expression, str) and expression
+            for name, expression in (telemetry.mapping() if telemetry else {}).items()
         }
+        self.default_model = telemetry.default_model if telemetry else None
 
     def read(self, content: bytes) -> Trace:
         result = Trace()
@@ -60,28 +64,40 @@ class TraceReader:
         try:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:
-            result.output = content.decode("utf-8", "replace")
-            return result
+            body = _lenient(content, result.warnings)
+            if body is None:
+                result.output = content.decode("utf-8", "replace")
+                return result
         result.body = body
         if not isinstance(body, dict):
             return result
         _read_contract(result, body)
         if self.mapping:
             self._read_mapped(result, body)
+        if result.model is None:
+            result.model = self.default_model  # for steps and usage that name no model
         return result
 
     def _read_mapped(self, result: Trace, body: dict[str, Any]) -> None:
         """The mapping's expressions over the contract's reading: what they find wins."""
-        mapped = {name: expr.search(body) for name, expr in self.mapping.items()}
         warnings = result.warnings
+        mapped = {}
+        for name, expression in self.mapping.items():
+            try:
+                mapped[name] = expression.search(body)
+            except (jmespath.exceptions.JMESPathError, TypeError, ValueError) as error:
+                # An expression that cannot be evaluated on this body finds nothing here.
+                warnings.append(f"telemetry.{name}: {type(error).__name__}: {error}"[:300])
         if "steps" in mapped:
             result.steps = read_steps(mapped["steps"], warnings)
             result.has_trace = True
+            result.steps_reported = isinstance(mapped["steps"], list)
         if "events" in mapped:
             result.events = read_events(mapped["events"], warnings)
+            result.events_reported = isinstance(mapped["events"], list)
         if "status" in mapped:
             status = mapped["status"]
-            result.status = status if status in STATUSES else None
+            result.status = status if isinstance(status, str) and status in STATUSES else None
         if "output" in mapped:
             output = mapped["output"]
             result.output = output if isinstance(output, str) else None
@@ -93,15 +109,39 @@ class TraceReader:
             result.output_tokens = count(mapped["output_tokens"], "output_tokens", warnings)
 
 
+# A \uD800-\uDFFF escape that is not half of a pair: JSON allows it, UTF-8 cannot hold it.
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<![0-9a-fA-F]{4})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _lenient(content: bytes, warnings: list[str]) -> Any:
+    """The body once lone surrogate escapes are replaced (so that a status of "error" in it is
+    still read); None if it is not JSON even then."""
+    fixed, count = _LONE_SURROGATE.subn(rb"\\ufffd", content)
+    if not count:
+        return None
+    try:
+        body = orjson.loads(fixed)
+    except orjson.JSONDecodeError:
+        return None
+    warnings.append(f"body: {count} lone surrogate escape(s) replaced by U+FFFD")
+    return body
+
+
 def _read_contract(result: Trace, body: dict[str, Any]) -> None:
     warnings = result.warnings
     trace = body.get("trace")
     if isinstance(trace, dict):
-        result.steps = read_steps(trace.get("steps"), warnings)
-        result.events = read_events(trace.get("events"), warnings)
+        steps, events = trace.get("steps"), trace.get("events")
+        result.steps = read_steps(steps, warnings)
+        result.events = read_events(events, warnings)
         result.has_trace = True
+        result.steps_reported = isinstance(steps, list)
+        result.events_reported = isinstance(events, list)
     status = body.get("status")
-    result.status = status if status in STATUSES else None
+    result.status = status if isinstance(status, str) and status in STATUSES else None
     output = body.get("output")
     result.output = output if isinstance(output, str) else None
     usage = body.get("usage")

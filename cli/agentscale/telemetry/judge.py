@@ -7,6 +7,7 @@ import socket
 from collections.abc import Sequence
 
 import jmespath
+import jmespath.exceptions
 
 from agentscale.config.scenario import DEFAULT_REQUIRE, Success
 from agentscale.telemetry.body import Trace
@@ -54,6 +55,18 @@ def http_error_class(code: int) -> str:
     return f"http_{code}"
 
 
+FAILED_OUTCOMES = frozenset({"error", "timeout", "short_circuited"})
+
+
+def step_failure(trace: Trace) -> str | None:
+    """``llm_error`` or ``tool_error`` when the trace shows a step that failed: a 200 answer
+    that is wrong because a dependency failed is that dependency's failure."""
+    for step in trace.steps:
+        if step.outcome in FAILED_OUTCOMES:
+            return "llm_error" if step.kind == "llm" else "tool_error"
+    return None
+
+
 class Judge:
     def __init__(self, rule: Success) -> None:
         self.statuses = frozenset(rule.status) if rule.status else None
@@ -74,14 +87,24 @@ class Judge:
         if not self.status_ok(code):
             return False, http_error_class(code), None
         if trace.status == "error":
-            return False, "agent_error", None
+            return False, step_failure(trace) or "agent_error", None
         if self.require is not None:
             subject = trace.body if isinstance(trace.body, dict | list) else {}
-            if not self.require.search(subject):
-                return False, "require_failed", None
-        expect_ok = self.matches(trace.output, expected)
+            try:
+                held = self.require.search(subject)
+            except (jmespath.exceptions.JMESPathError, TypeError, ValueError) as error:
+                # The expression cannot be evaluated on this answer: it does not hold.
+                trace.warnings.append(f"success.require: {type(error).__name__}: {error}"[:300])
+                held = False
+            if not held:
+                return False, step_failure(trace) or "require_failed", None
+        try:
+            expect_ok = self.matches(trace.output, expected)
+        except re.error as error:
+            trace.warnings.append(f"expect: not a regular expression ({error})")
+            expect_ok = False
         if expect_ok is False:
-            return False, "wrong_answer", False
+            return False, step_failure(trace) or "wrong_answer", False
         return True, None, expect_ok
 
     def matches(self, output: str | None, expected: Sequence[str]) -> bool | None:

@@ -14,8 +14,8 @@ class Tally:
     input_tokens: int | None
     output_tokens: int | None
     cached_input_tokens: int | None
-    tool_calls: int
-    retries: int
+    tool_calls: int | None  # None: the agent reported no steps
+    retries: int | None  # None: no tool step said how many attempts it took
     cost_usd: float | None  # None: some tokens had no price, or nothing was reported
 
 
@@ -59,7 +59,7 @@ class PriceBook:
                 self.sources[model] = "genai-prices"
         return self.prices[model]
 
-    def _cost(self, model: object, tokens_in: int, tokens_out: int, cached: int) -> float | None:
+    def cost(self, model: object, tokens_in: int, tokens_out: int, cached: int) -> float | None:
         price = self.price(model) if isinstance(model, str) else None
         if price is None:
             self.unpriced.add(model if isinstance(model, str) else "<no model named>")
@@ -77,14 +77,16 @@ class PriceBook:
 
     def tally(self, trace: Trace) -> Tally:
         tokens_in = tokens_out = cached_in = tools = retries = 0
-        reported = False
+        reported = attempts_reported = unmetered_llm = False
         cost: float | None = 0.0
         for step in trace.steps:
             if step.kind == "tool":
                 tools += 1
-                if step.attempts is not None and step.attempts > 1:
-                    retries += step.attempts - 1
+                if step.attempts is not None:
+                    attempts_reported = True
+                    retries += max(step.attempts - 1, 0)
             if step.input_tokens is None and step.output_tokens is None:
+                unmetered_llm = unmetered_llm or step.kind == "llm"
                 continue
             n_in, n_out = step.input_tokens or 0, step.output_tokens or 0
             n_cached = step.cached_input_tokens or 0
@@ -94,14 +96,16 @@ class PriceBook:
             reported = True
             # Every step is priced, even once the total is unknown, so that every unpriced
             # model is named in the warning, not just the first.
-            step_cost = self._cost(step.model or trace.model, n_in, n_out, n_cached)
+            step_cost = self.cost(step.model or trace.model, n_in, n_out, n_cached)
             cost = None if step_cost is None or cost is None else cost + step_cost
         if not reported and (trace.input_tokens is not None or trace.output_tokens is not None):
             tokens_in, tokens_out = trace.input_tokens or 0, trace.output_tokens or 0
             reported = True
-            cost = self._cost(trace.model, tokens_in, tokens_out, 0)
-        elif not reported and not trace.has_trace:
-            cost = None  # no trace, no usage: the cost is unknown, not zero
+            cost = self.cost(trace.model, tokens_in, tokens_out, 0)
+        elif not reported and (not trace.has_trace or unmetered_llm):
+            # No trace and no usage, or model calls without token counts: the cost is
+            # unknown, not zero (a trace of tools alone made no model call: that costs 0).
+            cost = None
         if reported and trace.input_tokens is not None:
             tokens_in = trace.input_tokens  # the telemetry mapping has the last word
         if reported and trace.output_tokens is not None:
@@ -110,7 +114,7 @@ class PriceBook:
             tokens_in if reported else None,
             tokens_out if reported else None,
             cached_in if reported and cached_in else None,
-            tools,
-            retries,
+            tools if trace.steps_reported or trace.steps else None,
+            retries if attempts_reported else None,
             cost,
         )

@@ -10,6 +10,7 @@ warnings are counted and named on the request (``trace_warnings``).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, NamedTuple
 
 STEP_KINDS = frozenset({"llm", "retrieval", "tool", "guardrail"})
@@ -44,6 +45,8 @@ class Step(NamedTuple):
     chunk_tokens: int | None
     action: str | None
     rule: str | None
+    start_ms: float | None  # from the request's send
+    source: str  # body or otlp
 
 
 # field -> (slot in Step, how it is read)
@@ -65,6 +68,7 @@ _FIELDS: dict[str, tuple[int, str]] = {
     "chunk_tokens": (13, "tokens"),
     "action": (14, "text"),
     "rule": (15, "text"),
+    "start_ms": (16, "ms"),
 }
 _LIMITS = {"tokens": MAX_TOKENS, "alias": MAX_TOKENS, "count": MAX_COUNT}
 
@@ -98,12 +102,21 @@ def millis(value: Any, where: str, warnings: list[str]) -> float | None:
     return number
 
 
+# Terminal escapes and other control characters: an agent's step name is printed in tables,
+# and an escape sequence in it must not repaint the user's terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: str) -> str:
+    return _CONTROL.sub("\ufffd", value) if _CONTROL.search(value) else value
+
+
 def text(value: Any, limit: int = TEXT) -> str | None:
     if type(value) is str:
-        return value if len(value) <= limit else value[:limit]
+        return printable(value if len(value) <= limit else value[:limit])
     if value is None:
         return None
-    return str(value)[:limit]
+    return printable(str(value)[:limit])
 
 
 def _number(value: Any, where: str, warnings: list[str]) -> float | None:
@@ -152,7 +165,7 @@ def read_steps(raw: Any, warnings: list[str]) -> list[Step]:
 
 
 def read_step(raw: dict[str, Any], index: int, warnings: list[str]) -> Step:
-    slots: list[Any] = [None] * 16
+    slots: list[Any] = [None] * 17 + ["body"]
     for key, value in raw.items():
         spec = _FIELDS.get(key)
         if spec is None or value is None:
@@ -192,6 +205,27 @@ def longer_than(steps: list[Step], limit_ms: float, warnings: list[str]) -> list
             step = step._replace(latency_ms=limit_ms)
         out.append(step)
     return out
+
+
+def unattributed(steps: list[Step], service_ms: float) -> float | None:
+    """The service time that no step accounts for: the request's length minus the union of its
+    steps' intervals. None unless every step says when it started (or there is no step)."""
+    if not steps:
+        return None
+    intervals = []
+    for step in steps:
+        if step.start_ms is None or step.latency_ms is None:
+            return None
+        start = min(max(step.start_ms, 0.0), service_ms)
+        intervals.append((start, min(start + step.latency_ms, service_ms)))
+    intervals.sort()
+    covered, reach = 0.0, 0.0
+    for start, end in intervals:
+        if end <= reach:
+            continue
+        covered += end - max(start, reach)
+        reach = end
+    return max(service_ms - covered, 0.0)
 
 
 def read_events(raw: Any, warnings: list[str]) -> list[dict[str, Any]]:
