@@ -104,6 +104,7 @@ class Coordinator:
         self.steps = PartWriter(run_dir / "steps.parquet", STEP_COLUMNS)
         self.expected = spec.workers + spec.remote_workers
         self.index: dict[str, int] = {}  # worker id -> its share of the schedule
+        self.hello: set[str] = set()  # workers whose handlers are registered
         self.ready: set[str] = set()
         self.done: dict[str, dict[str, Any]] = {}
         self.lost: dict[str, str] = {}
@@ -116,6 +117,7 @@ class Coordinator:
         self.last_sent = (0, 0.0)  # for the achieved rate between progress lines
         self.closing = gevent.event.Event()
         for kind, handler in (
+            ("as_hello", self._on_hello),
             ("as_ready", self._on_ready),
             ("as_failed", self._on_failed),
             ("as_rows", self._on_rows),
@@ -126,6 +128,9 @@ class Coordinator:
             port.on(kind, handler)
 
     # --- messages from the workers ---------------------------------------------------------
+    def _on_hello(self, worker: str, data: dict[str, Any]) -> None:
+        self.hello.add(worker)
+
     def _on_ready(self, worker: str, data: dict[str, Any]) -> None:
         self.ready.add(worker)
         for process in self.processes:  # one of ours: its exit is seen at once, not in 3 s
@@ -192,7 +197,9 @@ class Coordinator:
         host, port = self.port.address
         self.emit("waiting", workers=self.expected, master=f"{host}:{port}")
         deadline = time.monotonic() + JOIN_TIMEOUT_S
-        while len(self.port.connected()) < self.expected:
+        # Locust's "connected" comes before a worker has registered our message handlers; a
+        # setup sent then is dropped as unknown. A worker says hello once it can listen.
+        while len(self.hello.intersection(self.port.connected())) < self.expected:
             if time.monotonic() > deadline or self.interrupted:
                 raise RunInvalid(
                     f"{len(self.port.connected())} of {self.expected} workers joined the master "
@@ -201,7 +208,7 @@ class Coordinator:
                     "(see worker-*.log in the run folder for local ones)",
                 )
             gevent.sleep(0.1)
-        ids = sorted(self.port.connected())[: self.expected]
+        ids = sorted(self.hello.intersection(self.port.connected()))[: self.expected]
         self.index = {worker: k for k, worker in enumerate(ids)}
         self.events.write("workers_joined", workers=len(ids))
 

@@ -219,6 +219,7 @@ def run_worker(master_host: str, master_port: int) -> int:
     runner.register_message("as_setup", on_setup)
     runner.register_message("as_go", on_go)
     runner.register_message("as_stop", on_stop)
+    runner.send_message("as_hello", {})
     parent = os.environ.get(PARENT_ENV)
     if parent and parent.isdigit():
         gevent.spawn(_quit_when_orphaned, runner, int(parent))
