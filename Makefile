@@ -32,7 +32,7 @@ lint: setup
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 # The showcase: two minutes of spiky traffic at the reference agent stack (target.url: demo)
 # while its CRM tool answers 503s, gated against the committed baseline; ends with the report.

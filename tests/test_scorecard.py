@@ -14,8 +14,9 @@ from agentscale.config.metrics import METRICS
 from agentscale.config.scenario import Gates
 from agentscale.gate.checks import new_check
 from agentscale.gate.cifiles import junit, summary
-from agentscale.gate.compare import compare, tolerances
+from agentscale.gate.compare import compare
 from agentscale.gate.slo import slo_checks
+from agentscale.gate.tolerance import tolerances
 from agentscale.gate.verdict import decide
 from agentscale.records.frames import STEP_COLUMNS, RunFrames, attach_steps
 
@@ -235,7 +236,8 @@ def test_junit_has_one_testcase_per_check_and_summary_is_a_valid_gfm_table():
 
 
 def test_every_gate_a_scenario_can_set_is_one_the_gate_checks():
-    settable = set(Gates.model_fields) - {"slo", "min_requests"}
+    group_settings = {"steps", "workflows", "min_step_calls", "min_workflow_requests", "alpha"}
+    settable = set(Gates.model_fields) - {"slo", "min_requests"} - group_settings
     assert settable == set(METRICS)
     gates = Gates.model_validate({"expected_answer_rate": {"max_decrease": 0.05}})
     assert tolerances(gates)["expected_answer_rate"].tolerance == 0.05

@@ -17,7 +17,7 @@ from agentscale.analysis.summary import Summary
 from agentscale.errors import AgentscaleError
 from agentscale.formatting import fixed, num, pct, usd
 from agentscale.gate.checks import Verdict
-from agentscale.gate.cifiles import UNGATED_HINT, headline
+from agentscale.gate.cifiles import GROUPS, UNGATED_HINT, describe, headline
 from agentscale.records.runfolder import RunVerdict
 
 out = Console(highlight=False)
@@ -254,7 +254,14 @@ def print_scorecard(card: Scorecard) -> None:
 
 
 def print_verdict(verdict: Verdict, run_dir: str) -> None:
-    checks = verdict["checks"]
+    everything = verdict["checks"]
+    # Step and workflow regressions first, one line each: they are what a run-level table hides.
+    for c in everything:
+        if c["status"] == "regressed" and c.get("scope") in ("step", "workflow"):
+            out.print(Text(f"regressed: {describe(c)}", style="red"), soft_wrap=True)
+    # Passing step and workflow checks are many (a few per step): counted, listed in the files.
+    passed = [c for c in everything if c.get("scope") in GROUPS and c["status"] == "pass"]
+    checks = [c for c in everything if not (c.get("scope") in GROUPS and c["status"] == "pass")]
     if checks:
         table = Table(title="checks", title_justify="left")
         for column in ("check", "baseline", "candidate", "change", "95% CI", "tolerance", "status"):
@@ -271,7 +278,7 @@ def print_verdict(verdict: Verdict, run_dir: str) -> None:
             if c["kind"] == "baseline":
                 ci = c.get("ci")
                 table.add_row(
-                    c["name"],
+                    Text(c["name"]),  # a step's name is the agent's text: never markup
                     num(c["baseline"]),
                     num(c["candidate"]),
                     num(c["change"]),
@@ -290,6 +297,8 @@ def print_verdict(verdict: Verdict, run_dir: str) -> None:
                     Text(c["status"], style=style),
                 )
         out.print(table)
+    if passed:
+        out.print(Text(f"{len(passed)} step and workflow checks passed (summary.md lists them)"))
     for c in checks:
         if c["detail"] and c["status"] in ("inconclusive", "not measured"):
             out.print(Text(f"  {c['name']}: {c['status']}, {c['detail']}"), soft_wrap=True)

@@ -7,6 +7,9 @@ Routes (all POST/GET):
   /stall    like /agent, but every 5 s the server stalls for 1 s
   /status/N answers HTTP N
   /slow?ms= answers after a delay
+  /steps    an agent of 40 steps whose timings it reports and spends (jittered); POST
+            /steps/config {"tool_ms": 16, "fail": "refund", "fail_rate": 0.15} changes it,
+            as a new version of the agent would (the gate's per-step tests)
 With --fail-with N every path answers HTTP N (a broken dependency for the demo's tests).
 Run: python tests/support/agent_server.py [--port 0]; prints "PORT <n>" once listening.
 """
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import time
 
 import aiohttp
@@ -236,6 +240,40 @@ async def slow(request: web.Request) -> web.Response:
     return web.json_response(_trace_answer(await _payload(request)))
 
 
+STEPS = {"tool_ms": 10.0, "fail": "", "fail_rate": 0.0}
+FAILED = {"seen": 0}
+OTHER_STEPS = 38
+
+
+def _jitter(ms: float) -> float:
+    return round(ms * random.uniform(0.8, 1.2), 3)
+
+
+async def steps(request: web.Request) -> web.Response:
+    prompt = str((await _payload(request)).get("input", ""))
+    trace = [
+        {"kind": "llm", "name": "plan", "model": "mock-small", "latency_ms": _jitter(120),
+         "input_tokens": 200, "output_tokens": 30},
+        {"kind": "tool", "name": "crm_lookup", "latency_ms": _jitter(STEPS["tool_ms"]),
+         "attempts": 1, "outcome": "ok"},
+        *({"kind": "tool", "name": f"tool_{k:02d}", "latency_ms": _jitter(1.0), "attempts": 1,
+           "outcome": "ok"} for k in range(OTHER_STEPS)),
+    ]  # fmt: skip
+    await asyncio.sleep(sum(step["latency_ms"] for step in trace) / 1000)
+    if STEPS["fail"] and STEPS["fail"] in prompt.lower():
+        rate, seen = float(STEPS["fail_rate"]), FAILED["seen"]
+        FAILED["seen"] += 1  # exactly fail_rate of them, spread evenly
+        if int((seen + 1) * rate) > int(seen * rate):
+            return web.json_response({"status": "error", "trace": {"steps": trace}}, status=500)
+    return web.json_response({"output": f"Answer: {prompt}", "status": "ok",
+                              "trace": {"steps": trace}})  # fmt: skip
+
+
+async def steps_config(request: web.Request) -> web.Response:
+    STEPS.update(await request.json())
+    return web.json_response(STEPS)
+
+
 def build(fail_with: int | None = None) -> web.Application:
     app = web.Application()
     if fail_with is not None:  # a broken dependency: every path answers this status
@@ -262,6 +300,8 @@ def build(fail_with: int | None = None) -> web.Application:
         ("/stall", stall),
         ("/status/{code}", status),
         ("/slow", slow),
+        ("/steps", steps),
+        ("/steps/config", steps_config),
     ):
         app.router.add_route("*", path, handler)
     return app

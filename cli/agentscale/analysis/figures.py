@@ -78,7 +78,20 @@ class Card(TypedDict):
     coverage: NotRequired[dict[str, int]]  # requests that reported each kind of data
     faults_injected: NotRequired[int]  # a window's "during": responses the HTTP stage made up
     fault_hits: NotRequired[int]  # ... and the requests that met one of them
-    bootstrap: NotRequired[dict[str, list[float]]]
+    bootstrap: NotRequired[dict[str, list[float]]]  # the overall card: replicates per figure
+    gated: NotRequired[dict[str, GatedFigure]]  # ...the step and workflow figures the gate reads
+    block_s: NotRequired[float]  # ...and the bootstrap's block length
+
+
+class GatedFigure(TypedDict):
+    """A step's or workflow's figure as the gate compares it (analysis/gated.py)."""
+
+    scope: str  # step | workflow
+    group: str  # the step's or the workflow's name
+    kind: str | None  # the step's kind
+    figure: str  # p95_ms, error_rate, attempts_per_call, tokens_per_call; success_rate, ...
+    value: float
+    n: int  # calls (steps) or requests (workflows) it rests on
 
 
 class GroupStats(TypedDict):

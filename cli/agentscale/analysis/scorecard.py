@@ -7,7 +7,6 @@ Steps are tied to their request by position once (``attach_steps``), so that eve
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Any, TypedDict
 
 import numpy as np
@@ -23,11 +22,10 @@ from agentscale.analysis.figures import (
     ToolFigures,
     TraceWarnings,
 )
+from agentscale.analysis.gated import gated_figures
 from agentscale.records.frames import RunFrames
 
 SCHEMA = "agentscale/scorecard/v1"
-BOOTSTRAP_REPLICATES = 200
-BOOTSTRAP_SAMPLE = 20_000  # requests resampled per replicate (a random subset above this)
 
 
 def _q(values: np.ndarray, q: float) -> float | None:
@@ -46,9 +44,7 @@ def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
-def card(
-    frames: RunFrames, mask: np.ndarray, seconds: float, *, bootstrap: bool = False, seed: int = 0
-) -> Card:
+def card(frames: RunFrames, mask: np.ndarray, seconds: float) -> Card:
     """Every scorecard figure for the requests selected by ``mask``."""
     a = frames.arrays
     sent_mask = mask & frames.sent
@@ -123,10 +119,6 @@ def card(
             "cache": steps["cached_steps"],
         },
     }
-    if bootstrap:
-        figures["bootstrap"] = _bootstrap(
-            latency, success, expect, cost, tool_calls, retries, tokens_in, tokens_out, seed
-        )
     return figures
 
 
@@ -262,51 +254,6 @@ def slowest_share(
     return {str(k): round(float(v), 4) for k, v in shares.sort_values(ascending=False).items()}
 
 
-def _bootstrap(
-    latency: np.ndarray,
-    success: np.ndarray,
-    expect: np.ndarray,
-    cost: np.ndarray,
-    tool_calls: np.ndarray,
-    retries: np.ndarray,
-    tokens_in: np.ndarray,
-    tokens_out: np.ndarray,
-    seed: int,
-) -> dict[str, list[float]]:
-    """Replicates of each gated figure over resampled requests: the gate's confidence
-    intervals come from these (a baseline keeps them, not the records)."""
-    n = latency.size
-    if n < 2:
-        return {}
-    rng = np.random.default_rng(seed)
-    size = min(n, BOOTSTRAP_SAMPLE)
-    index = rng.integers(0, n, size=(BOOTSTRAP_REPLICATES, size))
-    # Resampling a random subset of a large run keeps the work bounded; the interval is then
-    # that of a run of BOOTSTRAP_SAMPLE requests, wider than the full run's (conservative).
-    lat = latency[index]
-    ok = success[index]
-    spend = cost[index]
-    calls = np.nansum(tool_calls[index], axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a figure nobody reported: all NaN
-        reps = {
-            "latency_p50_ms": np.nanpercentile(lat, 50, axis=1),
-            "latency_p95_ms": np.nanpercentile(lat, 95, axis=1),
-            "latency_p99_ms": np.nanpercentile(lat, 99, axis=1),
-            "success_rate": ok.mean(axis=1),
-            "tool_calls_per_request": np.nanmean(tool_calls[index], axis=1),
-            "retries_per_tool_call": np.nansum(retries[index], axis=1) / calls,
-            "input_tokens_mean": np.nanmean(tokens_in[index], axis=1),
-            "output_tokens_mean": np.nanmean(tokens_out[index], axis=1),
-        }
-        if not np.isnan(expect).all():
-            reps["expected_answer_rate"] = np.nanmean(expect[index], axis=1)
-        if not np.isnan(cost).any():
-            reps["cost_per_request_usd"] = spend.mean(axis=1)
-            reps["cost_per_success_usd"] = spend.sum(axis=1) / ok.sum(axis=1)
-    return {k: [float(f"{x:.6g}") for x in v if np.isfinite(x)] for k, v in reps.items()}
-
-
 def _num(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
@@ -331,12 +278,13 @@ def scorecard(frames: RunFrames, seed: int = 0) -> Scorecard:
         groups[column] = found
     result: Scorecard = {
         "schema": SCHEMA,
-        "overall": card(frames, everything, frames.duration, bootstrap=True, seed=seed),
+        "overall": card(frames, everything, frames.duration),
         "by_workflow": groups["workflow"],
         "by_tenant": groups["tenant"],
         "by_phase": groups["phase"],
         "by_window": {},
     }
+    gated_figures(frames, result["overall"], seed)
     warned = trace_warnings(requests)
     if warned["requests"]:
         result["trace_warnings"] = warned

@@ -12,7 +12,7 @@ import numpy as np
 
 from agentscale.config.dataset import Dataset, load_dataset
 from agentscale.config.faults import FaultProfile
-from agentscale.config.metrics import bad_direction
+from agentscale.config.metrics import METRICS, bad_direction
 from agentscale.config.scenario import Scenario, is_loopback
 from agentscale.config.shapes import OPEN_ONLY, Replay, parse_offsets_csv
 from agentscale.config.source import YamlDocument
@@ -75,7 +75,7 @@ def scenario_problems(
         error(("load", "shape"), f"{name} is required by the {load.model} model ({unit})")
 
     for name, change in (
-        scenario.gates.model_dump(exclude={"slo", "min_requests"}) if scenario.gates else {}
+        scenario.gates.model_dump(include=set(METRICS)) if scenario.gates else {}
     ).items():
         wanted = bad_direction(name)
         if change is not None and change[wanted] is None:

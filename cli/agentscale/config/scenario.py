@@ -87,6 +87,9 @@ class DemoBudgets(Strict):
 class DemoOptions(Strict):
     profile: Literal["resilient", "naive"] = "resilient"
     time_scale: float = Field(1.0, ge=0)
+    jitter: Fraction = Field(
+        0.0, ge=0, le=1, description="each service call takes (1 +- jitter) of its time"
+    )
     bulkheads: bool | None = Field(None, description="per-tenant and per-tool bulkheads on/off")
     tenant_concurrency: int | None = Field(
         None, ge=1, description="agent requests in flight per tenant (bulkheads on)"
@@ -300,12 +303,54 @@ class Change(Strict):
     max_decrease: Fraction | None = Field(None, ge=0)
 
 
+class StepTolerance(Strict):
+    """``gates.steps.<name or default>``: how much one step may get worse (unset: the default
+    entry's value, else the built-in one, see ``gate/families.py``)."""
+
+    max_increase: Fraction | None = Field(None, ge=0, description="p95 latency, relative")
+    min_change_ms: float | None = Field(None, ge=0, description="a p95 change below: noise")
+    max_error_rate_increase: Fraction | None = Field(
+        None, ge=0, le=1, description="tool steps: failed calls per call, absolute"
+    )
+    max_attempts_increase: Fraction | None = Field(
+        None, ge=0, description="tool steps: attempts per call, relative"
+    )
+    max_tokens_increase: Fraction | None = Field(
+        None, ge=0, description="LLM steps: tokens per call, relative"
+    )
+
+
+class WorkflowTolerance(Strict):
+    """``gates.workflows.<name or default>``: how much one workflow may get worse."""
+
+    max_increase: Fraction | None = Field(None, ge=0, description="p95 latency, relative")
+    max_success_decrease: Fraction | None = Field(
+        None, ge=0, le=1, description="success rate, absolute"
+    )
+    max_cost_increase: Fraction | None = Field(None, ge=0, description="cost per success, relative")
+
+
 class GateSettings(Strict):
     """What ``gates:`` holds besides a tolerance per metric of ``METRICS``."""
 
     slo: dict[str, ComparisonField] = Field(default_factory=dict)
     min_requests: int = Field(
         MIN_REQUESTS, ge=1, description="fewer requests make a check inconclusive"
+    )
+    steps: dict[str, StepTolerance] = Field(
+        default_factory=dict, description="tolerances per step name; `default` for all"
+    )
+    workflows: dict[str, WorkflowTolerance] = Field(
+        default_factory=dict, description="tolerances per workflow; `default` for all"
+    )
+    min_step_calls: int = Field(
+        50, ge=20, description="a step is checked with at least this many calls in both runs"
+    )
+    min_workflow_requests: int = Field(
+        50, ge=20, description="a workflow is checked with at least this many requests"
+    )
+    alpha: float = Field(
+        0.05, gt=0, lt=0.5, description="family-wise false-alarm level of the baseline checks"
     )
 
 

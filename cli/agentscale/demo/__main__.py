@@ -16,6 +16,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--profile", choices=("resilient", "naive"), default="resilient")
     parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument("--jitter", type=float, default=0.0)
     parser.add_argument("--route", action="append", default=[], help="NAME=HOST:PORT")
     parser.add_argument("--cache-scope-bug", action="store_true")
     parser.add_argument("--llm-capacity", type=int)
@@ -33,6 +34,7 @@ def main() -> None:
     settings = DemoSettings(
         profile=args.profile,
         time_scale=args.time_scale,
+        jitter=min(max(args.jitter, 0.0), 1.0),
         port=args.port,
         routes=routes,
         cache_scope_bug=args.cache_scope_bug,

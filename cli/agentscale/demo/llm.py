@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from agentscale.demo.data import tokens, words
+from agentscale.demo.pace import Pace
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def _task(messages: list[dict[str, Any]]) -> tuple[str, str]:
     return (match.group(1) if match else "chat"), str(user)
 
 
-def build_llm(time_scale: float, capacity: int | None = None) -> web.Application:
+def build_llm(pace: Pace, capacity: int | None = None) -> web.Application:
     """The mock model endpoint. ``capacity`` completions run at once (a provider's concurrency
     limit, or a GPU's batch slots); the rest wait their turn, as on a shared model."""
     slots = asyncio.Semaphore(capacity) if capacity else None
@@ -185,9 +186,9 @@ def build_llm(time_scale: float, capacity: int | None = None) -> web.Application
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         ident = f"chatcmpl-{time.monotonic_ns():x}"
         if payload.get("stream") and call is None:
-            return await _stream(request, ident, model, content, usage, spec, time_scale)
+            return await _stream(request, ident, model, content, usage, spec, pace)
         await asyncio.sleep(
-            (spec.ttft_s + spec.per_token_s * usage["completion_tokens"]) * time_scale
+            pace.seconds(spec.ttft_s + spec.per_token_s * usage["completion_tokens"])
         )
         return web.json_response(
             {
@@ -220,11 +221,11 @@ async def _stream(
     content: str,
     usage: dict[str, int],
     spec: ModelSpec,
-    time_scale: float,
+    pace: Pace,
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
-    await asyncio.sleep(spec.ttft_s * time_scale)
+    await asyncio.sleep(pace.seconds(spec.ttft_s))
     pieces = re.findall(r"\S+\s*", content) or [content]
     for i in range(0, len(pieces), 4):
         chunk = "".join(pieces[i : i + 4])
@@ -235,7 +236,7 @@ async def _stream(
             "choices": [{"index": 0, "delta": {"content": chunk}, "finish_reason": None}],
         }
         await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
-        await asyncio.sleep(spec.per_token_s * tokens(chunk) * time_scale)
+        await asyncio.sleep(pace.seconds(spec.per_token_s * tokens(chunk)))
     final = {
         "id": ident,
         "object": "chat.completion.chunk",

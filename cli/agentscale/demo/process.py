@@ -93,6 +93,8 @@ class DemoProcess:
 
 def _option_arguments(options: DemoOptions) -> list[str]:
     out = ["--cache-scope-bug"] if options.cache_scope_bug else []
+    if options.jitter:
+        out += ["--jitter", str(options.jitter)]
     if options.telemetry != "body":
         out += ["--telemetry", options.telemetry]
     if options.bulkheads is not None:

@@ -89,6 +89,7 @@ TOOL_CONFIG_VERSION = {"kb_search": "v3", "crm_lookup": "v2", "logs_read": "v1"}
 class DemoSettings:
     profile: Profile = "resilient"
     time_scale: float = 1.0
+    jitter: float = 0.0  # each service call takes (1 +- jitter) of its time, at random
     host: str = "127.0.0.1"
     port: int = 0  # the agent's port; 0 picks a free one
     # Where the agent sends each dependency's calls; by default straight to the service. A

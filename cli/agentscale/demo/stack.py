@@ -16,6 +16,7 @@ from aiohttp import web
 
 from agentscale.demo.agent import Agent
 from agentscale.demo.llm import build_llm
+from agentscale.demo.pace import Pace
 from agentscale.demo.settings import DEPENDENCIES, DemoSettings
 from agentscale.demo.tools import BUILDERS
 from agentscale.processes import watch_parent
@@ -35,6 +36,7 @@ class Stack:
             "agent": self.agent_url,
             "profile": settings.profile,
             "time_scale": settings.time_scale,
+            "jitter": settings.jitter,
             "services": self.services,
             "routes": self.routes,
         }
@@ -58,8 +60,9 @@ async def _listen(app: web.Application, host: str, port: int) -> tuple[web.AppRu
 async def start(settings: DemoSettings) -> Stack:
     runners: list[web.AppRunner] = []
     services: dict[str, str] = {}
-    apps = {"llm": build_llm(settings.time_scale, settings.llm_capacity)}
-    apps.update({name: build(settings.time_scale) for name, build in BUILDERS.items()})
+    pace = Pace(settings.time_scale, settings.jitter)
+    apps = {"llm": build_llm(pace, settings.llm_capacity)}
+    apps.update({name: build(pace) for name, build in BUILDERS.items()})
     for name in DEPENDENCIES:
         runner, port = await _listen(apps[name], settings.host, 0)
         runners.append(runner)

@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from agentscale.demo.data import INVOICES, KB, ORDERS, log_lines, tokens, words
+from agentscale.demo.pace import Pace
 
 LATENCY_S = {"kb_search": 0.03, "crm_lookup": 0.04, "billing": 0.06, "logs_read": 0.20}
 
@@ -93,19 +94,19 @@ def _app(method: str, path: str, handle: Handler) -> web.Application:
     return app
 
 
-def build_kb(time_scale: float) -> web.Application:
+def build_kb(pace: Pace) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
         payload = orjson.loads(await request.read())
-        await asyncio.sleep(LATENCY_S["kb_search"] * time_scale)
+        await asyncio.sleep(pace.seconds(LATENCY_S["kb_search"]))
         top_k = max(1, min(int(payload.get("top_k", 3)), 10))
         return _json({"mode": "vector", "results": search(str(payload.get("query", "")), top_k)})
 
     return _app("POST", "/search", handle)
 
 
-def build_crm(time_scale: float) -> web.Application:
+def build_crm(pace: Pace) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
-        await asyncio.sleep(LATENCY_S["crm_lookup"] * time_scale)
+        await asyncio.sleep(pace.seconds(LATENCY_S["crm_lookup"]))
         tenant = request.headers.get("X-Tenant-Id", "")
         order = ORDERS.get(tenant, {}).get(request.match_info["order_id"])
         if order is None:
@@ -119,7 +120,7 @@ def build_crm(time_scale: float) -> web.Application:
     return _app("GET", "/orders/{order_id}", handle)
 
 
-def build_billing(time_scale: float) -> web.Application:
+def build_billing(pace: Pace) -> web.Application:
     done: dict[str, dict[str, Any]] = {}
 
     async def handle(request: web.Request) -> web.Response:
@@ -127,7 +128,7 @@ def build_billing(time_scale: float) -> web.Application:
         if not key:
             return _json({"error": "Idempotency-Key header required for refunds"}, status=400)
         payload = orjson.loads(await request.read())
-        await asyncio.sleep(LATENCY_S["billing"] * time_scale)
+        await asyncio.sleep(pace.seconds(LATENCY_S["billing"]))
         if key in done:  # a retried write: the same refund, not a second one
             return _json({**done[key], "replayed": True})
         invoice = payload.get("invoice")
@@ -145,9 +146,9 @@ def build_billing(time_scale: float) -> web.Application:
     return _app("POST", "/refunds", handle)
 
 
-def build_logs(time_scale: float) -> web.Application:
+def build_logs(pace: Pace) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
-        await asyncio.sleep(LATENCY_S["logs_read"] * time_scale)
+        await asyncio.sleep(pace.seconds(LATENCY_S["logs_read"]))
         service = request.query.get("service", "checkout")
         return web.Response(text="\n".join(log_lines(service)), content_type="text/plain")
 

@@ -29,6 +29,8 @@ class Check(TypedDict):
     detail: str  # why a check could not be judged, or what it found
     window: str | None
     optional: bool  # not measured here is listed, but does not make the run inconclusive
+    scope: str | None  # baseline checks: run, step or workflow
+    p_value: float | None  # baseline checks: of "worse by at most the tolerance" (one-sided)
 
 
 def new_check(
@@ -61,6 +63,8 @@ def new_check(
         "detail": detail,
         "window": window,
         "optional": optional,
+        "scope": None,
+        "p_value": None,
     }
 
 

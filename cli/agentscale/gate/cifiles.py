@@ -111,18 +111,23 @@ def summary(verdict: Verdict) -> str:
     if verdict.get("invalid_reasons") or verdict.get("warnings"):
         lines.append("")
     compared = [c for c in verdict["checks"] if c["kind"] == "baseline"]
-    if compared:
+    # Regressions lead (compare ordered them); passing step and workflow checks, a few per
+    # step, fold away below the table.
+    folded = [c for c in compared if c.get("scope") in GROUPS and c["status"] == "pass"]
+    shown = [c for c in compared if c not in folded]
+    if shown:
+        lines += [BASELINE_HEADER, BASELINE_RULE, *(_baseline_row(c) for c in shown), ""]
+    if folded:
         lines += [
-            "| check | baseline | candidate | change | 95% CI | tolerance | status |",
-            "| --- | ---: | ---: | ---: | --- | --- | --- |",
+            f"<details><summary>{len(folded)} step and workflow checks passed</summary>",
+            "",
+            BASELINE_HEADER,
+            BASELINE_RULE,
+            *(_baseline_row(c) for c in folded),
+            "",
+            "</details>",
+            "",
         ]
-        for c in compared:
-            lines.append(
-                f"| {c['metric']} | {num(c['baseline'])} | {num(c['candidate'])} | "
-                f"{change(c['change'], c['change_pct'])} | {interval(c['ci'])} | "
-                f"{c['tolerance']} | **{c['status']}**{_why(c)} |"
-            )
-        lines.append("")
     other = [c for c in verdict["checks"] if c["kind"] != "baseline"]
     if other:
         lines += ["| check | measured | status |", "| --- | ---: | --- |"]
@@ -134,6 +139,19 @@ def summary(verdict: Verdict) -> str:
     if not gated and not verdict.get("invalid_reasons"):
         lines += [f"Nothing was gated: {UNGATED_HINT}.", ""]
     return "\n".join(lines)
+
+
+GROUPS = ("step", "workflow")
+BASELINE_HEADER = "| check | baseline | candidate | change | 95% CI | tolerance | status |"
+BASELINE_RULE = "| --- | ---: | ---: | ---: | --- | --- | --- |"
+
+
+def _baseline_row(c: Check) -> str:
+    return (
+        f"| {cell(c['metric'])} | {num(c['baseline'])} | {num(c['candidate'])} | "
+        f"{change(c['change'], c['change_pct'])} | {interval(c['ci'])} | "
+        f"{c['tolerance']} | **{c['status']}**{_why(c)} |"
+    )
 
 
 def _why(check: Check) -> str:

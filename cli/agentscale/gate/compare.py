@@ -1,39 +1,44 @@
-"""Baseline checks: run-level figures of a candidate against a baseline.
+"""Baseline checks: the candidate's figures against a baseline's, run-level and per step and
+workflow (``analysis/gated.py`` computes the latter).
 
-A change regresses only when it is beyond its tolerance, beyond the noise seen across repeated
-runs, and its bootstrap confidence interval lies wholly on the bad side.
+A check regresses when its change is beyond its tolerance (widened to the spread between
+repeated runs) and the noise cannot explain it. The noise is the block bootstrap's: each run's
+replicates, centred on its exact figure, give the standard error of the change; the one-sided
+p-value of "not worse at all" goes into Holm's method over every baseline check of the run
+(``gate/family.py``), so that fifty step checks do not fail a run by chance fifty times as
+often as one. Tolerance and noise are separate questions: how much worse matters (the
+tolerance), and whether it is worse at all (the test).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from statistics import median
 
 import numpy as np
 
-from agentscale.analysis.figures import Card, figure, replicates, reported
-from agentscale.config.metrics import DEFAULT_CHECKS, METRICS, MIN_REQUESTS, Metric, bad_direction
+from agentscale.analysis.figures import Card, GatedFigure, figure, replicates, reported
+from agentscale.config.metrics import MIN_REQUESTS, Metric
 from agentscale.config.scenario import Gates
 from agentscale.gate.checks import Check, new_check
+from agentscale.gate.family import Z95, holm, p_beyond
+from agentscale.gate.tolerance import describe, group_metric
+
+ALPHA = 0.05
+MIN_REPLICATES = 20
 
 
-def tolerances(gates: Gates | None) -> dict[str, Metric]:
-    chosen = {name: METRICS[name] for name in DEFAULT_CHECKS}
-    if gates is None:
-        return chosen
-    for name in METRICS:
-        change = getattr(gates, name, None)
-        if change is None:
-            continue
-        base = METRICS[name]
-        limit = getattr(change, bad_direction(name))  # the loader checked it is the one given
-        if limit is not None:
-            chosen[name] = Metric(base.higher_is_worse, base.absolute, limit, base.floor)
-    return chosen
+@dataclass
+class Trial:
+    """A check with what its judgement needs."""
 
-
-def set_by(gates: Gates | None) -> frozenset[str]:
-    """The metrics the scenario gave a tolerance of its own."""
-    return frozenset(name for name in METRICS if getattr(gates, name, None) is not None)
+    check: Check
+    bad: float  # the change, signed so that positive is worse
+    limit: float  # how much worse it may get
+    se: float
+    p: float = 1.0
 
 
 def compare(
@@ -41,59 +46,185 @@ def compare(
     candidate: list[Card],
     metrics: dict[str, Metric],
     min_requests: int = MIN_REQUESTS,
-    seed: int = 0,
     required: frozenset[str] = frozenset(),
+    gates: Gates | None = None,
+    notes: list[str] | None = None,
 ) -> list[Check]:
     """``baseline`` and ``candidate``: the overall scorecard of each of their runs.
-    ``required``: the metrics the scenario set a tolerance for (not measured: inconclusive)."""
-    rng = np.random.default_rng(seed)
-    checks = []
+    ``required``: the metrics the scenario set a tolerance for (not measured: inconclusive).
+    ``notes`` receives why a step or workflow the scenario named was not checked."""
+    checks: list[Check] = []
+    trials: list[Trial] = []
     base_n = min((c["requests"] for c in baseline), default=0)
     cand_n = min((c["requests"] for c in candidate), default=0)
     for name, metric in metrics.items():
-        base_values = [v for c in baseline if (v := figure(c, name)) is not None]
-        cand_values = [v for c in candidate if (v := figure(c, name)) is not None]
         check = new_check(
             name, "baseline", name, tolerance=describe(metric), optional=name not in required
         )
+        check["scope"] = "run"
         checks.append(check)
         unreported = _unreported(baseline, candidate, name)
         if unreported:
             check["status"], check["detail"] = "not measured", unreported
             continue
+        base_values = [v for c in baseline if (v := figure(c, name)) is not None]
+        cand_values = [v for c in candidate if (v := figure(c, name)) is not None]
         if not base_values or not cand_values:
             check["detail"] = "not measured in both runs"
             continue
-        base, cand = median(base_values), median(cand_values)
-        change = cand - base
-        check["baseline"], check["candidate"], check["change"] = base, cand, change
-        check["change_pct"] = change / abs(base) if base else None
+        trial = _trial(
+            check, metric, base_values, cand_values,
+            _centred(baseline, name, _run_value(name)),
+            _centred(candidate, name, _run_value(name)),
+        )  # fmt: skip
         if min(base_n, cand_n) < min_requests:
             check["detail"] = f"too few requests ({min(base_n, cand_n)} < {min_requests}) to judge"
-            continue
-        base_reps = _pooled(baseline, name)
-        cand_reps = _pooled(candidate, name)
-        if base_reps.size < 20 or cand_reps.size < 20:
+        elif trial is None:
             check["detail"] = "no bootstrap replicates to estimate the noise"
-            continue
-        diffs = rng.choice(cand_reps, 2000) - rng.choice(base_reps, 2000)
-        low, high = (float(x) for x in np.percentile(diffs, [2.5, 97.5]))
-        noise = max(_spread(base_values), _spread(cand_values))
-        check["ci"], check["noise"] = [low, high], noise
-        limit = max(
-            metric.tolerance if metric.absolute else metric.tolerance * abs(base),
-            metric.floor,
-            noise,
-        )
-        bad = change if metric.higher_is_worse else -change
-        bad_low, bad_high = (low, high) if metric.higher_is_worse else (-high, -low)
-        if bad > limit and bad_low > 0:
-            check["status"] = "regressed"
-        elif -bad > limit and bad_high < 0:
-            check["status"] = "improved"
         else:
-            check["status"] = "pass"
-    return checks
+            trials.append(trial)
+    for key, metric in _groups(baseline, candidate, gates, notes):
+        base_values = [c["gated"][key]["value"] for c in baseline]
+        cand_values = [c["gated"][key]["value"] for c in candidate]
+        check = new_check(key, "baseline", key, tolerance=describe(metric), optional=True)
+        check["scope"] = candidate[0]["gated"][key]["scope"]
+        trial = _trial(
+            check, metric, base_values, cand_values,
+            _centred(baseline, key, _group_value(key)),
+            _centred(candidate, key, _group_value(key)),
+        )  # fmt: skip
+        if trial is not None:
+            checks.append(check)
+            trials.append(trial)
+    _judge(trials, gates.alpha if gates else ALPHA)
+    return _ordered(checks, trials)
+
+
+def _trial(
+    check: Check,
+    metric: Metric,
+    base_values: list[float],
+    cand_values: list[float],
+    base_reps: np.ndarray,
+    cand_reps: np.ndarray,
+) -> Trial | None:
+    base, cand = median(base_values), median(cand_values)
+    change = cand - base
+    check["baseline"], check["candidate"], check["change"] = base, cand, change
+    check["change_pct"] = change / abs(base) if base else None
+    if base_reps.size < MIN_REPLICATES or cand_reps.size < MIN_REPLICATES:
+        return None
+    se = math.sqrt(float(np.var(base_reps)) + float(np.var(cand_reps)))
+    noise = max(_spread(base_values), _spread(cand_values))
+    check["ci"] = [change - Z95 * se, change + Z95 * se]
+    check["noise"] = noise
+    limit = max(
+        metric.tolerance if metric.absolute else metric.tolerance * abs(base), metric.floor, noise
+    )
+    bad = change if metric.higher_is_worse else -change
+    return Trial(check, bad, limit, se)
+
+
+def _judge(trials: list[Trial], alpha: float) -> None:
+    for trial in trials:
+        trial.p = p_beyond(trial.bad, 0.0, trial.se)
+        trial.check["p_value"] = trial.p
+    # A figure that did not vary in either run (attempts always 1, no tool ever failed) is
+    # decided outright: it cannot regress by chance, so it does not join the family and
+    # dilute the level left for the checks that can (as in Tarone's method).
+    noisy = [t for t in trials if t.se > 0]
+    worse = {id(t) for t in trials if t.se <= 0 and t.p == 0.0}
+    worse |= {id(t) for t, r in zip(noisy, holm([t.p for t in noisy], alpha), strict=True) if r}
+    regressed = {id(t) for t in trials if id(t) in worse and t.bad > t.limit}
+    for trial in trials:
+        if id(trial) in regressed:
+            trial.check["status"] = "regressed"
+        elif -trial.bad > trial.limit and -trial.bad - Z95 * trial.se > 0:
+            trial.check["status"] = "improved"
+        else:
+            trial.check["status"] = "pass"
+
+
+def _ordered(checks: list[Check], trials: list[Trial]) -> list[Check]:
+    """Regressions first, step and workflow ones before run-level ones, each by how far beyond
+    its tolerance; then the run-level checks in their order; then the rest."""
+    beyond = {id(t.check): (t.bad - t.limit) / t.limit if t.limit else math.inf for t in trials}
+
+    def rank(check: Check) -> tuple[int, float]:
+        if check["status"] == "regressed":
+            return (0 if check["scope"] != "run" else 1, -beyond[id(check)])
+        return (2 if check["scope"] == "run" else 3, 0.0)
+
+    return sorted(checks, key=rank)
+
+
+def _groups(
+    baseline: list[Card], candidate: list[Card], gates: Gates | None, notes: list[str] | None
+) -> list[tuple[str, Metric]]:
+    """The step and workflow figures both sides have enough calls or requests for."""
+    min_steps = gates.min_step_calls if gates else 50
+    min_flows = gates.min_workflow_requests if gates else 50
+    runs = baseline + candidate
+    if not baseline or not candidate:
+        return []
+    keys = set.intersection(*(set(c.get("gated", {})) for c in runs))
+    chosen = []
+    for key in sorted(keys):
+        found: GatedFigure = candidate[0]["gated"][key]
+        least = min(c["gated"][key]["n"] for c in runs)
+        if least >= (min_steps if found["scope"] == "step" else min_flows):
+            chosen.append((key, group_metric(found, gates)))
+    if notes is not None and gates is not None:
+        notes += _unchecked_names(runs, keys, gates, min_steps, min_flows)
+    return chosen
+
+
+def _unchecked_names(
+    runs: list[Card], keys: set[str], gates: Gates, min_steps: int, min_flows: int
+) -> list[str]:
+    """A step or workflow the scenario gave tolerances to, but that could not be checked."""
+    found = []
+    for scope, named, least in (
+        ("step", gates.steps, min_steps),
+        ("workflow", gates.workflows, min_flows),
+    ):
+        for name in named:
+            if name == "default":
+                continue
+            counts = [
+                max((f["n"] for f in c.get("gated", {}).values()
+                     if f["scope"] == scope and f["group"] == name), default=0)
+                for c in runs
+            ]  # fmt: skip
+            ours = [k for k in keys if k.startswith(f"{scope} {name} ")]
+            if not ours or min(counts) < least:
+                found.append(
+                    f"gates.{scope}s.{name}: not checked, {min(counts)} "
+                    f"{'calls' if scope == 'step' else 'requests'} in the smaller run "
+                    f"(at least {least} needed in both)"
+                )
+    return found
+
+
+def _run_value(name: str) -> Callable[[Card], float | None]:
+    return lambda card: figure(card, name)
+
+
+def _group_value(key: str) -> Callable[[Card], float | None]:
+    return lambda card: card["gated"][key]["value"]
+
+
+def _centred(cards: list[Card], name: str, value_of: Callable[[Card], float | None]) -> np.ndarray:
+    """Every run's replicates, each run's centred on its exact figure: their spread holds the
+    sampling noise within a run and the differences between runs (the bootstrap's quantiles
+    come from histograms, so only their spread is trusted, not their centre)."""
+    pooled: list[np.ndarray] = []
+    for card in cards:
+        reps = np.asarray(replicates(card, name), dtype=float)
+        value = value_of(card)
+        if reps.size and value is not None:
+            pooled.append(reps - float(np.median(reps)) + value)
+    return np.concatenate(pooled) if pooled else np.empty(0)
 
 
 def _unreported(baseline: list[Card], candidate: list[Card], name: str) -> str | None:
@@ -107,17 +238,5 @@ def _unreported(baseline: list[Card], candidate: list[Card], name: str) -> str |
     return f"the agent reported no data for it in the {'baseline' if cand else 'candidate'}"
 
 
-def _pooled(cards: list[Card], name: str) -> np.ndarray:
-    # Replicates of every run together: the spread then holds both the sampling noise within
-    # a run and the differences between runs.
-    return np.asarray([v for c in cards for v in replicates(c, name)], dtype=float)
-
-
 def _spread(values: list[float]) -> float:
     return float(max(values) - min(values)) / 2 if len(values) >= 2 else 0.0
-
-
-def describe(metric: Metric) -> str:
-    word = "increase" if metric.higher_is_worse else "decrease"
-    amount = f"{metric.tolerance:g}" if metric.absolute else f"{metric.tolerance:.0%}"
-    return f"max {word} {amount}" + (f" (at least {metric.floor:g})" if metric.floor else "")

@@ -17,10 +17,11 @@ from agentscale.errors import EXIT_INTERRUPTED
 from agentscale.gate import cifiles
 from agentscale.gate.baseline import Baseline
 from agentscale.gate.checks import FAILING, VERDICT_SCHEMA, Check, Verdict, new_check
-from agentscale.gate.compare import compare, set_by, tolerances
+from agentscale.gate.compare import compare
 from agentscale.gate.expectations import evaluate as window_checks
 from agentscale.gate.slo import slo_checks
 from agentscale.gate.tenants import evaluate as tenant_checks
+from agentscale.gate.tolerance import set_by, tolerances
 from agentscale.records.frames import RunFrames
 from agentscale.records.runfolder import RunInfo, read_run, write_run
 
@@ -104,8 +105,9 @@ def judge(
         runs = [r["scorecard"] for r in baseline["runs"]]
         min_requests = gates.min_requests if gates else MIN_REQUESTS
         checks += compare(
-            runs, cards, tolerances(gates), min_requests=min_requests, required=set_by(gates)
-        )
+            runs, cards, tolerances(gates), min_requests=min_requests, required=set_by(gates),
+            gates=gates, notes=warnings,
+        )  # fmt: skip
     invalid = [p for c in candidates for p in c.problems]
     # Security findings head the verdict: a leak seen is a leak, however the run went.
     checks.sort(key=lambda c: c["kind"] != "security")

@@ -124,25 +124,27 @@ def _runs(x: Sequence[float], values: Sequence[float | None]) -> list[list[tuple
     return [r for r in runs if r]
 
 
-def bar_pairs(rows: Sequence[tuple[str, float | None, float | None]], unit: str) -> Markup:
-    """Horizontal bars: each row's candidate value, and its baseline value when there is one."""
+def bar_pairs(rows: Sequence[tuple[str, float | None, float | None, str]], unit: str) -> Markup:
+    """Horizontal bars: each row's candidate value, its baseline value when there is one, and
+    a note beside the value (the change and the check's status); a regressed row is red."""
     height = 26 * len(rows) + 34
-    values = [v for _, a, b in rows for v in (a, b) if v is not None]
+    values = [v for _, a, b, _ in rows for v in (a, b) if v is not None]
     top = _nice(max(values, default=1.0))
-    label_w, plot_w = 150, WIDTH - 150 - 90
+    label_w, plot_w = 150, WIDTH - 150 - 230
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
         f'role="img" class="chart">'
     ]
-    for i, (name, value, baseline) in enumerate(rows):
+    for i, (name, value, baseline, note) in enumerate(rows):
         y = 8 + i * 26
         parts.append(f'<text x="{label_w - 8}" y="{y + 14}" class="ylabel">{escape(name)}</text>')
         if value is not None:
             end = label_w + plot_w * value / top
+            fill = REGRESSED if "regressed" in note else COLORS[0]
             parts.append(
                 f'<rect x="{label_w}" y="{y + 2}" width="{end - label_w:.1f}" height="10" '
-                f'fill="{COLORS[0]}"/><text x="{end + 4:.1f}" y="{y + 11}" class="val">'
-                f"{value:,.0f} {escape(unit)}</text>"
+                f'fill="{fill}"/><text x="{end + 4:.1f}" y="{y + 11}" class="val">'
+                f"{value:,.1f} {escape(unit)}{escape(note and ' · ' + note)}</text>"
             )
         if baseline is not None:
             parts.append(
@@ -157,6 +159,8 @@ def bar_pairs(rows: Sequence[tuple[str, float | None, float | None]], unit: str)
     )
     return Markup("".join(parts))
 
+
+REGRESSED = "#dc2626"
 
 KIND_COLORS = {
     "llm": "#7c3aed",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from markupsafe import Markup
 
 from agentscale.analysis.figures import Card, shown
-from agentscale.formatting import num, pct, usd
+from agentscale.formatting import change, num, pct, usd
 from agentscale.gate.checks import Check
 from agentscale.gate.cifiles import UNGATED_HINT, describe, headline
 from agentscale.report import tenants
@@ -255,30 +255,51 @@ def steps(data: ReportData) -> list[Section]:
     if not steps:
         return []
     base_steps = data.baseline["steps"] if data.baseline else {}
+    # The verdict's p95 check of each step, where the gate made one.
+    checked = {
+        c["metric"][len("step ") : -len(" p95_ms")]: c
+        for c in (data.verdict["checks"] if data.verdict else [])
+        if c.get("scope") == "step" and c["metric"].endswith(" p95_ms")
+    }
     shares = overall["slowest_5pct_share"]
     order = sorted(steps, key=lambda n: -(steps[n]["p95_ms"] or 0))
-    bars = bar_pairs(
-        [(n, steps[n]["p95_ms"], base_steps[n]["p95_ms"] if n in base_steps else None)
-         for n in order],
-        "ms",
-    )  # fmt: skip
-    rows = [
-        [
-            name,
-            steps[name]["kind"],
-            num(steps[name]["count"]),
-            num(steps[name]["p95_ms"]),
-            num(base_steps[name]["p95_ms"]) if name in base_steps else "-",
-            pct(shares.get(name)),
-        ]
-        for name in order
-    ]
+    rows: list[list[str]] = []
+    notes: list[tuple[str, float | None, float | None, str]] = []
+    for name in order:
+        check = checked.get(name)
+        base = base_steps[name]["p95_ms"] if name in base_steps else None
+        now = steps[name]["p95_ms"]
+        shift = now - base if now is not None and base is not None else None
+        rows.append(
+            [
+                name,
+                steps[name]["kind"],
+                num(steps[name]["count"]),
+                num(now),
+                num(base),
+                change(shift, shift / base if shift is not None and base else None),
+                pct(shares.get(name)),
+                check["status"] if check else ("not checked" if data.baseline else "-"),
+            ]
+        )
+        notes.append(
+            (name, now, base, " ".join(filter(None, [rows[-1][5] if shift is not None else "",
+                                                     check["status"] if check else ""])))
+        )  # fmt: skip
+    bars = bar_pairs(notes, "ms")
     table = Table(
-        ["step", "kind", "calls", "p95 ms", "baseline p95 ms", "share of the slowest 5%"],
+        ["step", "kind", "calls", "p95 ms", "baseline p95 ms", "change", "share of the slowest 5%",
+         "check"],
         rows,
-        frozenset({2, 3, 4, 5}),
+        frozenset({2, 3, 4, 5, 6}),
+        status=7,
+    )  # fmt: skip
+    text = (
+        ["check: the gate's p95 check of the step (too few calls in either run: not checked)."]
+        if data.baseline
+        else []
     )
-    return [Section("p95 by step", charts=[Chart(bars)], tables=[table])]
+    return [Section("p95 by step", text=text, charts=[Chart(bars)], tables=[table])]
 
 
 def _waterfalls(data: ReportData) -> list[Section]:
