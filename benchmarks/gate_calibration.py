@@ -40,7 +40,7 @@ def scenario(work: Path) -> Path:
     document["gates"] = {"min_requests": 100}
     path = work / "calibration.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
-    window = {"name": "crm_slower", "target": "crm_lookup", "at": "0s", "for": f"{SECONDS + 5}s",
+    window = {"name": "crm_slower", "target": "crm_lookup", "at": "0s", "for": f"{SECONDS}s",
               "toxic": {"type": "latency", "latency": SLOWER_MS}}  # fmt: skip
     profile = {"apiVersion": "agentscale/v1", "kind": "FaultProfile", "name": "crm-slower",
                "windows": [window]}  # fmt: skip
@@ -54,11 +54,11 @@ def run(path: Path, out: Path, seed: int, *extra: str) -> tuple[int, Path]:
          "--out", str(out), *extra],
         capture_output=True, text=True, timeout=SECONDS * 10 + 120,
     )  # fmt: skip
-    run_dir = max(p for p in out.glob("*/*") if p.is_dir())
-    if done.returncode not in (0, 1):
+    found = [p for p in out.glob("*/*") if p.is_dir()]
+    if done.returncode not in (0, 1) or not found:
         tail = done.stdout[-2000:] + done.stderr[-2000:]
         sys.exit(f"run failed (exit {done.returncode}):\n{tail}")
-    return done.returncode, run_dir
+    return done.returncode, max(found)
 
 
 def regressed(run_dir: Path) -> list[str]:
