@@ -105,20 +105,22 @@ def _steps(
     latency_all = chosen["latency_ms"].to_numpy(dtype=float, na_value=np.nan)
     codes = pd.Categorical(chosen["name"].astype("string"))
     kinds = chosen["kind"].astype("string").to_numpy(dtype=object, na_value=None)
+    # One sort, then a slice per name: a pass over every step per name would be quadratic.
+    order = np.argsort(codes.codes, kind="stable")
+    bounds = np.searchsorted(codes.codes[order], np.arange(len(codes.categories) + 1))
     for code, name in enumerate(codes.categories):
-        mask = codes.codes == code
-        count = int(mask.sum())
-        if count < MIN_CALLS_KEPT:
+        rows = order[bounds[code] : bounds[code + 1]]
+        if rows.size < MIN_CALLS_KEPT:
             continue
-        kind = str(kinds[np.flatnonzero(mask)[0]])
-        where = where_all[mask]
-        latency = latency_all[mask]
+        kind = str(kinds[rows[0]])
+        where = where_all[rows]
+        latency = latency_all[rows]
         known = latency[~np.isnan(latency)]
         if known.size >= MIN_CALLS_KEPT:
             _keep(figures, reps, "step", str(name), kind, "p95_ms",
                   float(np.percentile(known, 95)), int(known.size),
                   blocks.quantile(latency, where, 95))  # fmt: skip
-        group = chosen[mask]
+        group = chosen.iloc[rows]
         if kind == "tool":
             outcome = group["outcome"].astype("string")
             if outcome.notna().any():
