@@ -3,6 +3,8 @@ p-value, and the block bootstrap (whose interval must widen when failures come i
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -113,3 +115,32 @@ def test_forty_unchanged_steps_pass_and_one_slower_step_regresses_first():
     assert checks[0]["metric"] == "step tool_7 p95_ms" and checks[0]["status"] == "regressed"
     assert [c["status"] for c in checks[1:]] == ["pass"] * 39
     assert checks[0]["scope"] == "step" and checks[0]["tolerance"].startswith("max increase 20%")
+
+
+ENTRY = {"scope": "step", "group": "g", "figure": "p95_ms", "value": 1.0, "n": 5}
+
+
+def test_a_tampered_baseline_is_refused_with_the_field_named(tmp_path):
+    from agentscale.errors import ConfigError
+    from agentscale.gate.baseline import SCHEMA, load
+
+    def baseline(card: dict) -> dict:
+        method = {"scenario": "s", "scenario_sha256": "a", "dataset_sha256": "b"}
+        return {"schema": SCHEMA, "method": method, "runs": [{"scorecard": card}]}
+
+    good = _card({"crm": (100.0, 3.0)})
+    for card, field in (
+        ({**good, "bootstrap": {"step crm p95_ms": ["x"]}}, "bootstrap.step crm p95_ms"),
+        ({**good, "bootstrap": {"step crm p95_ms": [1e308]}}, "bootstrap.step crm p95_ms"),
+        ({**good, "gated": {"k": {**ENTRY, "value": "1"}}}, "gated.k.value"),
+        ({**good, "gated": {"k": {**ENTRY, "scope": "run"}}}, "gated.k.scope"),
+        ({**good, "gated": {"k": {**ENTRY, "n": -1}}}, "gated.k.n"),
+        ({**good, "gated": []}, "gated is not an object"),
+    ):
+        path = tmp_path / "b.json"
+        path.write_text(json.dumps(baseline(card)))
+        with pytest.raises(ConfigError, match="not a baseline file") as caught:
+            load(path)
+        assert field in str(caught.value)
+    path.write_text(json.dumps(baseline(good)))
+    assert load(path)["runs"][0]["scorecard"]["gated"]

@@ -161,11 +161,49 @@ def _shape_problem(found: object) -> str | None:
     for number, run in enumerate(runs):
         if not isinstance(run, dict) or not isinstance(run.get("scorecard"), dict):
             return f"runs[{number}] has no scorecard object"
-        for name, value in run["scorecard"].items():
+        card = run["scorecard"]
+        for name, value in card.items():
             if name in ("requests", "successes", "success_rate") and not (
-                value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+                value is None or _number(value)
             ):
                 return f"runs[{number}].scorecard.{name} is not a number"
+        problem = _replicates_problem(card.get("bootstrap", {})) or _gated_problem(
+            card.get("gated", {})
+        )
+        if problem is not None:
+            return f"runs[{number}].scorecard.{problem}"
+    return None
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _replicates_problem(found: object) -> str | None:
+    if not isinstance(found, dict):
+        return "bootstrap is not an object"
+    for name, values in found.items():
+        if not isinstance(values, list) or not all(_number(v) and abs(v) < 1e300 for v in values):
+            return f"bootstrap.{name} is not a list of numbers"
+    return None
+
+
+def _gated_problem(found: object) -> str | None:
+    if not isinstance(found, dict):
+        return "gated is not an object"
+    for key, entry in found.items():
+        if not isinstance(entry, dict):
+            return f"gated.{key} is not an object"
+        if entry.get("scope") not in ("step", "workflow"):
+            return f"gated.{key}.scope is not step or workflow"
+        if not all(isinstance(entry.get(f), str) for f in ("group", "figure")):
+            return f"gated.{key} has no group and figure names"
+        if not (_number(entry.get("value")) and abs(entry["value"]) < 1e300):
+            return f"gated.{key}.value is not a number"
+        if not (isinstance(entry.get("n"), int) and entry["n"] >= 0):
+            return f"gated.{key}.n is not a count"
+        if entry.get("kind") is not None and not isinstance(entry["kind"], str):
+            return f"gated.{key}.kind is not a string"
     return None
 
 

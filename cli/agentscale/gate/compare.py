@@ -115,6 +115,8 @@ def _trial(
     if base_reps.size < MIN_REPLICATES or cand_reps.size < MIN_REPLICATES:
         return None
     se = math.sqrt(float(np.var(base_reps)) + float(np.var(cand_reps)))
+    if not math.isfinite(se):
+        return None
     noise = max(_spread(base_values), _spread(cand_values))
     check["ci"] = [change - Z95 * se, change + Z95 * se]
     check["noise"] = noise
