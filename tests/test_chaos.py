@@ -224,6 +224,9 @@ def test_after_kill_9_the_next_run_starts_clean(tmp_path, toxiproxy):
     assert result.code == 0, result.output
     assert "left by an earlier run" in result.stderr
     assert ours(toxiproxy) == {}  # ...and the next run removes what it left
+    assert "marked run" in result.stderr  # ...and says the killed run ended
+    killed = json.loads((run_dir / "run.json").read_text())
+    assert killed["status"] == "failed" and "was killed" in killed["verdict"]["reasons"][0]
 
 
 def test_chaos_reset_removes_a_killed_runs_proxies(tmp_path, toxiproxy):
@@ -233,9 +236,11 @@ def test_chaos_reset_removes_a_killed_runs_proxies(tmp_path, toxiproxy):
         os.kill(pid, signal.SIGKILL)
     process.communicate(timeout=10)
     assert ours(toxiproxy)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
     result = agentscale("chaos", "reset")
     assert result.code == 0 and "removed proxy" in result.stdout
     assert ours(toxiproxy) == {}
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
 
 
 BAD = [

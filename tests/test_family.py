@@ -144,3 +144,20 @@ def test_a_tampered_baseline_is_refused_with_the_field_named(tmp_path):
         assert field in str(caught.value)
     path.write_text(json.dumps(baseline(good)))
     assert load(path)["runs"][0]["scorecard"]["gated"]
+
+
+def test_a_step_the_scenario_names_but_the_gate_cannot_check_is_inconclusive():
+    from agentscale.config.scenario import Gates
+    from agentscale.gate.verdict import decide
+
+    gates = Gates.model_validate(
+        {"steps": {"crm_lokup": {"max_increase": "10%"}, "rare": {"max_increase": "10%"}}}
+    )
+    base = _card({"crm_lookup": (100.0, 3.0), "rare": (50.0, 3.0)})
+    base["gated"]["step rare p95_ms"]["n"] = 30  # under min_step_calls (50)
+    checks = compare([base], [base], {}, gates=gates)
+    named = {c["metric"]: c for c in checks if c["status"] == "inconclusive"}
+    assert "no step named 'crm_lokup'" in named["step crm_lokup"]["detail"]
+    assert "crm_lookup" in named["step crm_lokup"]["detail"]  # the names it did see
+    assert "30 calls in the smaller run" in named["step rare"]["detail"]
+    assert decide(checks, []) == ("inconclusive", 3)

@@ -84,8 +84,11 @@ class LiveView:
 
     def _line(self, m: dict[str, Any]) -> str:
         unit = "rps" if m["model"] == "open" else "users"
+        over = m["elapsed"] - m["duration"]  # draining: the load is over, answers still come
+        clock = f"{m['duration']:.0f}/{m['duration']:.0f}s +{over:.0f}s" if over >= 0.5 else (
+            f"{m['elapsed']:.0f}/{m['duration']:.0f}s")  # fmt: skip
         return (
-            f"[{m['elapsed']:.0f}/{m['duration']:.0f}s] {m.get('phase', '')}"
+            f"[{clock}] {m.get('phase', '')}"
             f" · target {fixed(m['target'])} {unit}"
             f" · achieved {fixed(m['achieved'])} rps · in flight {m['in_flight']}"
             f" · p95 {fixed(m['p95_ms'], 0, ' ms')} · errors {m['errors']}"
@@ -258,7 +261,8 @@ def print_verdict(verdict: Verdict, run_dir: str) -> None:
     # Step and workflow regressions first, one line each: they are what a run-level table hides.
     for c in everything:
         if c["status"] == "regressed" and c.get("scope") in ("step", "workflow"):
-            out.print(Text(f"regressed: {describe(c)}", style="red"), soft_wrap=True)
+            text = describe(c).removesuffix(": regressed")
+            out.print(Text(f"regressed: {text}", style="red"), soft_wrap=True)
     # Passing step and workflow checks are many (a few per step): counted, listed in the files.
     passed = [c for c in everything if c.get("scope") in GROUPS and c["status"] == "pass"]
     checks = [c for c in everything if not (c.get("scope") in GROUPS and c["status"] == "pass")]

@@ -122,6 +122,9 @@ def _steps(
                   blocks.quantile(latency, where, 95))  # fmt: skip
         group = chosen.iloc[rows]
         if kind == "tool":
+            # A cache hit never reached the tool: it has no attempts and cannot fail there.
+            group = group[group["cache"].astype("string").fillna("") != "hit"]
+            where = blocks.of_request[group["req"].to_numpy()]
             outcome = group["outcome"].astype("string")
             if outcome.notna().any():
                 failed = outcome.isin(list(FAILED_OUTCOMES)).to_numpy(dtype=float)

@@ -123,7 +123,7 @@ def card(frames: RunFrames, mask: np.ndarray, seconds: float) -> Card:
 
 
 class _StepPart(TypedDict):
-    cached_steps: int
+    cached_steps: int  # requests with a step that reported a cache hit or miss
     steps: dict[str, StepFigures]
     tools: dict[str, ToolFigures]
     retrieval: RetrievalFigures | None
@@ -190,7 +190,8 @@ def _step_figures(frames: RunFrames, sent_mask: np.ndarray, latency: np.ndarray)
             "chunk_tokens_mean": _num(retrieval["chunk_tokens"].mean()),
         }
     cached = chosen["cache"].isin(["hit", "miss"])
-    out["cached_steps"] = int(cached.sum())
+    # Coverage counts requests, as every other coverage figure does (not their cached steps).
+    out["cached_steps"] = int(chosen.loc[cached, "req"].nunique())
     if cached.any():
         out["cache_hit_rate"] = float((chosen.loc[cached, "cache"] == "hit").mean())
     guards = chosen[chosen["kind"] == "guardrail"]

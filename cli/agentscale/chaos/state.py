@@ -20,7 +20,7 @@ import psutil
 from filelock import FileLock
 
 from agentscale.chaos.toxiproxy_client import ToxiproxyAPI, ToxiproxyError
-from agentscale.records.runfolder import write_json
+from agentscale.records.runfolder import read_run, write_json, write_run
 
 ENV = "AGENTSCALE_STATE_DIR"
 
@@ -35,6 +35,7 @@ class Entry(TypedDict, total=False):
     stage_started: float | None
     proxies: list[str]
     ports: list[int]  # listen ports handed out to this run's proxies and stages
+    run_dir: str | None  # runs.json: the run folder whose run.json says "running"
 
 
 def state_path() -> Path:
@@ -44,12 +45,17 @@ def state_path() -> Path:
     return Path(base) / "chaos.json"
 
 
+def runs_path() -> Path:
+    """Runs going, by process: a run killed with -9 cannot say so in its run.json itself."""
+    return state_path().with_name("runs.json")
+
+
 @contextlib.contextmanager
-def _locked() -> Iterator[list[Entry]]:
+def _locked(path: Path | None = None) -> Iterator[list[Entry]]:
     """The entries, to read and change in place; written back when the block ends."""
-    path = state_path()
+    path = path or state_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=30):
+    with FileLock(str(state_path()) + ".lock", timeout=30):
         entries = _read(path)
         before = list(entries)
         yield entries
@@ -119,6 +125,38 @@ def reserve_ports(owner: int, count: int, pick: Callable[[set[int]], int]) -> li
     return ports
 
 
+def register_run(run_dir: Path) -> None:
+    owner = os.getpid()
+    with _locked(runs_path()) as found:
+        found.append({"owner": owner, "owner_started": started_at(owner), "run_dir": str(run_dir)})
+
+
+def release_run(run_dir: Path) -> None:
+    with _locked(runs_path()) as found:
+        found[:] = [e for e in found if e.get("run_dir") != str(run_dir)]
+
+
+def _close_dead_runs(done: list[str]) -> None:
+    """A run whose process is gone but whose run.json still says "running" was killed: its
+    run.json says so now (``failed``, verdict invalid), so it is never mistaken for one going."""
+    with _locked(runs_path()) as found:
+        kept: list[Entry] = []
+        for entry in found:
+            if owner_alive(entry) or not entry.get("run_dir"):
+                kept.append(entry)
+                continue
+            run_dir = Path(str(entry["run_dir"]))
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                info = read_run(run_dir)
+                if info.get("status") == "running":
+                    reason = f"the agentscale process (pid {entry.get('owner')}) was killed"
+                    info["status"] = "failed"
+                    info["verdict"] = {"result": "invalid", "reasons": [reason]}
+                    write_run(run_dir, info)
+                    done.append(f"marked run {run_dir} as failed: {reason}")
+        found[:] = kept
+
+
 def clean_leftovers(*, include_live: bool = False) -> list[str]:
     """Undo what runs that are gone left behind (with ``include_live``, what running ones hold
     too). A record whose proxies could not be removed (their Toxiproxy does not answer) is
@@ -135,6 +173,7 @@ def clean_leftovers(*, include_live: bool = False) -> list[str]:
             if not _undo(entry, done):
                 kept.append(entry)
         found[:] = kept
+    _close_dead_runs(done)
     return done
 
 

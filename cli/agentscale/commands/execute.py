@@ -21,6 +21,7 @@ from agentscale.analysis.attribution import attribute_faults
 from agentscale.analysis.availability import target_losses
 from agentscale.analysis.spanjoin import Joined, join_spans
 from agentscale.analysis.summary import summarize, validity_problems
+from agentscale.chaos import state
 from agentscale.chaos.rig import FaultRig
 from agentscale.chaos.scheduler import FaultScheduler
 from agentscale.config.loader import LoadedProfile, LoadedScenario
@@ -98,6 +99,7 @@ def plan_run(loaded: LoadedScenario, options: LoadOptions, run_dir: Path) -> Run
             "name": scenario.name,
             "file": str(loaded.path),
             "sha256": loaded.scenario_sha256,
+            "measured_sha256": loaded.measured_sha256,
         },
         "dataset": {
             "file": str(loaded.dataset.path),
@@ -142,6 +144,7 @@ def run_once(
     copy_inputs(run_dir, loaded.path, faults_path)
     run = plan_run(loaded, options, run_dir)
     write_run(run_dir, run)
+    state.register_run(run_dir)  # killed with -9, the next run or chaos reset closes it
     try:
         return _run(loaded, options, duration, profile, run_dir, run)
     except BaseException as error:
@@ -152,6 +155,8 @@ def run_once(
                           "reasons": [str(error) or type(error).__name__]}  # fmt: skip
         write_run(run_dir, run)
         raise
+    finally:
+        state.release_run(run_dir)
 
 
 def _run(

@@ -67,9 +67,7 @@ def compare(run_dir: Path, baseline_path: Path, force: bool) -> int:
     """Gate a finished run against a baseline."""
     run = open_run(run_dir)
     baseline = baselines.load(baseline_path)
-    warnings = baselines.compatibility(baseline, run.info, baseline_path, force)
-    for warning in warnings:
-        console.print_warning(warning)
+    warnings = baselines.compatibility(baseline, run.info, baseline_path, force)  # shown once
     gates = run.scenario.gates if run.scenario else None
     # The run stays as it was: the comparison's verdict, scorecard and report go beside it.
     folder = run_dir / f"compare-{_safe(baseline['name'])}"

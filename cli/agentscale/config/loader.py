@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from agentscale.config.checks import profile_problems, scenario_problems
@@ -40,6 +41,17 @@ class LoadedScenario:
     @property
     def scenario_sha256(self) -> str:
         return hashlib.sha256(self.document.text.encode()).hexdigest()
+
+    @property
+    def measured_sha256(self) -> str:
+        """The scenario without its ``gates:``: what was measured, not how it is judged (a
+        new tolerance does not make a baseline one of another scenario)."""
+        data = self.document.data
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != "gates"}
+        return hashlib.sha256(
+            orjson.dumps(data, default=str, option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
 
     @property
     def dataset_sha256(self) -> str:

@@ -39,6 +39,8 @@ DEFAULT_CHECKS = (
     "input_tokens_mean",
 )
 MIN_REQUESTS = 100
+MIN_STEP_CALLS = 50  # a step is checked with this many calls in both runs
+MIN_WORKFLOW_REQUESTS = 50  # ... a workflow with this many requests
 
 
 def bad_direction(metric: str) -> str:

@@ -14,7 +14,7 @@ import orjson
 from pydantic import Field, PositiveFloat, create_model, field_validator
 
 from agentscale.config.fields import ComparisonField, Duration, Fraction, PositiveDuration
-from agentscale.config.metrics import METRICS, MIN_REQUESTS
+from agentscale.config.metrics import METRICS, MIN_REQUESTS, MIN_STEP_CALLS, MIN_WORKFLOW_REQUESTS
 from agentscale.config.shapes import Shape
 from agentscale.config.strict import Strict
 
@@ -344,10 +344,14 @@ class GateSettings(Strict):
         default_factory=dict, description="tolerances per workflow; `default` for all"
     )
     min_step_calls: int = Field(
-        50, ge=20, description="a step is checked with at least this many calls in both runs"
+        MIN_STEP_CALLS,
+        ge=20,
+        description="a step is checked with at least this many calls in both runs",
     )
     min_workflow_requests: int = Field(
-        50, ge=20, description="a workflow is checked with at least this many requests"
+        MIN_WORKFLOW_REQUESTS,
+        ge=20,
+        description="a workflow is checked with at least this many requests",
     )
     alpha: float = Field(
         0.05, gt=0, lt=0.5, description="family-wise false-alarm level of the baseline checks"

@@ -47,7 +47,7 @@ def method(run: RunInfo) -> Method:
     faults = run.get("faults")
     return {
         "scenario": run["scenario"]["name"],
-        "scenario_sha256": run["scenario"]["sha256"],
+        "scenario_sha256": run["scenario"].get("measured_sha256") or run["scenario"]["sha256"],
         "dataset_sha256": run["dataset"]["sha256"],
         "load": run["load"],
         "faults": faults.get("sha256") if faults else None,
@@ -211,11 +211,21 @@ def compatibility(baseline: Baseline, run: RunInfo, path: Path, force: bool) -> 
     """Errors (exit 2) when the baseline measured something else; warnings when the way of
     measuring differs."""
     theirs, ours = baseline["method"], method(run)
-    for key, what, their_hash, our_hash in (
-        ("scenario_sha256", "scenario", theirs.get("scenario_sha256"), ours["scenario_sha256"]),
-        ("dataset_sha256", "dataset", theirs.get("dataset_sha256"), ours["dataset_sha256"]),
-    ):
-        if their_hash != our_hash and not force:
+    # A baseline saved before gates: were left out of the hash matches the whole file's.
+    same_scenario = theirs.get("scenario_sha256") in (
+        ours["scenario_sha256"],
+        run["scenario"]["sha256"],
+    )
+    warnings = []
+    for key, what, same, our_hash in (
+        ("scenario_sha256", "scenario", same_scenario, ours["scenario_sha256"]),
+        ("dataset_sha256", "dataset", theirs.get("dataset_sha256") == ours["dataset_sha256"],
+         ours["dataset_sha256"]),
+    ):  # fmt: skip
+        their_hash = theirs.get(key)
+        if not same and force:
+            warnings.append(f"compared with a baseline of another {what} (--force)")
+        elif not same:
             raise ConfigError(
                 f"the baseline was measured with another {what} ({theirs.get('scenario')}, "
                 f"{str(their_hash)[:12]} vs {our_hash[:12]})",
@@ -223,7 +233,6 @@ def compatibility(baseline: Baseline, run: RunInfo, path: Path, force: bool) -> 
                 field=f"method.{key}",
                 hint="save a baseline for this scenario, or compare anyway with --force",
             )
-    warnings = []
     if theirs.get("environment", {}).get("fingerprint") != ours["environment"]["fingerprint"]:
         warnings.append("the baseline ran on another machine (environment fingerprint differs)")
     # What shapes the traffic; settings added later (with their defaults) change nothing.

@@ -20,7 +20,7 @@ from statistics import median
 import numpy as np
 
 from agentscale.analysis.figures import Card, GatedFigure, figure, replicates, reported
-from agentscale.config.metrics import MIN_REQUESTS, Metric
+from agentscale.config.metrics import MIN_REQUESTS, MIN_STEP_CALLS, MIN_WORKFLOW_REQUESTS, Metric
 from agentscale.config.scenario import Gates
 from agentscale.gate.checks import Check, new_check
 from agentscale.gate.family import Z95, holm, p_beyond
@@ -48,11 +48,10 @@ def compare(
     min_requests: int = MIN_REQUESTS,
     required: frozenset[str] = frozenset(),
     gates: Gates | None = None,
-    notes: list[str] | None = None,
 ) -> list[Check]:
     """``baseline`` and ``candidate``: the overall scorecard of each of their runs.
-    ``required``: the metrics the scenario set a tolerance for (not measured: inconclusive).
-    ``notes`` receives why a step or workflow the scenario named was not checked."""
+    ``required``: the metrics the scenario set a tolerance for (not measured: inconclusive);
+    a step or workflow the scenario named that cannot be checked is inconclusive too."""
     checks: list[Check] = []
     trials: list[Trial] = []
     base_n = min((c["requests"] for c in baseline), default=0)
@@ -70,7 +69,13 @@ def compare(
         base_values = [v for c in baseline if (v := figure(c, name)) is not None]
         cand_values = [v for c in candidate if (v := figure(c, name)) is not None]
         if not base_values or not cand_values:
-            check["detail"] = "not measured in both runs"
+            check["baseline"] = median(base_values) if base_values else None
+            check["candidate"] = median(cand_values) if cand_values else None
+            side = "either run" if not base_values and not cand_values else (
+                "the baseline" if not base_values else "the candidate")  # fmt: skip
+            check["detail"] = f"no value in {side}" + (
+                " (the cost is unknown there: see the scorecard's notes)" if "cost" in name else ""
+            )
             continue
         trial = _trial(
             check, metric, base_values, cand_values,
@@ -83,7 +88,12 @@ def compare(
             check["detail"] = "no bootstrap replicates to estimate the noise"
         else:
             trials.append(trial)
-    for key, metric in _groups(baseline, candidate, gates, notes):
+    for scope, name, why in _unchecked(baseline, candidate, gates):
+        # A step or workflow the scenario named but the gate could not check: never a pass.
+        check = new_check(f"{scope} {name}", "baseline", f"{scope} {name}", detail=why)
+        check["scope"] = scope
+        checks.append(check)
+    for key, metric in _groups(baseline, candidate, gates):
         base_values = [c["gated"][key]["value"] for c in baseline]
         cand_values = [c["gated"][key]["value"] for c in candidate]
         check = new_check(key, "baseline", key, tolerance=describe(metric), optional=True)
@@ -161,35 +171,42 @@ def _ordered(checks: list[Check], trials: list[Trial]) -> list[Check]:
 
 
 def _groups(
-    baseline: list[Card], candidate: list[Card], gates: Gates | None, notes: list[str] | None
+    baseline: list[Card], candidate: list[Card], gates: Gates | None
 ) -> list[tuple[str, Metric]]:
     """The step and workflow figures both sides have enough calls or requests for."""
-    min_steps = gates.min_step_calls if gates else 50
-    min_flows = gates.min_workflow_requests if gates else 50
-    runs = baseline + candidate
     if not baseline or not candidate:
         return []
+    runs = baseline + candidate
     keys = set.intersection(*(set(c.get("gated", {})) for c in runs))
     chosen = []
     for key in sorted(keys):
         found: GatedFigure = candidate[0]["gated"][key]
         least = min(c["gated"][key]["n"] for c in runs)
-        if least >= (min_steps if found["scope"] == "step" else min_flows):
+        if least >= _least(gates, found["scope"]):
             chosen.append((key, group_metric(found, gates)))
-    if notes is not None and gates is not None:
-        notes += _unchecked_names(runs, keys, gates, min_steps, min_flows)
     return chosen
 
 
-def _unchecked_names(
-    runs: list[Card], keys: set[str], gates: Gates, min_steps: int, min_flows: int
-) -> list[str]:
-    """A step or workflow the scenario gave tolerances to, but that could not be checked."""
+def _least(gates: Gates | None, scope: str) -> int:
+    if scope == "step":
+        return gates.min_step_calls if gates else MIN_STEP_CALLS
+    return gates.min_workflow_requests if gates else MIN_WORKFLOW_REQUESTS
+
+
+def _unchecked(
+    baseline: list[Card], candidate: list[Card], gates: Gates | None
+) -> list[tuple[str, str, str]]:
+    """(scope, name, why) of each step or workflow the scenario gave tolerances to that has
+    too few calls or requests in one of the runs to be checked (or does not exist)."""
+    if gates is None or not baseline or not candidate:
+        return []
+    runs = baseline + candidate
     found = []
-    for scope, named, least in (
-        ("step", gates.steps, min_steps),
-        ("workflow", gates.workflows, min_flows),
-    ):
+    for scope, named in (("step", gates.steps), ("workflow", gates.workflows)):
+        seen = sorted({f["group"] for c in runs for f in c.get("gated", {}).values()
+                       if f["scope"] == scope})  # fmt: skip
+        least = _least(gates, scope)
+        unit = "calls" if scope == "step" else "requests"
         for name in named:
             if name == "default":
                 continue
@@ -198,13 +215,14 @@ def _unchecked_names(
                      if f["scope"] == scope and f["group"] == name), default=0)
                 for c in runs
             ]  # fmt: skip
-            ours = [k for k in keys if k.startswith(f"{scope} {name} ")]
-            if not ours or min(counts) < least:
-                found.append(
-                    f"gates.{scope}s.{name}: not checked, {min(counts)} "
-                    f"{'calls' if scope == 'step' else 'requests'} in the smaller run "
-                    f"(at least {least} needed in both)"
-                )
+            if max(counts) == 0:
+                known = ", ".join(seen[:12]) + (", ..." if len(seen) > 12 else "")
+                found.append((scope, name, f"no {scope} named {name!r} in either run "
+                              f"(gates.{scope}s names it; seen: {known or 'none'})"))  # fmt: skip
+            elif min(counts) < least:
+                found.append((scope, name, f"{min(counts)} {unit} in the smaller run, "
+                              f"at least {least} needed in both (gates.min_{scope}_"
+                              f"{'calls' if scope == 'step' else 'requests'})"))  # fmt: skip
     return found
 
 

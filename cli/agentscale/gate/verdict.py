@@ -106,7 +106,7 @@ def judge(
         min_requests = gates.min_requests if gates else MIN_REQUESTS
         checks += compare(
             runs, cards, tolerances(gates), min_requests=min_requests, required=set_by(gates),
-            gates=gates, notes=warnings,
+            gates=gates,
         )  # fmt: skip
     invalid = [p for c in candidates for p in c.problems]
     # Security findings head the verdict: a leak seen is a leak, however the run went.

@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import orjson
 
@@ -104,6 +104,7 @@ class FileRef(TypedDict):
 
 class ScenarioRef(FileRef):
     name: str
+    measured_sha256: NotRequired[str]  # without its gates: (runs before 0.2 have none)
 
 
 class DatasetRef(FileRef):

@@ -279,7 +279,13 @@ def steps(data: ReportData) -> list[Section]:
                 num(base),
                 change(shift, shift / base if shift is not None and base else None),
                 pct(shares.get(name)),
-                check["status"] if check else ("not checked" if data.baseline else "-"),
+                check["status"]
+                if check
+                else (
+                    "not checked"
+                    if data.baseline and steps[name]["kind"] != "unattributed"
+                    else "-"
+                ),
             ]
         )
         notes.append(
@@ -295,7 +301,10 @@ def steps(data: ReportData) -> list[Section]:
         status=7,
     )  # fmt: skip
     text = (
-        ["check: the gate's p95 check of the step (too few calls in either run: not checked)."]
+        [
+            "check: the gate's p95 check of the step (not checked: too few calls in either run; "
+            "time no step accounts for is not a step and shows -)."
+        ]
         if data.baseline
         else []
     )
