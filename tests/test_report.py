@@ -181,7 +181,13 @@ def test_hostile_answers_create_no_element_or_attribute_in_the_rendered_report(t
     path = write_scenario(tmp_path, document)
     result = agentscale("load", str(path), "--out", str(tmp_path / "r"))
     assert result.code in (0, 1), result.output
+    assert "Traceback" not in result.output and "[/nope]" in result.stdout  # text, not markup
+    assert "\x1b" not in result.stdout  # no terminal escape from the agent reaches the screen
     run = only_run(tmp_path / "r")
+    assert agentscale("report", str(run), "--format", "md").code == 0
+    summary = (run / "summary.md").read_text() + (run / "report.md").read_text()
+    assert not re.search(r"(?<!\\)\]\(javascript:", summary)  # never a Markdown link
+    assert "\x1b" not in summary and "\x07" not in summary
     assert CHROMIUM, "chromium is missing: `make setup` installs it (apt-get install chromium)"
     done = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

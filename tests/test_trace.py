@@ -192,3 +192,27 @@ def test_transport_errors_are_classified():
     assert transport_error_class(ConnectionRefusedError()) == "connection_refused"
     assert transport_error_class(ConnectionResetError()) == "connection_reset"
     assert transport_error_class(OSError()) == "connection_error"
+
+
+def test_a_refused_token_count_makes_the_total_and_the_cost_unknown_never_zero():
+    body = (
+        b'{"output": "x", "trace": {"steps": [{"kind": "llm", "name": "p", "model": "mock-small",'
+        b' "input_tokens": -1, "output_tokens": 5}]}}'
+    )
+    trace = TraceReader(None).read(body)
+    assert "steps[0].input_tokens: negative (-1)" in trace.warnings
+    tally = PriceBook({"mock-small": Price(input_per_mtok=1, output_per_mtok=2)}).tally(trace)
+    assert tally.input_tokens is None and tally.output_tokens == 5 and tally.cost_usd is None
+
+
+def test_nan_and_infinity_in_a_body_drop_only_their_fields_with_a_warning():
+    body = (
+        b'{"output": "x", "status": "ok", "trace": {"steps": [{"kind": "tool", "name": "t",'
+        b' "latency_ms": NaN, "attempts": 1}, {"kind": "tool", "name": "u", "latency_ms":'
+        b" Infinity}]}}"
+    )
+    trace = TraceReader(None).read(body)
+    assert [s.name for s in trace.steps] == ["t", "u"] and trace.steps[0].attempts == 1
+    assert all(s.latency_ms is None for s in trace.steps)
+    assert any("NaN or Infinity" in w for w in trace.warnings)
+    assert any("steps[0].latency_ms" in w for w in trace.warnings)

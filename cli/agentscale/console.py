@@ -15,7 +15,7 @@ from rich.text import Text
 from agentscale.analysis.figures import NOT_REPORTED, Card, Scorecard, shown
 from agentscale.analysis.summary import Summary
 from agentscale.errors import AgentscaleError
-from agentscale.formatting import fixed, num, pct, usd
+from agentscale.formatting import fixed, num, pct, plain, usd
 from agentscale.gate.checks import Verdict
 from agentscale.gate.cifiles import GROUPS, UNGATED_HINT, describe, headline
 from agentscale.records.runfolder import RunVerdict
@@ -26,13 +26,19 @@ if not out.is_terminal:
     out.width = 120  # CI logs: room for the tables, rather than 80 columns of ellipses
 
 
+def _row(table: Table, *cells: object) -> None:
+    """A table row whose text is shown as it is: a step, window or tenant name comes from the
+    agent or the scenario, and ``[/x]`` in it is neither markup nor an error."""
+    table.add_row(*(c if isinstance(c, Text) else Text(plain(str(c))) for c in cells))
+
+
 def print_error(error: AgentscaleError) -> None:
     # soft_wrap: a file:line:col message must stay on one line for editors and CI to parse it.
     err.print(Text("error: ", style="bold red") + Text(error.render()), soft_wrap=True)
 
 
 def print_warning(message: str) -> None:
-    err.print(Text("warning: ", style="bold yellow") + Text(message), soft_wrap=True)
+    err.print(Text("warning: ", style="bold yellow") + Text(plain(message)), soft_wrap=True)
 
 
 def print_line(message: str = "", style: str | None = None) -> None:
@@ -80,7 +86,7 @@ class LiveView:
             self.live.update(self._table())
         elif time.monotonic() - self.last_line >= self.every:
             self.last_line = time.monotonic()
-            out.print(self._line(message), soft_wrap=True)
+            out.print(Text(plain(self._line(message))), soft_wrap=True)
 
     def _line(self, m: dict[str, Any]) -> str:
         unit = "rps" if m["model"] == "open" else "users"
@@ -114,10 +120,11 @@ class LiveView:
             table.add_column(column, justify="right", overflow="fold")
         m = self.latest
         if m is None:
-            table.add_row("starting", *["-"] * 9)
+            _row(table, "starting", *["-"] * 9)
             return table
         unit = " rps" if m["model"] == "open" else " users"
-        table.add_row(
+        _row(
+            table,
             f"{m['elapsed']:.0f}s / {m['duration']:.0f}s",
             str(m.get("phase", "-")),
             fixed(m["target"], 1, unit),
@@ -166,9 +173,9 @@ def print_summary(summary: Summary, run_dir: str, verdict: RunVerdict) -> None:
         ),
     ]
     for name, value in rows:
-        table.add_row(name, value)
+        _row(table, name, value)
     for error_class, count in sorted(summary.errors.items(), key=lambda kv: -kv[1]):
-        table.add_row(f"errors: {error_class}", f"{count:,}")
+        _row(table, f"errors: {error_class}", f"{count:,}")
     out.print(table)
     label = {"pass": "valid"}.get(verdict["result"], verdict["result"])
     out.print(Text(f"measurement: {label}", style="bold" if label == "valid" else "bold yellow"))
@@ -206,7 +213,8 @@ def print_scorecard(card: Scorecard) -> None:
             table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
 
     def row(name: str, c: Card) -> None:
-        table.add_row(
+        _row(
+            table,
             name,
             fixed(c["requests"]),
             pct(c["success_rate"], 2),
@@ -236,14 +244,16 @@ def print_scorecard(card: Scorecard) -> None:
     share = overall["slowest_5pct_share"]
     for name, step in sorted(overall["steps"].items(), key=lambda kv: -(kv[1]["p95_ms"] or 0)):
         tool = overall["tools"].get(name)
-        steps.add_row(
+        _row(steps,
             name,
             step["kind"],
             fixed(step["count"]),
             fixed(step["p95_ms"], 0),
             pct(share.get(name), 2),
-            fixed(tool["retries_per_call"] if tool else None, 2),
-        )
+            "-" if not tool else (
+                NOT_REPORTED if tool["retries_per_call"] is None
+                else fixed(tool["retries_per_call"], 2)),
+        )  # fmt: skip
     if overall["steps"]:
         out.print(steps)
     warned = card.get("trace_warnings")
@@ -262,7 +272,7 @@ def print_verdict(verdict: Verdict, run_dir: str) -> None:
     for c in everything:
         if c["status"] == "regressed" and c.get("scope") in ("step", "workflow"):
             text = describe(c).removesuffix(": regressed")
-            out.print(Text(f"regressed: {text}", style="red"), soft_wrap=True)
+            out.print(Text(plain(f"regressed: {text}"), style="red"), soft_wrap=True)
     # Passing step and workflow checks are many (a few per step): counted, listed in the files.
     passed = [c for c in everything if c.get("scope") in GROUPS and c["status"] == "pass"]
     checks = [c for c in everything if not (c.get("scope") in GROUPS and c["status"] == "pass")]
@@ -281,8 +291,9 @@ def print_verdict(verdict: Verdict, run_dir: str) -> None:
             }.get(c["status"], "")
             if c["kind"] == "baseline":
                 ci = c.get("ci")
-                table.add_row(
-                    Text(c["name"]),  # a step's name is the agent's text: never markup
+                _row(
+                    table,
+                    Text(plain(c["name"])),  # a step's name is the agent's text: never markup
                     num(c["baseline"]),
                     num(c["candidate"]),
                     num(c["change"]),
@@ -291,7 +302,8 @@ def print_verdict(verdict: Verdict, run_dir: str) -> None:
                     Text(c["status"], style=style),
                 )
             else:
-                table.add_row(
+                _row(
+                    table,
                     c["name"],
                     "",
                     num(c["value"]),
@@ -305,7 +317,7 @@ def print_verdict(verdict: Verdict, run_dir: str) -> None:
         out.print(Text(f"{len(passed)} step and workflow checks passed (summary.md lists them)"))
     for c in checks:
         if c["detail"] and c["status"] in ("inconclusive", "not measured"):
-            out.print(Text(f"  {c['name']}: {c['status']}, {c['detail']}"), soft_wrap=True)
+            out.print(Text(plain(f"  {c['name']}: {c['status']}, {c['detail']}")), soft_wrap=True)
     for warning in verdict.get("warnings", []):
         print_warning(warning)
     gated = verdict.get("gated", True)

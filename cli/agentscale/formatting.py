@@ -4,6 +4,7 @@ that every output agrees."""
 from __future__ import annotations
 
 import math
+import re
 
 NONE = "-"
 
@@ -58,6 +59,17 @@ def interval(bounds: list[float] | None) -> str:
     return f"[{signed(bounds[0])}, {signed(bounds[1])}]" if bounds else NONE
 
 
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+_MARKDOWN = re.compile(r"([\\`*\[\]<>~])")  # GFM: "_" inside a word emphasises nothing
+
+
+def plain(text: object) -> str:
+    """Text safe to print: control characters (terminal escapes, NUL, BEL) shown as U+FFFD."""
+    return _CONTROL.sub("\ufffd", str(text))
+
+
 def cell(text: object) -> str:
-    """Text for one cell of a Markdown table: pipes escaped, one line, no raw HTML."""
-    return str(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+    """Text for one cell of a Markdown table: one line, no control characters, and nothing that
+    Markdown or HTML would act on (an agent's step name is data, never a link or emphasis)."""
+    one_line = plain(str(text).replace("\n", " "))
+    return _MARKDOWN.sub(r"\\\1", one_line).replace("|", "\\|")

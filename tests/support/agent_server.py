@@ -92,6 +92,8 @@ async def agent(request: web.Request) -> web.Response:
     return web.json_response(_trace_answer(await _payload(request)))
 
 
+# Rich's markup (an unmatched closing tag is an error), a Markdown link, a terminal escape.
+MARKUP = "[/nope] [bold red]x[/] [l](javascript:alert(1)) *b* \x1b[31mred\x07"
 HOSTILE = ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>',
            "javascript:alert(1)")  # fmt: skip
 
@@ -105,7 +107,8 @@ async def hostile(request: web.Request) -> web.Response:
     body = {
         "output": f"{script} {img} <a href='{link}'>click</a>",
         "status": "error",
-        "trace": {"steps": [step, {**step, "name": script, "kind": link}],
+        "trace": {"steps": [step, {**step, "name": script, "kind": link},
+                            {**step, "name": MARKUP}],
                   "events": [{"type": img}]},
     }  # fmt: skip
     return web.json_response(body)

@@ -54,7 +54,12 @@ def diagnose(overall: Card, prices: Mapping[str, Price] | None = None) -> Diagno
                 f"{name} holds {share:.0%} of the time of the slowest 5% of requests",
                 [
                     f"{name} p95 {steps[name]['p95_ms'] or 0:,.0f} ms",
-                    f"retries per call {tool['retries_per_call'] if tool else 0:.2f}",
+                    "retries per call "
+                    + (
+                        f"{tool['retries_per_call']:.2f}"
+                        if tool and tool["retries_per_call"] is not None
+                        else "not reported"
+                    ),
                     f"outcomes {tool['outcomes'] if tool else {}}",
                     f"cache hit rate {pct(overall['cache_hit_rate'], 0)}",
                 ],

@@ -22,8 +22,8 @@ class StepFigures(TypedDict):
 
 class ToolFigures(TypedDict):
     calls: int
-    retries: int
-    retries_per_call: float
+    retries: int | None  # None: the agent reported no attempts for this tool
+    retries_per_call: float | None
     outcomes: dict[str, int]
     retry_reasons: dict[str, int]
 

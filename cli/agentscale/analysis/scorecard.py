@@ -167,17 +167,18 @@ def _step_figures(frames: RunFrames, sent_mask: np.ndarray, latency: np.ndarray)
         }
     tools = chosen[chosen["kind"] == "tool"]
     if not tools.empty:
-        attempts = tools["attempts"].fillna(1).clip(lower=1)
-        extra = (attempts - 1).rename("retries")
+        # Attempts the agent did not report are not "one attempt": unknown retries stay NaN.
+        extra = (tools["attempts"].astype(float).clip(lower=1) - 1).rename("retries")
         grouped = pd.DataFrame(
             {"name": tools["name"], "retries": extra, "outcome": tools["outcome"]}
         ).groupby("name", observed=True)
         for name, group in grouped:
             reasons = tools.loc[group.index][extra.loc[group.index] > 0]["error"]
+            known = group["retries"].notna().any()
             out["tools"][str(name)] = {
                 "calls": len(group),
-                "retries": int(group["retries"].sum()),
-                "retries_per_call": float(group["retries"].mean()),
+                "retries": int(group["retries"].sum()) if known else None,
+                "retries_per_call": float(group["retries"].mean()) if known else None,
                 "outcomes": {
                     str(k): int(v) for k, v in group["outcome"].value_counts().items() if v
                 },

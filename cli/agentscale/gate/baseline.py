@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TypedDict, cast
 
 from agentscale.analysis.figures import Card, Scorecard
+from agentscale.config.metrics import METRICS
 from agentscale.errors import ConfigError, Location
 from agentscale.jsondata import Json, JsonObject
 from agentscale.records.runfolder import RunInfo, read_json, read_run, write_json
@@ -51,7 +52,11 @@ def method(run: RunInfo) -> Method:
         "dataset_sha256": run["dataset"]["sha256"],
         "load": run["load"],
         "faults": faults.get("sha256") if faults else None,
-        "demo": {"profile": demo.get("profile"), "time_scale": demo.get("time_scale")}
+        "demo": {
+            "profile": demo.get("profile"),
+            "time_scale": demo.get("time_scale"),
+            "jitter": demo.get("jitter", 0.0),
+        }
         if demo
         else None,
         "environment": {
@@ -162,17 +167,26 @@ def _shape_problem(found: object) -> str | None:
         if not isinstance(run, dict) or not isinstance(run.get("scorecard"), dict):
             return f"runs[{number}] has no scorecard object"
         card = run["scorecard"]
-        for name, value in card.items():
-            if name in ("requests", "successes", "success_rate") and not (
-                value is None or _number(value)
-            ):
+        for name in ("requests", "successes", *METRICS):
+            value = card.get(name)
+            if value is not None and not (_number(value) and abs(value) < 1e300):
                 return f"runs[{number}].scorecard.{name} is not a number"
+            if value is not None and value < 0:
+                return f"runs[{number}].scorecard.{name} is negative"
+            if value is not None and name in RATES and value > 1:
+                return f"runs[{number}].scorecard.{name} is above 1"
+        block = card.get("block_s")
+        if block is not None and not (_number(block) and 0 < block < 1e6):
+            return f"runs[{number}].scorecard.block_s is not a number of seconds"
         problem = _replicates_problem(card.get("bootstrap", {})) or _gated_problem(
             card.get("gated", {})
         )
         if problem is not None:
             return f"runs[{number}].scorecard.{problem}"
     return None
+
+
+RATES = frozenset({"success_rate", "expected_answer_rate"})
 
 
 def _number(value: object) -> bool:
@@ -242,4 +256,7 @@ def compatibility(baseline: Baseline, run: RunInfo, path: Path, force: bool) -> 
         warnings.append("the baseline's load shape or duration differs")
     if theirs.get("faults") != ours.get("faults"):
         warnings.append("the baseline ran with a different fault profile")
+    their_demo, our_demo = theirs.get("demo") or {}, ours.get("demo") or {}
+    if any(their_demo.get(k, 0.0) != our_demo.get(k, 0.0) for k in ("time_scale", "jitter")):
+        warnings.append("the baseline ran the demo stack with another time_scale or jitter")
     return warnings

@@ -71,6 +71,8 @@ def compare(
         if not base_values or not cand_values:
             check["baseline"] = median(base_values) if base_values else None
             check["candidate"] = median(cand_values) if cand_values else None
+            if check["optional"]:
+                check["status"] = "not measured"  # a default check: listed, never deciding
             side = "either run" if not base_values and not cand_values else (
                 "the baseline" if not base_values else "the candidate")  # fmt: skip
             check["detail"] = f"no value in {side}" + (
@@ -96,16 +98,21 @@ def compare(
     for key, metric in _groups(baseline, candidate, gates):
         base_values = [c["gated"][key]["value"] for c in baseline]
         cand_values = [c["gated"][key]["value"] for c in candidate]
-        check = new_check(key, "baseline", key, tolerance=describe(metric), optional=True)
-        check["scope"] = candidate[0]["gated"][key]["scope"]
+        found = candidate[0]["gated"][key]
+        named = _named(gates, found["scope"], found["group"])
+        check = new_check(key, "baseline", key, tolerance=describe(metric), optional=not named)
+        check["scope"] = found["scope"]
+        checks.append(check)
         trial = _trial(
             check, metric, base_values, cand_values,
             _centred(baseline, key, _group_value(key)),
             _centred(candidate, key, _group_value(key)),
         )  # fmt: skip
         if trial is not None:
-            checks.append(check)
             trials.append(trial)
+        else:  # a tolerance the scenario set is never skipped in silence
+            check["status"] = "inconclusive" if named else "not measured"
+            check["detail"] = "no bootstrap replicates to estimate the noise"
     _judge(trials, gates.alpha if gates else ALPHA)
     return _ordered(checks, trials)
 
@@ -187,6 +194,13 @@ def _groups(
     return chosen
 
 
+def _named(gates: Gates | None, scope: str, group: str) -> bool:
+    """Whether the scenario gave this step or workflow a tolerance of its own."""
+    if gates is None:
+        return False
+    return group in (gates.steps if scope == "step" else gates.workflows)
+
+
 def _least(gates: Gates | None, scope: str) -> int:
     if scope == "step":
         return gates.min_step_calls if gates else MIN_STEP_CALLS
@@ -215,7 +229,14 @@ def _unchecked(
                      if f["scope"] == scope and f["group"] == name), default=0)
                 for c in runs
             ]  # fmt: skip
-            if max(counts) == 0:
+            base_n, cand_n = min(counts[: len(baseline)]), min(counts[len(baseline) :])
+            if not any("gated" in c for c in baseline):
+                why = "the baseline has no per-step figures (saved by an earlier agentscale)"
+                found.append((scope, name, why))
+            elif base_n == 0 and cand_n > 0:
+                found.append((scope, name, f"the baseline has no {scope} named {name!r} "
+                              f"(the candidate has {cand_n} {unit})"))  # fmt: skip
+            elif max(counts) == 0:
                 known = ", ".join(seen[:12]) + (", ..." if len(seen) > 12 else "")
                 found.append((scope, name, f"no {scope} named {name!r} in either run "
                               f"(gates.{scope}s names it; seen: {known or 'none'})"))  # fmt: skip

@@ -151,6 +151,7 @@ class DemoRef(TypedDict, total=False):
     agent: str
     profile: str
     time_scale: float
+    jitter: float
     services: dict[str, str]
     routes: dict[str, str]
 

@@ -342,7 +342,9 @@ def _tools(data: ReportData) -> list[Section]:
         [
             name,
             num(tool["calls"]),
-            f"{tool['retries_per_call']:.2f}",
+            "not reported"
+            if tool["retries_per_call"] is None
+            else f"{tool['retries_per_call']:.2f}",
             ", ".join(f"{k} {v}" for k, v in tool["outcomes"].items()) or "-",
             ", ".join(f"{k} {v}" for k, v in tool["retry_reasons"].items()) or "-",
         ]

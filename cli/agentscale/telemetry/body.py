@@ -8,6 +8,7 @@ value goes through ``telemetry.trace``'s checks. A response without a trace stil
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,14 +121,27 @@ def _lenient(content: bytes, warnings: list[str]) -> Any:
     """The body once lone surrogate escapes are replaced (so that a status of "error" in it is
     still read); None if it is not JSON even then."""
     fixed, count = _LONE_SURROGATE.subn(rb"\\ufffd", content)
-    if not count:
+    if count:
+        try:
+            body = orjson.loads(fixed)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            warnings.append(f"body: {count} lone surrogate escape(s) replaced by U+FFFD")
+            return body
+    if _NON_FINITE.search(fixed) is None:
         return None
+    # NaN and Infinity are not JSON, but Python's json module writes them: read the body with
+    # them, so that only the fields holding them are dropped (each with its own warning).
     try:
-        body = orjson.loads(fixed)
-    except orjson.JSONDecodeError:
+        body = json.loads(fixed.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
         return None
-    warnings.append(f"body: {count} lone surrogate escape(s) replaced by U+FFFD")
+    warnings.append("body: NaN or Infinity in it (not JSON); the fields holding them are dropped")
     return body
+
+
+_NON_FINITE = re.compile(rb"\b(?:NaN|-?Infinity)\b")
 
 
 def _read_contract(result: Trace, body: dict[str, Any]) -> None:

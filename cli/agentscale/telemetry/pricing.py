@@ -77,7 +77,7 @@ class PriceBook:
 
     def tally(self, trace: Trace) -> Tally:
         tokens_in = tokens_out = cached_in = tools = retries = 0
-        reported = attempts_reported = unmetered_llm = False
+        reported = attempts_reported = unmetered_llm = in_unknown = out_unknown = False
         cost: float | None = 0.0
         for step in trace.steps:
             if step.kind == "tool":
@@ -88,6 +88,11 @@ class PriceBook:
             if step.input_tokens is None and step.output_tokens is None:
                 unmetered_llm = unmetered_llm or step.kind == "llm"
                 continue
+            if step.kind == "llm" and (step.input_tokens is None or step.output_tokens is None):
+                # A model call with one count missing (or refused as out of range): that side's
+                # total and the cost are unknown, never a sum that took the gap for 0.
+                in_unknown = in_unknown or step.input_tokens is None
+                out_unknown = out_unknown or step.output_tokens is None
             n_in, n_out = step.input_tokens or 0, step.output_tokens or 0
             n_cached = step.cached_input_tokens or 0
             cached_in += n_cached
@@ -107,12 +112,14 @@ class PriceBook:
             # unknown, not zero (a trace of tools alone made no model call: that costs 0).
             cost = None
         if reported and trace.input_tokens is not None:
-            tokens_in = trace.input_tokens  # the telemetry mapping has the last word
+            tokens_in, in_unknown = trace.input_tokens, False  # the mapping has the last word
         if reported and trace.output_tokens is not None:
-            tokens_out = trace.output_tokens
+            tokens_out, out_unknown = trace.output_tokens, False
+        if in_unknown or out_unknown:
+            cost = None
         return Tally(
-            tokens_in if reported else None,
-            tokens_out if reported else None,
+            tokens_in if reported and not in_unknown else None,
+            tokens_out if reported and not out_unknown else None,
             cached_in if reported and cached_in else None,
             tools if trace.steps_reported or trace.steps else None,
             retries if attempts_reported else None,
