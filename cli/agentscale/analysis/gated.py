@@ -41,15 +41,15 @@ def gated_figures(frames: RunFrames, overall: Card, seed: int) -> None:
 
 
 def _strata(frames: RunFrames) -> np.ndarray:
-    """Per request: which fault windows were in force and which traffic phase it was in."""
-    requests = frames.requests
-    keys = requests["phase"].astype("string").fillna("") + "|"
-    if "faults" in requests:
-        keys = keys + requests["faults"].map(
-            lambda names: ",".join(sorted(names)) if names is not None else ""
-        )
-    codes, _ = pd.factorize(keys)
-    return np.asarray(codes, dtype=np.int64)
+    """Per request: which fault windows were in force at its intended start (a bit each) and
+    which traffic phase it was in, as one integer label."""
+    offsets = np.nan_to_num(frames.arrays["offset"], nan=-1.0)
+    label = np.zeros(offsets.size, dtype=np.int64)
+    for bit, (_name, start, end) in enumerate(frames.windows[:40]):
+        label |= ((offsets >= start) & (offsets < end)).astype(np.int64) << bit
+    phase = frames.requests["phase"]
+    codes = phase.cat.codes if phase.dtype == "category" else pd.factorize(phase)[0]
+    return label * 1024 + np.asarray(codes, dtype=np.int64) + 1
 
 
 def _run_level(
@@ -97,14 +97,22 @@ def _steps(
     steps = frames.steps
     if steps.empty:
         return
-    positions = steps["req"].to_numpy()
-    chosen = steps[sent[positions]]
+    keep = sent[steps["req"].to_numpy()]
+    chosen = steps if keep.all() else steps[keep]  # no copy of millions of rows when all sent
     if chosen.empty:
         return
     where_all = blocks.of_request[chosen["req"].to_numpy()]
     latency_all = chosen["latency_ms"].to_numpy(dtype=float, na_value=np.nan)
-    codes = pd.Categorical(chosen["name"].astype("string"))
-    kinds = chosen["kind"].astype("string").to_numpy(dtype=object, na_value=None)
+    # Categorical codes, never strings: these columns have millions of rows.
+    codes = pd.Categorical(chosen["name"])
+    kinds = chosen["kind"]
+    outcome = chosen["outcome"]
+    failed_all = outcome.isin(list(FAILED_OUTCOMES)).to_numpy(dtype=float)
+    failed_all[outcome.isna().to_numpy()] = np.nan
+    hit_all = (chosen["cache"] == "hit").to_numpy(dtype=bool, na_value=False)
+    attempts_all = chosen["attempts"].to_numpy(dtype=float, na_value=np.nan)
+    tokens_in_all = chosen["input_tokens"].to_numpy(dtype=float, na_value=np.nan)
+    tokens_out_all = chosen["output_tokens"].to_numpy(dtype=float, na_value=np.nan)
     # One sort, then a slice per name: a pass over every step per name would be quadratic.
     order = np.argsort(codes.codes, kind="stable")
     bounds = np.searchsorted(codes.codes[order], np.arange(len(codes.categories) + 1))
@@ -112,7 +120,7 @@ def _steps(
         rows = order[bounds[code] : bounds[code + 1]]
         if rows.size < MIN_CALLS_KEPT:
             continue
-        kind = str(kinds[rows[0]])
+        kind = str(kinds.iloc[rows[0]])
         where = where_all[rows]
         latency = latency_all[rows]
         known = latency[~np.isnan(latency)]
@@ -120,26 +128,22 @@ def _steps(
             _keep(figures, reps, "step", str(name), kind, "p95_ms",
                   float(np.percentile(known, 95)), int(known.size),
                   blocks.quantile(latency, where, 95))  # fmt: skip
-        group = chosen.iloc[rows]
         if kind == "tool":
             # A cache hit never reached the tool: it has no attempts and cannot fail there.
-            group = group[group["cache"].astype("string").fillna("") != "hit"]
-            where = blocks.of_request[group["req"].to_numpy()]
-            outcome = group["outcome"].astype("string")
-            if outcome.notna().any():
-                failed = outcome.isin(list(FAILED_OUTCOMES)).to_numpy(dtype=float)
-                failed[outcome.isna().to_numpy()] = np.nan
+            called = rows[~hit_all[rows]]
+            where = where_all[called]
+            failed = failed_all[called]
+            if not np.isnan(failed).all():
                 _keep(figures, reps, "step", str(name), kind, "error_rate",
                       float(np.nanmean(failed)), int((~np.isnan(failed)).sum()),
                       blocks.mean(failed, where))  # fmt: skip
-            attempts = group["attempts"].to_numpy(dtype=float, na_value=np.nan)
+            attempts = attempts_all[called]
             if not np.isnan(attempts).all():
                 _keep(figures, reps, "step", str(name), kind, "attempts_per_call",
                       float(np.nanmean(attempts)), int((~np.isnan(attempts)).sum()),
                       blocks.mean(attempts, where))  # fmt: skip
         if kind == "llm":
-            tokens_in = group["input_tokens"].to_numpy(dtype=float, na_value=np.nan)
-            tokens_out = group["output_tokens"].to_numpy(dtype=float, na_value=np.nan)
+            tokens_in, tokens_out = tokens_in_all[rows], tokens_out_all[rows]
             both_missing = np.isnan(tokens_in) & np.isnan(tokens_out)
             tokens = np.where(
                 both_missing, np.nan, np.nan_to_num(tokens_in) + np.nan_to_num(tokens_out)
