@@ -187,7 +187,7 @@ def test_hostile_answers_create_no_element_or_attribute_in_the_rendered_report(t
     assert agentscale("report", str(run), "--format", "md").code == 0
     summary = (run / "summary.md").read_text() + (run / "report.md").read_text()
     assert not re.search(r"(?<!\\)\]\(javascript:", summary)  # never a Markdown link
-    assert "\x1b" not in summary and "\x07" not in summary
+    assert "\x1b" not in summary and "\x07" not in summary and "http://evil" not in summary
     assert CHROMIUM, "chromium is missing: `make setup` installs it (apt-get install chromium)"
     done = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

@@ -59,7 +59,9 @@ def interval(bounds: list[float] | None) -> str:
     return f"[{signed(bounds[0])}, {signed(bounds[1])}]" if bounds else NONE
 
 
-_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# GitHub links bare URLs too: a word joiner in "://" and after "www" keeps them text.
+_AUTOLINK = re.compile(r"(?i)(://|\bwww\.)")
 _MARKDOWN = re.compile(r"([\\`*\[\]<>~])")  # GFM: "_" inside a word emphasises nothing
 
 
@@ -72,4 +74,5 @@ def cell(text: object) -> str:
     """Text for one cell of a Markdown table: one line, no control characters, and nothing that
     Markdown or HTML would act on (an agent's step name is data, never a link or emphasis)."""
     one_line = plain(str(text).replace("\n", " "))
-    return _MARKDOWN.sub(r"\\\1", one_line).replace("|", "\\|")
+    escaped = _MARKDOWN.sub(r"\\\1", one_line).replace("|", "\\|")
+    return _AUTOLINK.sub(lambda m: m.group(1)[:1] + "\u2060" + m.group(1)[1:], escaped)

@@ -92,8 +92,9 @@ async def agent(request: web.Request) -> web.Response:
     return web.json_response(_trace_answer(await _payload(request)))
 
 
-# Rich's markup (an unmatched closing tag is an error), a Markdown link, a terminal escape.
-MARKUP = "[/nope] [bold red]x[/] [l](javascript:alert(1)) *b* \x1b[31mred\x07"
+# Rich's markup (an unmatched closing tag is an error), a Markdown link, a terminal escape, a
+# bare URL (GitHub links those too).
+MARKUP = "[/nope] [bold red]x[/] [l](javascript:alert(1)) *b* \x1b[31mred\x07 http://evil.example"
 HOSTILE = ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>',
            "javascript:alert(1)")  # fmt: skip
 
