@@ -161,3 +161,21 @@ def test_a_step_the_scenario_names_but_the_gate_cannot_check_is_inconclusive():
     assert "crm_lookup" in named["step crm_lokup"]["detail"]  # the names it did see
     assert "30 calls in the smaller run" in named["step rare"]["detail"]
     assert decide(checks, []) == ("inconclusive", 3)
+
+
+def test_a_figure_of_a_named_step_that_one_run_lacks_is_inconclusive_not_dropped():
+    from agentscale.config.scenario import Gates
+
+    gates = Gates.model_validate({"steps": {"crm": {"max_error_rate_increase": 0.01}}})
+    base = _card({"crm": (100.0, 3.0)})
+    cand = _card({"crm": (100.0, 3.0)}, seed=1)
+    cand["gated"]["step crm error_rate"] = {**cand["gated"]["step crm p95_ms"],
+                                            "figure": "error_rate", "value": 0.1}  # fmt: skip
+    cand["bootstrap"]["step crm error_rate"] = [0.1] * 200
+    checks = {c["metric"]: c for c in compare([base], [cand], {}, gates=gates)}
+    assert checks["step crm p95_ms"]["status"] == "pass"
+    lacking = checks["step crm error_rate"]
+    assert (
+        lacking["status"] == "inconclusive"
+        and "the baseline has no error_rate" in lacking["detail"]
+    )

@@ -216,3 +216,19 @@ def test_nan_and_infinity_in_a_body_drop_only_their_fields_with_a_warning():
     assert all(s.latency_ms is None for s in trace.steps)
     assert any("NaN or Infinity" in w for w in trace.warnings)
     assert any("steps[0].latency_ms" in w for w in trace.warnings)
+
+
+def test_a_model_call_without_counts_beside_a_metered_one_leaves_totals_unknown():
+    body = (
+        b'{"output": "x", "trace": {"steps": [{"kind": "llm", "name": "a", "model": "mock-small",'
+        b' "input_tokens": 10, "output_tokens": 5}, {"kind": "llm", "name": "b", "model":'
+        b' "mock-small", "input_tokens": -1, "output_tokens": -3}]}}'
+    )
+    prices = PriceBook({"mock-small": Price(input_per_mtok=1, output_per_mtok=2)})
+    tally = prices.tally(TraceReader(None).read(body))
+    assert tally.input_tokens is None and tally.output_tokens is None and tally.cost_usd is None
+    usage = (
+        b'{"output": "x", "model": "mock-small", "usage": {"input_tokens": -5, "output_tokens": 7}}'
+    )
+    tally = prices.tally(TraceReader(None).read(usage))
+    assert tally.input_tokens is None and tally.output_tokens == 7 and tally.cost_usd is None

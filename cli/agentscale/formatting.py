@@ -61,7 +61,8 @@ def interval(bounds: list[float] | None) -> str:
 
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 # GitHub links bare URLs too: a word joiner in "://" and after "www" keeps them text.
-_AUTOLINK = re.compile(r"(?i)(://|\bwww\.)")
+_AUTOLINK = re.compile(r"(?i)(://|\bwww\.|@)")
+_EMPHASIS = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")  # "_" that could open or close
 _MARKDOWN = re.compile(r"([\\`*\[\]<>~])")  # GFM: "_" inside a word emphasises nothing
 
 
@@ -75,4 +76,12 @@ def cell(text: object) -> str:
     Markdown or HTML would act on (an agent's step name is data, never a link or emphasis)."""
     one_line = plain(str(text).replace("\n", " "))
     escaped = _MARKDOWN.sub(r"\\\1", one_line).replace("|", "\\|")
-    return _AUTOLINK.sub(lambda m: m.group(1)[:1] + "\u2060" + m.group(1)[1:], escaped)
+    escaped = _EMPHASIS.sub(r"\\_", escaped)
+    return _AUTOLINK.sub(
+        lambda m: (
+            "\u2060" + m.group(1)
+            if m.group(1) == "@"
+            else m.group(1)[:1] + "\u2060" + m.group(1)[1:]
+        ),
+        escaped,
+    )

@@ -144,13 +144,11 @@ def _steps(
                       blocks.mean(attempts, where))  # fmt: skip
         if kind == "llm":
             tokens_in, tokens_out = tokens_in_all[rows], tokens_out_all[rows]
-            both_missing = np.isnan(tokens_in) & np.isnan(tokens_out)
-            tokens = np.where(
-                both_missing, np.nan, np.nan_to_num(tokens_in) + np.nan_to_num(tokens_out)
-            )
-            if not both_missing.all():
+            tokens = tokens_in + tokens_out  # a call with a count missing: unknown, not 0
+            known_calls = int((~np.isnan(tokens)).sum())
+            if known_calls:
                 _keep(figures, reps, "step", str(name), kind, "tokens_per_call",
-                      float(np.nanmean(tokens)), int((~both_missing).sum()),
+                      float(np.nanmean(tokens)), known_calls,
                       blocks.mean(tokens, where))  # fmt: skip
 
 

@@ -144,8 +144,8 @@ def run_once(
     copy_inputs(run_dir, loaded.path, faults_path)
     run = plan_run(loaded, options, run_dir)
     write_run(run_dir, run)
-    state.register_run(run_dir)  # killed with -9, the next run or chaos reset closes it
     try:
+        state.register_run(run_dir)  # killed with -9, the next run or chaos reset closes it
         return _run(loaded, options, duration, profile, run_dir, run)
     except BaseException as error:
         # run.json never stays "running": a run stopped or broken before its end says so.

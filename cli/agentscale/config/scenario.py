@@ -305,7 +305,7 @@ class Change(Strict):
 
 class StepTolerance(Strict):
     """``gates.steps.<name or default>``: how much one step may get worse (unset: the default
-    entry's value, else the built-in one, see ``gate/families.py``)."""
+    entry's value, else the built-in one, see ``gate/tolerance.py``)."""
 
     max_increase: Fraction | None = Field(None, ge=0, description="p95 latency, relative")
     min_change_ms: float | None = Field(None, ge=0, description="a p95 change below: noise")

@@ -30,7 +30,7 @@ class Check(TypedDict):
     window: str | None
     optional: bool  # not measured here is listed, but does not make the run inconclusive
     scope: str | None  # baseline checks: run, step or workflow
-    p_value: float | None  # baseline checks: of "worse by at most the tolerance" (one-sided)
+    p_value: float | None  # baseline checks: one-sided, of "not worse" (Holm decides on it)
 
 
 def new_check(

@@ -20,6 +20,7 @@ from statistics import median
 import numpy as np
 
 from agentscale.analysis.figures import Card, GatedFigure, figure, replicates, reported
+from agentscale.analysis.gated import MIN_CALLS_KEPT as MIN_KEPT
 from agentscale.config.metrics import MIN_REQUESTS, MIN_STEP_CALLS, MIN_WORKFLOW_REQUESTS, Metric
 from agentscale.config.scenario import Gates
 from agentscale.gate.checks import Check, new_check
@@ -90,12 +91,13 @@ def compare(
             check["detail"] = "no bootstrap replicates to estimate the noise"
         else:
             trials.append(trial)
-    for scope, name, why in _unchecked(baseline, candidate, gates):
+    groups = _groups(baseline, candidate, gates)
+    for scope, label, why in _unchecked(baseline, candidate, gates, {k for k, _ in groups}):
         # A step or workflow the scenario named but the gate could not check: never a pass.
-        check = new_check(f"{scope} {name}", "baseline", f"{scope} {name}", detail=why)
+        check = new_check(f"{scope} {label}", "baseline", f"{scope} {label}", detail=why)
         check["scope"] = scope
         checks.append(check)
-    for key, metric in _groups(baseline, candidate, gates):
+    for key, metric in groups:
         base_values = [c["gated"][key]["value"] for c in baseline]
         cand_values = [c["gated"][key]["value"] for c in candidate]
         found = candidate[0]["gated"][key]
@@ -208,10 +210,12 @@ def _least(gates: Gates | None, scope: str) -> int:
 
 
 def _unchecked(
-    baseline: list[Card], candidate: list[Card], gates: Gates | None
+    baseline: list[Card], candidate: list[Card], gates: Gates | None, checked: set[str]
 ) -> list[tuple[str, str, str]]:
-    """(scope, name, why) of each step or workflow the scenario gave tolerances to that has
-    too few calls or requests in one of the runs to be checked (or does not exist)."""
+    """(scope, name or "name figure", why) of each step or workflow the scenario gave
+    tolerances to, or of one of its figures, that cannot be checked: too few calls or requests
+    in one of the runs, not there at all, or a figure one run lacks (no call reached the tool,
+    a cost that is unknown)."""
     if gates is None or not baseline or not candidate:
         return []
     runs = baseline + candidate
@@ -238,13 +242,48 @@ def _unchecked(
                               f"(the candidate has {cand_n} {unit})"))  # fmt: skip
             elif max(counts) == 0:
                 known = ", ".join(seen[:12]) + (", ..." if len(seen) > 12 else "")
-                found.append((scope, name, f"no {scope} named {name!r} in either run "
-                              f"(gates.{scope}s names it; seen: {known or 'none'})"))  # fmt: skip
+                found.append((scope, name, f"no {scope} named {name!r} with {MIN_KEPT} {unit} "
+                              f"or more in either run (gates.{scope}s names it; seen: "
+                              f"{known or 'none'})"))  # fmt: skip
             elif min(counts) < least:
                 found.append((scope, name, f"{min(counts)} {unit} in the smaller run, "
                               f"at least {least} needed in both (gates.min_{scope}_"
                               f"{'calls' if scope == 'step' else 'requests'})"))  # fmt: skip
+            else:
+                found += _unchecked_figures(baseline, candidate, scope, name, least, checked)
     return found
+
+
+def _unchecked_figures(
+    baseline: list[Card],
+    candidate: list[Card],
+    scope: str,
+    name: str,
+    least: int,
+    checked: set[str],
+) -> list[tuple[str, str, str]]:
+    """The figures of a named step or workflow that one run has and the other lacks (or has
+    too few of): each is inconclusive, never dropped in silence."""
+    keys = {k for c in baseline + candidate for k, f in c.get("gated", {}).items()
+            if f["scope"] == scope and f["group"] == name}  # fmt: skip
+    found = []
+    for key in sorted(keys - checked):
+        figure = key.rsplit(" ", 1)[1]
+        base = [_calls(c, key) for c in baseline]
+        cand = [_calls(c, key) for c in candidate]
+        if min(base) == 0 or min(cand) == 0:
+            side = "baseline" if min(base) == 0 else "candidate"
+            why = (f"the {side} has no {figure} for it (no call reached the tool, or the "
+                   "data behind it was not reported)")  # fmt: skip
+        else:
+            why = f"{min(base + cand)} in the smaller run, at least {least} needed in both"
+        found.append((scope, f"{name} {figure}", why))
+    return found
+
+
+def _calls(card: Card, key: str) -> int:
+    found = card.get("gated", {}).get(key)
+    return found["n"] if found is not None else 0
 
 
 def _run_value(name: str) -> Callable[[Card], float | None]:

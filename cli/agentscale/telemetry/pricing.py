@@ -85,14 +85,14 @@ class PriceBook:
                 if step.attempts is not None:
                     attempts_reported = True
                     retries += max(step.attempts - 1, 0)
-            if step.input_tokens is None and step.output_tokens is None:
-                unmetered_llm = unmetered_llm or step.kind == "llm"
-                continue
             if step.kind == "llm" and (step.input_tokens is None or step.output_tokens is None):
-                # A model call with one count missing (or refused as out of range): that side's
+                # A model call with a count missing (or refused as out of range): that side's
                 # total and the cost are unknown, never a sum that took the gap for 0.
                 in_unknown = in_unknown or step.input_tokens is None
                 out_unknown = out_unknown or step.output_tokens is None
+            if step.input_tokens is None and step.output_tokens is None:
+                unmetered_llm = unmetered_llm or step.kind == "llm"
+                continue
             n_in, n_out = step.input_tokens or 0, step.output_tokens or 0
             n_cached = step.cached_input_tokens or 0
             cached_in += n_cached
@@ -105,6 +105,8 @@ class PriceBook:
             cost = None if step_cost is None or cost is None else cost + step_cost
         if not reported and (trace.input_tokens is not None or trace.output_tokens is not None):
             tokens_in, tokens_out = trace.input_tokens or 0, trace.output_tokens or 0
+            # usage with one side missing or refused: that side is unknown, not 0
+            in_unknown, out_unknown = trace.input_tokens is None, trace.output_tokens is None
             reported = True
             cost = self.cost(trace.model, tokens_in, tokens_out, 0)
         elif not reported and (not trace.has_trace or unmetered_llm):
