@@ -25,6 +25,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from pydantic_ai import Agent, InstrumentationSettings
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
+from traced_serving import serve_traced
 
 
 def build(llm: str, crm: str, kb: str) -> tuple[web.Application, TracerProvider]:
@@ -82,16 +83,7 @@ def build(llm: str, crm: str, kb: str) -> tuple[web.Application, TracerProvider]
 
 
 async def serve(llm: str, crm: str, kb: str) -> None:
-    app, tracing = build(llm, crm, kb)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(f"PORT {runner.addresses[0][1]}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        tracing.shutdown()
+    await serve_traced(*build(llm, crm, kb))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from traced_serving import serve_traced
 
 STEPS = (  # name, kind, attributes, seconds
     ("ChatCompletion", "LLM", {"llm.model_name": "mock-small", "llm.token_count.prompt": 120,
@@ -57,16 +58,7 @@ def build() -> tuple[web.Application, TracerProvider]:
 
 
 async def serve() -> None:
-    app, tracing = build()
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(f"PORT {runner.addresses[0][1]}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        tracing.shutdown()
+    await serve_traced(*build())
 
 
 if __name__ == "__main__":
