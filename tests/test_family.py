@@ -179,3 +179,18 @@ def test_a_figure_of_a_named_step_that_one_run_lacks_is_inconclusive_not_dropped
         lacking["status"] == "inconclusive"
         and "the baseline has no error_rate" in lacking["detail"]
     )
+
+
+def test_the_measured_hash_takes_huge_integers_and_leaves_gates_out(tmp_path):
+    from types import SimpleNamespace
+
+    from agentscale.config.loader import LoadedScenario
+
+    def measured(data: object) -> str:
+        loaded = SimpleNamespace(document=SimpleNamespace(data=data), scenario_sha256="whole")
+        return LoadedScenario.measured_sha256.fget(loaded)
+
+    base = {"name": "s", "extra": 2**70}
+    assert measured(base) == measured({**base, "gates": {"alpha": 0.01}})
+    assert measured(base) != measured({**base, "name": "t"})
+    assert measured({1: "a", "b": 2}) == "whole"  # keys json cannot sort: the whole file's hash

@@ -4,6 +4,7 @@ the file."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import orjson
 from pydantic import BaseModel, ValidationError
 
 from agentscale.config.checks import profile_problems, scenario_problems
@@ -49,9 +49,12 @@ class LoadedScenario:
         data = self.document.data
         if isinstance(data, dict):
             data = {k: v for k, v in data.items() if k != "gates"}
-        return hashlib.sha256(
-            orjson.dumps(data, default=str, option=orjson.OPT_SORT_KEYS)
-        ).hexdigest()
+        # The standard json module: a scenario may hold integers beyond 64 bits (refused later).
+        try:
+            text = json.dumps(data, default=str, sort_keys=True, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):  # keys of mixed types, say
+            return self.scenario_sha256
+        return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
 
     @property
     def dataset_sha256(self) -> str:
