@@ -1,7 +1,9 @@
-"""The demo agent: ``POST /agent`` with ``{tenant_id, input}``.
+"""The demo agent: ``POST /agent`` with ``{tenant_id, input}`` (and ``thread_id`` to hold a
+conversation); ``POST /agent/stream`` answers the same as Server-Sent Events.
 
 plan -> retrieve -> tool calls (independent ones in parallel under a cap) -> answer, with the
-profile's resilience policy around every dependency call, and the trace contract in the reply.
+profile's resilience policy around every dependency call, and the trace contract in the reply
+(the streamed answer's final event).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import hashlib
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +33,7 @@ from agentscale.demo.settings import (
     TOOL_CONFIG_VERSION,
     DemoSettings,
 )
+from agentscale.demo.threads import Thread, ThreadStore
 from agentscale.demo.tools import search
 
 if TYPE_CHECKING:
@@ -71,6 +75,8 @@ class Run:
     # baggage), so that whatever a dependency or a fault proxy sees is tied to this request.
     propagated: dict[str, str] = field(default_factory=dict)
     t0: float = field(default_factory=time.perf_counter)
+    history: list[dict[str, str]] = field(default_factory=list)  # the thread, as messages
+    sink: Callable[[str], Awaitable[None]] | None = None  # where answer text streams to
 
     def add(self, step: dict[str, Any]) -> None:
         """A finished step, stamped with when it started (from the request's start)."""
@@ -90,6 +96,7 @@ class BudgetExhausted(Exception):
     pass
 
 
+CONVERSATION_TASKS = frozenset({"classify", "plan", "answer"})  # calls that see the thread
 OUTPUT_ALLOWANCE = 128  # tokens kept for a completion when checking a call against the budget
 
 
@@ -112,6 +119,7 @@ class Agent:
         self.tenant_bulkheads: dict[str, Bulkhead] = {}
         self.caches = {name: TTLCache(ttl) for name, ttl in policy.cache_ttl_s.items()}
         self.rng = random.Random(settings.seed)
+        self.threads = ThreadStore()
         self.spans: SpanExport | None = None
         if settings.telemetry != "body":
             from agentscale.demo.spans import SpanExport
@@ -120,11 +128,50 @@ class Agent:
 
     # --- the request -----------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.Response:
+        opened = await self.open(request)
+        if isinstance(opened, web.Response):
+            return opened
+        run, thread, bulkhead = opened
+        body = await self.finish(run, thread, bulkhead)
+        return _reply(body)
+
+    async def handle_stream(self, request: web.Request) -> web.StreamResponse:
+        """The same answer as Server-Sent Events: the answer's text as the model writes it,
+        then the whole trace-contract body as the final event (``event: done``)."""
+        opened = await self.open(request)
+        if isinstance(opened, web.Response):
+            return opened
+        run, thread, bulkhead = opened
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        try:
+            await response.prepare(request)
+
+            async def send(text: str) -> None:
+                redacted, _ = guardrails.redact(text)  # never stream what the answer redacts
+                await response.write(b"data: " + orjson.dumps({"delta": redacted}) + b"\n\n")
+
+            run.sink = send
+        except BaseException:
+            if bulkhead is not None:
+                bulkhead.release()
+            raise
+        body = await self.finish(run, thread, bulkhead)
+        await response.write(b"event: done\ndata: " + orjson.dumps(body) + b"\n\n")
+        await response.write_eof()
+        return response
+
+    async def open(
+        self, request: web.Request
+    ) -> tuple[Run, Thread | None, Bulkhead | None] | web.Response:
+        """The request's run (and thread), admitted by the tenant's bulkhead; or the answer
+        that refuses it."""
         try:
             payload = orjson.loads(await request.read())
             tenant = str(payload.get("tenant_id") or "default")
             text = str(payload["input"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             return _reply(
                 {"status": "error", "output": "expected JSON with tenant_id and input"}, status=400
             )
@@ -143,6 +190,9 @@ class Agent:
                 time.monotonic(),
             ),
         )
+        thread = None
+        if "thread_id" in payload:  # a conversation: its earlier turns go to the model
+            thread = self.threads.open(tenant, str(payload.get("thread_id") or "")[:100])
         bulkhead = None
         if policy.bulkheads:
             bulkhead = self.tenant_bulkheads.setdefault(
@@ -155,18 +205,42 @@ class Agent:
                     _body(run, "Too many requests for this tenant; retry shortly.", "error"),
                     status=429,
                 )
+        return run, thread, bulkhead
+
+    async def finish(
+        self, run: Run, thread: Thread | None, bulkhead: Bulkhead | None
+    ) -> dict[str, Any]:
         started_ns = time.time_ns()
         try:
+            if thread is not None:
+                await self.recall(run, thread)
             output, status = await self.answer(run)
         finally:
             if bulkhead is not None:
                 bulkhead.release()
+        if thread is not None and status != "error":
+            # The thread keeps what the tools found too: that is what makes real threads grow.
+            thread.turns.append((run.text, "\n".join([output, *run.context])))
         if self.spans is not None:
             self.spans.request(run.propagated, started_ns, time.time_ns(), run.steps, status)
         body = _body(run, output, status)
+        if thread is not None:
+            body["thread_id"], body["thread_turns"] = thread.id, len(thread.turns)
         if self.settings.telemetry == "otlp":  # the trace goes as spans only
             del body["trace"]
-        return _reply(body)
+        return body
+
+    async def recall(self, run: Run, thread: Thread) -> None:
+        """The thread's context for this turn: folded into a recap first when the profile caps
+        it and it has grown past the cap."""
+        cap = self.policy.thread_cap
+        if cap is not None and thread.size() > cap and len(thread.turns) > 2:
+            transcript = "\n".join(m["content"] for m in thread.messages())
+            try:
+                thread.fold(await self.llm(run, "recap", "mock-small", transcript))
+            except (Failed, BudgetExhausted):
+                thread.fold(thread.recap or "")  # a recap that failed: the old turns go
+        run.history = thread.messages()
 
     async def answer(self, run: Run) -> tuple[str, str]:
         rule = guardrails.blocked_by(run.text)
@@ -446,7 +520,8 @@ class Agent:
                             breaker.success()
                             return None, attempt + 1
                         if response.status >= 400:
-                            raise Failed("error", f"HTTP {response.status}", attempt + 1)
+                            reason = _error_code(payload)
+                            raise Failed("error", f"HTTP {response.status}{reason}", attempt + 1)
                         breaker.success()
                         return (payload.decode() if text else orjson.loads(payload)), attempt + 1
                 except TimeoutError:
@@ -522,6 +597,7 @@ class Agent:
         }
         messages = [
             {"role": "system", "content": f"task: {task}. Be brief and exact."},
+            *(run.history if task in CONVERSATION_TASKS else ()),
             {"role": "user", "content": user},
         ]
         body = {"model": model, "messages": messages, "stream": stream}
@@ -570,7 +646,10 @@ class Agent:
                     if not pieces:
                         ttft = time.perf_counter() - started
                     event = orjson.loads(line[6:])
-                    pieces.append(event["choices"][0]["delta"].get("content", ""))
+                    piece = event["choices"][0]["delta"].get("content", "")
+                    pieces.append(piece)
+                    if piece and run.sink is not None:
+                        await run.sink(piece)
                     usage = event.get("usage") or usage
         except (
             TimeoutError,
@@ -625,6 +704,16 @@ class Agent:
 
 def _first_sentence(text: str) -> str:
     return text.split(". ")[0].rstrip(".") + "."
+
+
+def _error_code(payload: bytes) -> str:
+    """A provider-style error's code (``context_length_exceeded``), for the step's error."""
+    try:
+        error = orjson.loads(payload).get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return f" {code}" if isinstance(code, str) else ""
 
 
 def _seconds(value: str | None) -> float | None:

@@ -3,7 +3,9 @@
 Answers are deterministic functions of the input, chosen by the system prompt's ``task:``
 line (classify, extract, plan, summarize, answer), so that the agent built on it answers the
 golden set correctly. Latency is time to first token plus time per output token, times the
-time scale; ``usage`` is computed from the text."""
+time scale; ``usage`` is computed from the text. Reading the prompt takes time too (prefill,
+per input token), so a conversation whose context grows gets slower, and a prompt beyond the
+context window is refused (HTTP 400, ``context_length_exceeded``)."""
 
 from __future__ import annotations
 
@@ -24,12 +26,17 @@ from agentscale.demo.pace import Pace
 class ModelSpec:
     ttft_s: float
     per_token_s: float
+    prefill_s: float  # per input token
+
+    def first_token(self, prompt_tokens: int) -> float:
+        return self.ttft_s + self.prefill_s * prompt_tokens
 
 
 MODELS = {
-    "mock-small": ModelSpec(ttft_s=0.08, per_token_s=0.004),
-    "mock-large": ModelSpec(ttft_s=0.30, per_token_s=0.012),
+    "mock-small": ModelSpec(ttft_s=0.08, per_token_s=0.004, prefill_s=0.00001),
+    "mock-large": ModelSpec(ttft_s=0.30, per_token_s=0.012, prefill_s=0.0001),
 }
+CONTEXT_WINDOW = 8192  # tokens of prompt a model accepts
 _INTENT_TEXT = {
     "refund": {"refund", "money", "back", "charge", "charged", "reimburse"},
     "incident_triage": {
@@ -104,6 +111,8 @@ def complete(task: str, user: str) -> str:
         return summarize(user)
     if task == "replan":
         return "Retry the tool call now."
+    if task == "recap":
+        return "Earlier in this conversation: " + " ".join(user.split()[:40])
     if task == "answer":
         return user.split("DRAFT:\n", 1)[-1].strip()
     return "I am a mock model."
@@ -184,11 +193,21 @@ def build_llm(pace: Pace, capacity: int | None = None) -> web.Application:
             "completion_tokens": tokens(content) if call is None else 12,
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if usage["prompt_tokens"] > CONTEXT_WINDOW:
+            message = (
+                f"This model's maximum context length is {CONTEXT_WINDOW} tokens; the messages "
+                f"have {usage['prompt_tokens']}."
+            )
+            error = {"message": message, "code": "context_length_exceeded"}
+            return web.json_response({"error": error}, status=400)
         ident = f"chatcmpl-{time.monotonic_ns():x}"
         if payload.get("stream") and call is None:
             return await _stream(request, ident, model, content, usage, spec, pace)
         await asyncio.sleep(
-            pace.seconds(spec.ttft_s + spec.per_token_s * usage["completion_tokens"])
+            pace.seconds(
+                spec.first_token(usage["prompt_tokens"])
+                + spec.per_token_s * usage["completion_tokens"]
+            )
         )
         return web.json_response(
             {
@@ -225,7 +244,7 @@ async def _stream(
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
-    await asyncio.sleep(pace.seconds(spec.ttft_s))
+    await asyncio.sleep(pace.seconds(spec.first_token(usage["prompt_tokens"])))
     pieces = re.findall(r"\S+\s*", content) or [content]
     for i in range(0, len(pieces), 4):
         chunk = "".join(pieces[i : i + 4])

@@ -38,6 +38,9 @@ class Policy:
     # The LLM decides each retry of a failed tool call: every retry costs a model call, so a
     # failing tool multiplies tokens and latency (the naive agent's retry storm).
     replan_on_error: bool = False
+    # A conversation's context sent to the model is folded into a recap beyond this many
+    # tokens (None: everything is sent, until the model's context window refuses it).
+    thread_cap: int | None = None
 
 
 RESILIENT = Policy(
@@ -57,6 +60,7 @@ RESILIENT = Policy(
     max_tokens=12_000,
     max_seconds=20.0,
     runaway_cap=60,
+    thread_cap=1500,
 )
 NAIVE = replace(
     RESILIENT,
@@ -70,6 +74,7 @@ NAIVE = replace(
     max_tokens=None,
     max_seconds=None,
     replan_on_error=True,
+    thread_cap=None,
 )
 PROFILES: dict[str, Policy] = {"resilient": RESILIENT, "naive": NAIVE}
 

@@ -73,6 +73,7 @@ async def start(settings: DemoSettings) -> Stack:
     agent = Agent(settings, session, routes)
     app = web.Application()
     app.router.add_post("/agent", agent.handle)
+    app.router.add_post("/agent/stream", agent.handle_stream)
     app.router.add_get("/health", _health)
     runner, port = await _listen(app, settings.host, settings.port)
     runners.append(runner)
