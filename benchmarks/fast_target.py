@@ -20,6 +20,11 @@ REPLY = (
     '{"kind": "tool", "name": "crm_lookup", "latency_ms": 0.5, "attempts": 1, "outcome": "ok"}]}}'
 )
 
+EVENTS = 20  # content events of the streamed reply, then the final event with the trace
+STREAM_REPLY = "".join(f'data: {{"delta": "word{i} "}}\n\n' for i in range(EVENTS)) + (
+    f"event: done\ndata: {REPLY}\n\n"
+)
+
 CONFIG = """
 worker_processes 1;
 daemon off;
@@ -35,6 +40,10 @@ http {{
     location / {{
       default_type application/json;
       return 200 '{reply}';
+    }}
+    location /stream {{
+      default_type text/event-stream;
+      return 200 '{stream}';
     }}
   }}
 }}
@@ -58,10 +67,13 @@ def find_nginx() -> str:
 
 @contextmanager
 def nginx(core: int | None = None) -> Iterator[str]:
-    """Yields the base URL of an nginx serving REPLY on 127.0.0.1."""
+    """Yields the base URL of an nginx serving REPLY on 127.0.0.1 (and STREAM_REPLY, as
+    Server-Sent Events, under /stream)."""
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="agentscale-bench-"))
-    (folder / "nginx.conf").write_text(CONFIG.format(dir=folder, port=port, reply=REPLY))
+    (folder / "nginx.conf").write_text(
+        CONFIG.format(dir=folder, port=port, reply=REPLY, stream=STREAM_REPLY)
+    )
     command = [find_nginx(), "-c", str(folder / "nginx.conf"), "-p", str(folder)]
     if core is not None and shutil.which("taskset"):
         command = ["taskset", "-c", str(core), *command]

@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agentscale.analysis.figures import NOT_REPORTED, Card, Scorecard, shown
+from agentscale.analysis.figures import NOT_REPORTED, Card, ConversationFigures, Scorecard, shown
 from agentscale.analysis.summary import Summary
 from agentscale.errors import AgentscaleError
 from agentscale.formatting import fixed, num, pct, plain, usd
@@ -256,6 +256,16 @@ def print_scorecard(card: Scorecard) -> None:
         )  # fmt: skip
     if overall["steps"]:
         out.print(steps)
+    if overall.get("coverage", {}).get("stream"):
+        print_line(
+            f"streamed answers: {fixed(overall['coverage']['stream'])}; TTFT p50 "
+            f"{fixed(overall.get('ttft_p50_ms'), 0)} ms, p95 {fixed(overall.get('ttft_p95_ms'), 0)}"
+            f" ms; gap between events p95 {fixed(overall.get('inter_event_p95_ms'), 1)} ms, max "
+            f"{fixed(overall.get('inter_event_max_ms'), 1)} ms"
+        )
+    talks = card.get("conversations")
+    if talks:
+        _print_turns(talks)
     warned = card.get("trace_warnings")
     if warned:
         print_warning(
@@ -264,6 +274,30 @@ def print_scorecard(card: Scorecard) -> None:
         )
     for note in card.get("notes", []):
         print_warning(note)
+
+
+def _print_turns(talks: ConversationFigures) -> None:
+    turns = Table(title="conversations by turn", title_justify="left")
+    for column in ("turn", "sent", "success", "p95 ms", "TTFT p95 ms", "tokens in", "$/turn",
+                   "limits"):  # fmt: skip
+        turns.add_column(column, justify="right")
+    for t in talks["by_turn"]:
+        _row(turns,
+            fixed(t["turn"]), fixed(t["requests"]), pct(t["success_rate"], 2),
+            fixed(t["latency_p95_ms"], 0), fixed(t["ttft_p95_ms"], 0),
+            fixed(t["input_tokens_mean"], 0), usd(t["cost_per_turn_usd"]), fixed(t["limits_hit"]),
+        )  # fmt: skip
+    out.print(turns)
+    slope = talks["input_tokens_per_turn"]
+    limit = talks["first_limit_turn"]
+    print_line(
+        f"sessions: {talks['sessions']:,} ({talks['complete']:,} complete, "
+        f"{talks['truncated']:,} cut short, {talks['dropped']:,} dropped); "
+        f"{talks['successful']:,} succeeded at every turn; cost per successful conversation "
+        f"{usd(talks['cost_per_successful_conversation_usd'])}; input tokens "
+        + (f"+{slope:,.0f} a turn" if slope is not None else NOT_REPORTED)
+        + (f"; first limit at turn {limit} ({talks['limit']})" if limit is not None else "")
+    )
 
 
 def print_verdict(verdict: Verdict, run_dir: str) -> None:

@@ -7,6 +7,7 @@ Routes (all POST/GET):
   /stall    like /agent, but every 5 s the server stalls for 1 s
   /status/N answers HTTP N
   /slow?ms= answers after a delay
+  /sse, /ndjson  a streamed answer: first event at 200 ms, then every 20 ms ("stall", "cut")
   /steps    an agent of 40 steps whose timings it reports and spends (jittered); POST
             /steps/config {"tool_ms": 16, "fail": "refund", "fail_rate": 0.15} changes it,
             as a new version of the agent would (the gate's per-step tests)
@@ -171,6 +172,48 @@ async def drip(request: web.Request) -> web.StreamResponse:
     return response
 
 
+FIRST_EVENT_S, EVENT_GAP_S, EVENTS = 0.2, 0.02, 10
+
+
+async def _until(at: float) -> None:
+    await asyncio.sleep(max(at - time.monotonic(), 0.0))
+
+
+async def streamed(request: web.Request) -> web.StreamResponse:
+    """A streamed answer on a fixed clock: the first event 200 ms after the request, then one
+    every 20 ms, then the trace-contract answer as the final event. ``/sse`` speaks Server-Sent
+    Events, ``/ndjson`` one JSON object a line. A prompt with "stall" goes silent for 2 s after
+    five events; one with "cut" ends there without a final event."""
+    started = time.monotonic()
+    payload = await _payload(request)
+    prompt = str(payload.get("input", ""))
+    sse = request.path == "/sse"
+    kind = "text/event-stream" if sse else "application/x-ndjson"
+    response = web.StreamResponse(headers={"Content-Type": kind})
+    await response.prepare(request)
+
+    def frame(value: dict, event: str | None = None) -> bytes:
+        data = json.dumps(value).encode()
+        if not sse:
+            return data + b"\n"
+        return (f"event: {event}\n".encode() if event else b"") + b"data: " + data + b"\n\n"
+
+    for i in range(EVENTS):
+        await _until(started + FIRST_EVENT_S + i * EVENT_GAP_S)
+        if i == 5 and "cut" in prompt:
+            return response  # ends without the final event
+        if i == 5 and "stall" in prompt:
+            await asyncio.sleep(2.0)
+        await response.write(frame({"delta": f"w{i} "}))
+    await _until(started + FIRST_EVENT_S + EVENTS * EVENT_GAP_S)
+    final = _trace_answer(payload)
+    if not sse:
+        final["type"] = "done"
+    await response.write(frame(final, "done"))
+    await response.write_eof()
+    return response
+
+
 async def echo_headers(request: web.Request) -> web.Response:
     """An agent that repeats the caller's credentials back: in its answer and in a step."""
     payload = await _payload(request)
@@ -299,6 +342,8 @@ def build(fail_with: int | None = None) -> web.Application:
         ("/close", close),
         ("/cut", cut),
         ("/drip", drip),
+        ("/sse", streamed),
+        ("/ndjson", streamed),
         ("/echo_headers", echo_headers),
         ("/openai", openai),
         ("/stall", stall),

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from agentscale.records.frames import RunFrames
-from agentscale.telemetry.context import seq_of
+from agentscale.telemetry.context import request_id_of, seq_of
 
 # A failure that says only "the answer was not right"; a fault met explains it better.
 VAGUE = frozenset({"wrong_answer", "require_failed", "agent_error"})
@@ -57,6 +57,6 @@ def _position(request_id: object, trace: object, nonce: str | None, by_id: pd.Se
         return int(by_id[request_id])
     if isinstance(trace, str) and nonce:
         seq = seq_of(trace, nonce)
-        if seq is not None and f"{seq:07d}" in by_id.index:
-            return int(by_id[f"{seq:07d}"])
+        if seq is not None and request_id_of(seq) in by_id.index:
+            return int(by_id[request_id_of(seq)])
     return None

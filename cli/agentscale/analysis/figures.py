@@ -75,6 +75,14 @@ class Card(TypedDict):
     guardrails: GuardrailFigures | None
     cache_hit_rate: float | None
     slowest_5pct_share: dict[str, float]
+    # Streamed answers (None when no answer of the group streamed); from the intended start.
+    ttft_p50_ms: NotRequired[float | None]
+    ttft_p95_ms: NotRequired[float | None]
+    ttfb_p95_ms: NotRequired[float | None]
+    inter_event_p50_ms: NotRequired[float | None]  # every gap between events, pooled
+    inter_event_p95_ms: NotRequired[float | None]
+    inter_event_max_ms: NotRequired[float | None]
+    stream_events_mean: NotRequired[float | None]
     coverage: NotRequired[dict[str, int]]  # requests that reported each kind of data
     faults_injected: NotRequired[int]  # a window's "during": responses the HTTP stage made up
     fault_hits: NotRequired[int]  # ... and the requests that met one of them
@@ -172,6 +180,35 @@ class TraceWarnings(TypedDict):
     examples: list[str]  # the most frequent warnings, with how often they came
 
 
+class TurnFigures(TypedDict):
+    """One turn number of the run's conversations."""
+
+    turn: int
+    requests: int  # turns sent (answered or failed)
+    success_rate: float | None
+    latency_p95_ms: float | None
+    ttft_p95_ms: float | None  # streamed answers only
+    input_tokens_mean: float | None
+    output_tokens_mean: float | None
+    cost_per_turn_usd: float | None  # mean spend of this turn
+    limits_hit: int  # turns that hit a budget or the model's context window
+
+
+class ConversationFigures(TypedDict):
+    sessions: int  # started, dropped ones included
+    dropped: int  # arrivals that found every slot taken (no turn sent)
+    complete: int  # every planned turn was sent
+    truncated: int  # the run ended, or a turn got no answer, before the last turn
+    successful: int  # complete, and every turn succeeded
+    success_rate: float | None  # successful over sessions that were not dropped
+    turns_mean: float | None  # turns sent per session
+    cost_per_successful_conversation_usd: float | None
+    input_tokens_per_turn: float | None  # slope of input tokens over the turn number
+    first_limit_turn: int | None  # the first turn at which a budget or context limit was hit
+    limit: str | None  # which limit that was
+    by_turn: list[TurnFigures]
+
+
 class Scorecard(TypedDict):
     schema: str
     overall: Card
@@ -182,11 +219,19 @@ class Scorecard(TypedDict):
     tenants: NotRequired[TenantFigures]
     trace_warnings: NotRequired[TraceWarnings]
     notes: NotRequired[list[str]]  # what was done to the records before scoring them
+    conversations: NotRequired[ConversationFigures]  # workload.sessions runs
 
 
 # The data each figure needs from the agent (a key of ``Card.coverage``); figures not named
 # here are agentscale's own measurements (latency, success, throughput...).
 NEEDS = {
+    "ttft_p50_ms": "stream",
+    "ttft_p95_ms": "stream",
+    "ttfb_p95_ms": "stream",
+    "inter_event_p50_ms": "stream",
+    "inter_event_p95_ms": "stream",
+    "inter_event_max_ms": "stream",
+    "stream_events_mean": "stream",
     "input_tokens_mean": "tokens",
     "input_tokens_p95": "tokens",
     "output_tokens_mean": "tokens",

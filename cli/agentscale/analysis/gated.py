@@ -33,6 +33,7 @@ def gated_figures(frames: RunFrames, overall: Card, seed: int) -> None:
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         reps.update(_run_level(blocks, a, sent, of_request))
+        reps.update(_streamed(frames, blocks, sent, of_request))
         _steps(frames, blocks, sent, figures, reps)
         _workflows(frames, blocks, sent, figures, reps)
     overall["gated"] = figures
@@ -84,6 +85,22 @@ def _run_level(
         reps["cost_per_success_usd"] = blocks.ratio(
             blocks.sums(cost, where), blocks.sums(success, where)
         )
+    return reps
+
+
+def _streamed(
+    frames: RunFrames, blocks: Blocks, sent: np.ndarray, of_request: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Replicates of the streamed answers' figures: time to first content event, and the
+    gaps between events (each gap in the block of its request)."""
+    ttft = frames.arrays["ttft_ms"]
+    if frames.gaps is None and np.isnan(ttft[sent]).all():
+        return {}
+    reps = {"ttft_p95_ms": blocks.quantile(ttft[sent].astype(float), of_request[sent], 95)}
+    if frames.gaps is not None:
+        owner, values = frames.gaps
+        kept = sent[owner]
+        reps["inter_event_p95_ms"] = blocks.quantile(values[kept], of_request[owner[kept]], 95)
     return reps
 
 

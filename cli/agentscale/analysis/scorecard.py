@@ -12,6 +12,7 @@ from typing import Any, TypedDict
 import numpy as np
 import pandas as pd
 
+from agentscale.analysis.conversations import conversation_figures
 from agentscale.analysis.figures import (
     Card,
     GuardrailFigures,
@@ -69,6 +70,9 @@ def card(frames: RunFrames, mask: np.ndarray, seconds: float) -> Card:
     )
     errors = dict(zip(frames.error_classes or [], counts[1:].tolist(), strict=True))
     steps = _step_figures(frames, sent_mask, latency)
+    ttft = a["ttft_ms"][sent_mask]
+    streamed = int((~np.isnan(a["ttfb_ms"][sent_mask])).sum())
+    gaps = _gaps(frames, sent_mask)
     figures: Card = {
         "requests": n,
         "successes": successes,
@@ -107,6 +111,13 @@ def card(frames: RunFrames, mask: np.ndarray, seconds: float) -> Card:
         "guardrails": steps["guardrails"],
         "cache_hit_rate": steps["cache_hit_rate"],
         "slowest_5pct_share": steps["slowest_5pct_share"],
+        "ttft_p50_ms": _q(ttft, 50),
+        "ttft_p95_ms": _q(ttft, 95),
+        "ttfb_p95_ms": _q(a["ttfb_ms"][sent_mask], 95),
+        "inter_event_p50_ms": _q(gaps, 50),
+        "inter_event_p95_ms": _q(gaps, 95),
+        "inter_event_max_ms": float(gaps.max()) if gaps.size else None,
+        "stream_events_mean": _mean(a["stream_events"][sent_mask]),
         # How many requests reported the data behind the figures: 0 is "not reported".
         "coverage": {
             "tokens": int((~np.isnan(tokens_in) | ~np.isnan(tokens_out)).sum()),
@@ -117,9 +128,19 @@ def card(frames: RunFrames, mask: np.ndarray, seconds: float) -> Card:
             "events": int(events_known.sum()),
             "expect": int((~np.isnan(expect)).sum()),
             "cache": steps["cached_steps"],
+            "stream": streamed,
         },
     }
     return figures
+
+
+def _gaps(frames: RunFrames, mask: np.ndarray) -> np.ndarray:
+    """The gaps between events of the streamed answers ``mask`` selects, pooled."""
+    if frames.gaps is None:
+        return np.empty(0)
+    owner, values = frames.gaps
+    chosen: np.ndarray = values[mask[owner]]
+    return chosen
 
 
 class _StepPart(TypedDict):
@@ -292,6 +313,9 @@ def scorecard(frames: RunFrames, seed: int = 0) -> Scorecard:
         result["trace_warnings"] = warned
     if frames.notes:
         result["notes"] = list(frames.notes)
+    talks = conversation_figures(frames)
+    if talks is not None:
+        result["conversations"] = talks
     hits = requests["fault_hit"].astype("string") if "fault_hit" in requests else None
     for name, _, _ in frames.windows:
         spans = result["by_window"][name] = {

@@ -19,7 +19,7 @@ import pandas as pd
 
 from agentscale.config.scenario import SpanRule
 from agentscale.records.frames import RunFrames, epoch_seconds
-from agentscale.telemetry.context import seq_of
+from agentscale.telemetry.context import request_id_of, seq_of
 from agentscale.telemetry.pricing import PriceBook
 from agentscale.telemetry.spans import classify
 from agentscale.telemetry.trace import Step, unattributed
@@ -97,7 +97,7 @@ def join_spans(
         zip(*columns_of.values(), strict=True)
     ):
         seq = seq_of(str(trace), nonce)
-        where = position.get(f"{seq:07d}") if seq is not None else None
+        where = position.get(request_id_of(seq)) if seq is not None else None
         if where is None:
             joined.unknown += 1
             continue

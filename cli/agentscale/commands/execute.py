@@ -205,7 +205,7 @@ def _run(
                         otlp_endpoint=receiver.endpoint if receiver else None,
                     )
                 )
-                target_url = process.agent_url
+                target_url = process.agent_url + ("/stream" if demo.stream else "")
                 run["demo"] = process.description
                 console.print_line(
                     f"demo stack ({process.description['profile']}, time scale "

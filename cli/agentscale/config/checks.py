@@ -132,6 +132,28 @@ def scenario_problems(
                         )
         shared = set.intersection(*(set(i.variables()) for i in dataset.items))
         known = set(BUILTIN_VARIABLES) | shared
+        used = template_variables(scenario.target.body) | template_variables(
+            scenario.target.headers
+        )
+        sessions = scenario.workload.sessions
+        if sessions is not None and sessions.thread_from and "thread_id" not in used:
+            error(
+                ("workload", "sessions", "thread_from"),
+                "the thread id is taken from answers but never sent back",
+                hint='put "{{thread_id}}" in target.body or target.headers',
+            )
+        if sessions is not None and sessions.history == "client" and "history" not in used:
+            error(
+                ("workload", "sessions", "history"),
+                "history: client, but the request template has no {{history}}",
+                hint='e.g. target.body: {messages: "{{history}}", input: "{{prompt}}"}',
+            )
+        if sessions is None and any(item.turns for item in dataset.items):
+            error(
+                ("workload", "dataset"),
+                "the dataset has conversation lines (turns) but workload.sessions is not set",
+                hint="add workload.sessions: {} to run each line as a conversation",
+            )
         for where, value in (("body", scenario.target.body), ("headers", scenario.target.headers)):
             for name in sorted(template_variables(value) - known):
                 error(

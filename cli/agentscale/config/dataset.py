@@ -7,18 +7,48 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentscale.errors import ConfigError, ConfigErrors, Location
+
+
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(min_length=1)
+    expect: str | list[str] | None = None
+
+    @property
+    def expected(self) -> tuple[str, ...]:
+        if self.expect is None:
+            return ()
+        return (self.expect,) if isinstance(self.expect, str) else tuple(self.expect)
 
 
 class GoldenItem(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    prompt: str = Field(min_length=1)
+    prompt: str = Field("", description="the request's prompt (a conversation's first turn's)")
     workflow: str = "default"
     expect: str | list[str] | None = None
     id: str | None = None
+    turns: tuple[Turn, ...] | None = Field(None, min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _prompt(self) -> GoldenItem:
+        if self.turns:
+            if self.prompt or self.expect is not None:
+                raise ValueError("a conversation line has turns, without prompt or expect")
+        elif not self.prompt:
+            raise ValueError("each line needs a prompt (or turns: [{prompt, expect}, ...])")
+        return self
+
+    def turn(self, number: int) -> Turn:
+        """The prompt and expectation of turn ``number`` (from 1); a conversation shorter than
+        its session starts over, a single prompt is every turn's."""
+        if self.turns:
+            return self.turns[(number - 1) % len(self.turns)]
+        return Turn(prompt=self.prompt, expect=self.expect)
 
     @property
     def expected(self) -> tuple[str, ...]:
@@ -27,7 +57,8 @@ class GoldenItem(BaseModel):
         return (self.expect,) if isinstance(self.expect, str) else tuple(self.expect)
 
     def variables(self) -> dict[str, Any]:
-        return {**(self.model_extra or {}), "prompt": self.prompt, "workflow": self.workflow}
+        prompt = self.turns[0].prompt if self.turns else self.prompt
+        return {**(self.model_extra or {}), "prompt": prompt, "workflow": self.workflow}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,15 @@ METRICS = {
     "retries_per_tool_call": Metric(True, False, 0.10, floor=0.05, description="extra attempts"),
     "input_tokens_mean": Metric(True, False, 0.10, description="mean input tokens per request"),
     "output_tokens_mean": Metric(True, False, 0.10, description="mean output tokens per request"),
+    "ttft_p95_ms": Metric(
+        True, False, 0.10, floor=5.0, description="streamed: p95 time to the first content event"
+    ),
+    "inter_event_p95_ms": Metric(
+        True, False, 0.20, floor=2.0, description="streamed: p95 gap between events"
+    ),
 }
+# Checked by default only when a run streamed (silent, not "not measured", otherwise).
+STREAM_METRICS = frozenset({"ttft_p95_ms", "inter_event_p95_ms"})
 # Checked whatever the scenario says: speed, quality, cost and the agent's own behaviour.
 DEFAULT_CHECKS = (
     "latency_p95_ms",
@@ -37,6 +45,8 @@ DEFAULT_CHECKS = (
     "retries_per_tool_call",
     "tool_calls_per_request",
     "input_tokens_mean",
+    "ttft_p95_ms",
+    "inter_event_p95_ms",
 )
 MIN_REQUESTS = 100
 MIN_STEP_CALLS = 50  # a step is checked with this many calls in both runs

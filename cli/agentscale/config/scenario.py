@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import jmespath
 import jmespath.exceptions
 import orjson
-from pydantic import Field, PositiveFloat, create_model, field_validator
+from pydantic import Field, PositiveFloat, WithJsonSchema, create_model, field_validator
 
 from agentscale.config.fields import ComparisonField, Duration, Fraction, PositiveDuration
 from agentscale.config.metrics import METRICS, MIN_REQUESTS, MIN_STEP_CALLS, MIN_WORKFLOW_REQUESTS
@@ -101,6 +101,9 @@ class DemoOptions(Strict):
     cache_scope_bug: bool = Field(
         False, description="a tool cache keyed without the tenant: a real cross-tenant leak"
     )
+    stream: bool = Field(
+        False, description="call the streaming endpoint (POST /agent/stream, Server-Sent Events)"
+    )
     telemetry: Literal["body", "otlp", "both"] = Field(
         "body",
         description="how the demo agent reports its trace: in the response body, as "
@@ -121,6 +124,19 @@ class Target(Strict):
         description="JSON body; {{tenant}}, {{prompt}}, {{workflow}}, {{request_id}}, {{canary}}",
     )
     allow_remote: bool = Field(False, description="allow a host other than 127.0.0.1/localhost")
+    stream: Literal["auto", "sse", "ndjson", "none"] = Field(
+        "auto",
+        description="how answers stream: Server-Sent Events, NDJSON, not at all, or (auto) as "
+        "each answer's Content-Type says",
+    )
+    stream_idle_timeout: PositiveDuration = Field(
+        10.0, description="a streamed answer silent for longer is an error (stream_stall)"
+    )
+    stream_end: JMESPath | None = Field(
+        None, description="true of a stream's final event (besides the built-in end markers)"
+    )
+
+    _check_end = field_validator("stream_end")(_check_jmespath)
 
     @field_validator("body")
     @classmethod
@@ -158,10 +174,79 @@ class Target(Strict):
         return urlsplit(self.url).hostname or ""
 
 
+class TurnRange(Strict):
+    min: int = Field(ge=1, le=1000)
+    max: int = Field(ge=1, le=1000)
+
+    @field_validator("max")
+    @classmethod
+    def _order(cls, value: int, info: Any) -> int:
+        low = info.data.get("min")
+        if low is not None and value < low:
+            raise ValueError(f"max ({value}) is below min ({low})")
+        return value
+
+
+_TURN_COUNT = {"type": "integer", "minimum": 1, "maximum": 1000}
+_TURNS_SCHEMA = {
+    "anyOf": [
+        _TURN_COUNT,
+        {
+            "type": "object",
+            "properties": {"min": _TURN_COUNT, "max": _TURN_COUNT},
+            "required": ["min", "max"],
+            "additionalProperties": False,
+        },
+        {"type": "null"},
+    ]
+}
+
+
+class Sessions(Strict):
+    """Multi-turn conversations: an arrival (or a closed-model user's loop) is a session."""
+
+    turns: Annotated[TurnRange | None, WithJsonSchema(_TURNS_SCHEMA)] = Field(
+        None,
+        description="turns per session: a number, or {min, max} drawn evenly; a conversation "
+        "line's own turns if absent",
+    )
+    think_time: Duration = Field(0.0, description="pause between a session's turns")
+    thread_from: JMESPath | None = Field(
+        None, description="the thread id in a response ({{thread_id}} in later turns)"
+    )
+    history: Literal["none", "client"] = Field(
+        "none", description="client: earlier turns are sent back as {{history}} (a JSON list)"
+    )
+    history_max_tokens: int = Field(
+        4000, ge=1, description="the history sent back is cut to its latest turns within this"
+    )
+    drain: Duration = Field(
+        60.0,
+        le=3600,
+        description="after the load ends, how long conversations under way may go on",
+    )
+
+    _check = field_validator("thread_from")(_check_jmespath)
+
+    def turns_bounds(self) -> tuple[int, int] | None:
+        return (self.turns.min, self.turns.max) if self.turns is not None else None
+
+    @field_validator("turns", mode="before")
+    @classmethod
+    def _turns(cls, value: Any) -> Any:
+        # A number is a range of one: one schema, so an error names one field.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"min": value, "max": value}
+        return value
+
+
 class Workload(Strict):
     dataset: str = Field(description="JSONL golden set: prompt, workflow, expect per line")
     workflows: dict[str, PositiveFloat] | None = Field(
         None, description="weights by workflow; every workflow of the dataset, evenly, if absent"
+    )
+    sessions: Sessions | None = Field(
+        None, description="multi-turn conversations instead of single requests"
     )
 
 

@@ -15,7 +15,10 @@ import orjson
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-BUILTIN_VARIABLES = ("tenant", "prompt", "workflow", "request_id", "canary")
+BUILTIN_VARIABLES = ("tenant", "prompt", "workflow", "request_id", "canary", "session_id", "turn",
+                     "thread_id", "history")  # fmt: skip
+RAW_JSON = "history"  # "{{history}}" in a JSON body becomes a JSON value, not a string
+RAW_NAME = "history json"  # its name once compiled (no placeholder can be called that)
 
 
 class MissingVariable(KeyError):
@@ -89,13 +92,25 @@ class Template:
         self.literals = pieces[0::2]
         self.names = pieces[1::2]
         self.json_strings = json_strings
+        self.raw: set[int] = set()  # placeholders that are a whole JSON value (their quotes go)
+        if json_strings:
+            for i, name in enumerate(self.names):
+                before, after = self.literals[i], self.literals[i + 1]
+                whole = before[-2:-1] in (":", "[", ",") and after[1:2] in (",", "}", "]")
+                if name == RAW_JSON and before.endswith('"') and after.startswith('"') and whole:
+                    self.literals[i], self.literals[i + 1] = before[:-1], after[1:]
+                    self.names[i] = RAW_NAME
+                    self.raw.add(i)
 
     def escape(self, value: str) -> str:
         # Placeholders of a JSON body sit inside JSON strings: escape, and drop the quotes.
         return orjson.dumps(value).decode()[1:-1] if self.json_strings else value
 
     def render(self, values: Mapping[str, str]) -> str:
-        return self.fill({name: self.escape(values[name]) for name in self.names})
+        escaped = {name: self.escape(values[name]) for name in self.names if name != RAW_NAME}
+        if self.raw:
+            escaped[RAW_NAME] = values[RAW_JSON]
+        return self.fill(escaped)
 
     def fill(self, escaped: Mapping[str, str]) -> str:
         """Render from values already escaped with ``escape`` (the hot path)."""
@@ -137,6 +152,11 @@ class RequestTemplate:
 
     def escape(self, value: str) -> str:
         return self.body.escape(value) if self.body is not None else value
+
+    def fill_history(self, escaped: dict[str, str], history: str) -> None:
+        """``{{history}}`` (JSON text) into ``escaped``: as is where it is a whole value."""
+        escaped[RAW_JSON] = self.escape(history)
+        escaped[RAW_NAME] = history
 
     def fill_body(self, escaped: Mapping[str, str]) -> bytes | None:
         return self.body.fill(escaped).encode() if self.body is not None else None

@@ -32,7 +32,8 @@ from agentscale.engine.loop import SPAWN_RATE, Engine, Finished
 from agentscale.engine.outputs import LocalOutput, WorkerOutput
 from agentscale.engine.spec import EngineSpec
 from agentscale.errors import EXIT_OK, AgentscaleError
-from agentscale.telemetry.judge import IncompleteResponse
+from agentscale.telemetry.judge import IncompleteResponse, StreamCut, StreamStall
+from agentscale.telemetry.stream import kind_of
 
 
 class _NoSpawnRateWarning(logging.Filter):
@@ -62,14 +63,17 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
             client = self.client
             name = self.stats_name
             timeout = self.network_timeout
+            streamed = self.stream_mode  # type: ignore[attr-defined]
+            idle = self.stream_idle  # type: ignore[attr-defined]
             clock = time.perf_counter
 
             def send(
                 method: str, path: str, body: bytes | None, headers: dict[str, str]
-            ) -> tuple[int, bytes, BaseException | None]:
+            ) -> tuple[int, bytes, BaseException | None, Arrived | None]:
                 started = clock()
                 response = None
                 content = b""
+                arrived: Arrived | None = None
                 # The target's timeout bounds the whole exchange: the client's own is per
                 # socket read, so an answer dripping one byte at a time would never end.
                 with gevent.Timeout(timeout, False):
@@ -82,17 +86,35 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                         headers=headers,
                         name=name,
                         allow_redirects=False,
+                        stream=streamed != "none",
                     )
+                    kind = _stream_kind(streamed, response)
                     try:
-                        content = response.content or b""
-                    except Exception as error:  # a body cut off mid-read
-                        return 0, b"", error
+                        if kind is None:
+                            content = response.content or b""
+                        else:
+                            arrived = Arrived(kind, clock(), [])
+                            content = _read_stream(response, arrived, idle, clock)
+                    except Exception as error:  # a body cut off mid-read, or a stall
+                        problem: BaseException = error
+                        if arrived is not None and not isinstance(error, StreamStall | StreamCut):
+                            problem = StreamCut(f"{type(error).__name__} mid-stream")
+                        elif arrived is None and response.status_code:
+                            # The headers came, the body broke off: read whole, as before.
+                            problem = IncompleteResponse(
+                                f"the connection ended mid-body ({type(error).__name__})"
+                            )
+                        return response.status_code or 0, content, problem, arrived
                 if response is None or clock() - started >= timeout:
-                    return 0, b"", TimeoutError(f"no complete answer within {timeout:g}s")
+                    _close(response)
+                    late = TimeoutError(f"no complete answer within {timeout:g}s")
+                    return 0, content, late, arrived
                 code = response.status_code or 0
                 if not code:
-                    return 0, b"", getattr(response, "error", None) or ConnectionError()
-                return code, content, incomplete(response.headers, content)
+                    return 0, b"", getattr(response, "error", None) or ConnectionError(), None
+                if arrived is not None:
+                    return code, content, None, arrived
+                return code, content, incomplete(response.headers, content), None
 
             self.send = send
 
@@ -105,6 +127,89 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                 raise StopUser() from None
 
     return AgentUser
+
+
+class Arrived:
+    """What a streamed answer's chunks were and when each arrived (``Exchange`` reads it)."""
+
+    __slots__ = ("chunks", "headers_at", "kind")
+
+    def __init__(self, kind: str, headers_at: float, chunks: list[tuple[float, bytes]]) -> None:
+        self.kind, self.headers_at, self.chunks = kind, headers_at, chunks
+
+
+def _stream_kind(mode: str, response: Any) -> str | None:
+    """How to read this answer: as a stream of the configured kind, or detected from its
+    Content-Type (``auto``), or whole (None)."""
+    if mode == "none" or response is None or not response.status_code:
+        return None
+    announced = kind_of(response.headers.get("content-type") if response.headers else None)
+    if mode == "auto":
+        return announced
+    # An error answer (4xx/5xx) that is plainly not a stream is read whole, as any other.
+    if not 200 <= response.status_code < 300 and announced is None:
+        return None
+    return mode
+
+
+def _read_stream(response: Any, arrived: Arrived, idle: float, clock: Callable[[], float]) -> bytes:
+    """Every chunk as it comes off the socket, timed; ``idle`` seconds without one is a stall.
+
+    geventhttpclient's public ``read(n)`` waits for n bytes, which would merge events that
+    arrived apart; the chunks come from the parser's buffer and the socket directly instead.
+    """
+    raw = getattr(response, "_response", None)
+    chunks = arrived.chunks
+    if raw is None:  # nothing to stream from (a bodyless answer)
+        content = response.content or b""
+        if content:
+            chunks.append((clock(), content))
+        return content
+    pieces: list[bytes] = []
+    try:
+        while True:
+            buffered = raw._body_buffer
+            if buffered:
+                piece = bytes(buffered)
+                del buffered[:]
+                now = clock()
+                chunks.append((now, piece))
+                pieces.append(piece)
+                continue
+            if raw.message_complete:
+                break
+            sock = raw._sock
+            if sock is None:
+                raise StreamCut("the connection closed before the end of the answer")
+            data = None
+            with gevent.Timeout(idle, False):
+                data = sock.recv(raw.block_size)
+            if data is None:
+                raise StreamStall(f"nothing for {idle:g}s after {len(chunks)} chunks")
+            raw.feed(data)
+            if not data and not raw.message_complete:
+                raise StreamCut("the connection closed before the end of the answer")
+    except BaseException:
+        _abandon(raw)
+        raise
+    return b"".join(pieces)
+
+
+def _abandon(raw: Any) -> None:
+    """A stream given up mid-way: its connection is closed, never reused."""
+    pool, sock = getattr(raw, "_pool", None), getattr(raw, "_sock", None)
+    raw._sock = raw._pool = None
+    if sock is not None:
+        if pool is not None:
+            pool.release_socket(sock)
+        else:
+            sock.close()
+
+
+def _close(response: Any) -> None:
+    raw = getattr(response, "_response", None) if response is not None else None
+    if raw is not None and getattr(raw, "_sock", None) is not None and not raw.message_complete:
+        _abandon(raw)
 
 
 def incomplete(headers: Any, content: bytes) -> BaseException | None:
@@ -126,6 +231,8 @@ def configure(user: type[FastHttpUser], loaded: LoadedScenario, target_url: str)
     user.network_timeout = user.connection_timeout = target.timeout
     user.wait_time = constant(load.think_time if load.model == "closed" else 0)
     user.stats_name = url.path or "/"  # type: ignore[attr-defined]
+    user.stream_mode = target.stream  # type: ignore[attr-defined]
+    user.stream_idle = target.stream_idle_timeout  # type: ignore[attr-defined]
 
 
 def run(spec: EngineSpec) -> int:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import gevent
 import gevent.event
 import gevent.queue
+import jmespath
 import numpy as np
 import psutil
 
@@ -31,6 +32,7 @@ from agentscale.engine import early
 from agentscale.engine.exchange import Clock, Exchange
 from agentscale.engine.outputs import Output, RunnerPort, WorkerOutput
 from agentscale.engine.plan import Planner
+from agentscale.engine.session import Sessions
 from agentscale.engine.spec import EngineSpec
 from agentscale.errors import EXIT_INTERRUPTED, EXIT_OK
 from agentscale.telemetry.body import TraceReader
@@ -92,10 +94,17 @@ class Engine:
             windows=list(spec.windows),
             canaries=spec.canaries,
             trace_nonce=spec.trace_nonce if spec.propagate else None,
+            sessions=Sessions(
+                scenario.workload.sessions, spec.trace_nonce[:8], loaded.dataset.items
+            ),
+            stream_end=jmespath.compile(target.stream_end) if target.stream_end else None,
+            seed=spec.seed + 104729 * share[0],
         )
+        self.conversations = scenario.workload.sessions is not None
         self.queue: gevent.queue.Queue[tuple[int, float, str | None] | None] = gevent.queue.Queue()
         self.outstanding = 0
         self.stopping = False
+        self.sessions_closed = False
         self.records_closed = gevent.event.Event()
         self.interrupted = False
         self.seq = 0
@@ -111,18 +120,31 @@ class Engine:
                 raise Finished()
             seq, intended, tenant = arrival
             try:
-                self.exchange.perform(send, seq, intended, tenant)
+                if self.conversations:
+                    self.exchange.converse(
+                        send, seq, intended, tenant, gevent.sleep, self.is_stopping
+                    )
+                else:
+                    self.exchange.perform(send, seq, intended, tenant)
             finally:
                 self.outstanding -= 1
             return
         if self.worker and not self.go.is_set():
             self.go.wait()  # a worker's users may spawn before the common start
         if self.stopping:
-            raise Finished()
+            raise Finished()  # (a conversation under way finishes first: is_stopping)
         k, n = self.share
         seq, intended = k + n * self.seq, self.clock.now()
         self.seq += 1
-        self.exchange.perform(send, seq, intended)
+        if self.conversations:
+            self.exchange.converse(send, seq, intended, None, gevent.sleep, self.is_stopping)
+        else:
+            self.exchange.perform(send, seq, intended)
+
+    def is_stopping(self) -> bool:
+        """Whether a conversation must stop before its next turn: the run was interrupted, or
+        the drain gave up waiting (a load that merely ended lets sessions under way finish)."""
+        return self.interrupted or self.sessions_closed
 
     # --- the clock's side ------------------------------------------------------------------
     def schedule_open(self) -> None:
@@ -338,11 +360,19 @@ class Engine:
         return EXIT_INTERRUPTED if self.interrupted else EXIT_OK
 
     def _drain(self) -> None:
-        """Let requests in flight finish: up to the target timeout, or 2 s when interrupted."""
+        """Let requests in flight (and conversations under way) finish: up to the target
+        timeout (``sessions.drain`` for conversations), or 2 s when interrupted."""
         grace = 2.0 if self.interrupted else self.loaded.scenario.target.timeout + 1.0
+        sessions = self.loaded.scenario.workload.sessions
+        if sessions is not None and not self.interrupted:
+            grace = max(grace, sessions.drain)
         idle_since: float | None = None
         with gevent.Timeout(grace, False):
-            while self.exchange.in_flight or (self.load.model == "open" and self.outstanding > 0):
+            while (
+                self.exchange.in_flight
+                or self.exchange.open_sessions
+                or (self.load.model == "open" and self.outstanding > 0)
+            ):
                 queued = self.load.model == "open" and self.queue.qsize()
                 if queued and not self.exchange.in_flight:
                     # An arrival queued a moment ago is taken on the next tick; one that no
@@ -354,6 +384,7 @@ class Engine:
                 else:
                     idle_since = None
                 gevent.sleep(0.02)
+        self.sessions_closed = True
         if self.load.model == "open":
             for _ in range(self.runner.user_count):
                 self.queue.put(None)

@@ -21,7 +21,13 @@ import numpy as np
 
 from agentscale.analysis.figures import Card, GatedFigure, figure, replicates, reported
 from agentscale.analysis.gated import MIN_CALLS_KEPT as MIN_KEPT
-from agentscale.config.metrics import MIN_REQUESTS, MIN_STEP_CALLS, MIN_WORKFLOW_REQUESTS, Metric
+from agentscale.config.metrics import (
+    MIN_REQUESTS,
+    MIN_STEP_CALLS,
+    MIN_WORKFLOW_REQUESTS,
+    STREAM_METRICS,
+    Metric,
+)
 from agentscale.config.scenario import Gates
 from agentscale.gate.checks import Check, new_check
 from agentscale.gate.family import Z95, holm, p_beyond
@@ -58,6 +64,12 @@ def compare(
     base_n = min((c["requests"] for c in baseline), default=0)
     cand_n = min((c["requests"] for c in candidate), default=0)
     for name, metric in metrics.items():
+        if (
+            name in STREAM_METRICS
+            and name not in required
+            and not any(reported(c, name) for c in (*baseline, *candidate))
+        ):
+            continue  # neither run streamed: nothing to say about streaming
         check = new_check(
             name, "baseline", name, tolerance=describe(metric), optional=name not in required
         )

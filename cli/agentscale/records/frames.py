@@ -52,6 +52,9 @@ NUMERIC = (
     "circuit_opens",
     "fallbacks",
     "budget_exhausted",
+    "ttft_ms",
+    "ttfb_ms",
+    "stream_events",
 )
 
 
@@ -74,6 +77,7 @@ class RunFrames:
     error_classes: list[str] | None = None
     notes: list[str] = field(default_factory=list)  # what was done to the records, and why
     injected: pd.DataFrame | None = None  # faults_injected.parquet: the HTTP stage's faults
+    gaps: tuple[np.ndarray, np.ndarray] | None = None  # streamed answers: (request, gap ms)
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -81,7 +85,9 @@ class RunFrames:
         instead of copying the frame."""
         if self._arrays is None:
             r = self.requests
-            arrays = {name: _floats(r[name]) for name in NUMERIC}
+            arrays = {
+                name: _floats(r[name]) if name in r else np.full(len(r), np.nan) for name in NUMERIC
+            }
             arrays["expect"] = _floats(r["expect_ok"].astype("float64"))
             arrays["success"] = r["success"].to_numpy(dtype=bool, na_value=False)
             arrays["dropped"] = r["dropped"].to_numpy(dtype=bool, na_value=False)
@@ -195,8 +201,21 @@ def read_frames(
 
     # Strings as dictionaries, and steps tied to their requests by Arrow's own hash lookup:
     # millions of rows load in seconds.
-    requests_table = table("requests.parquet", REQUEST_COLUMNS, read_dictionary=REQUEST_CATEGORIES)
-    requests = requests_table.to_pandas()
+    wanted = [name for name, _ in REQUEST_COLUMNS]
+    requests_table = table(
+        "requests.parquet", REQUEST_COLUMNS, columns=wanted, read_dictionary=REQUEST_CATEGORIES
+    )
+    # Each streamed answer's gaps, flat, with the position of their request: exact pooled
+    # percentiles without a Python list per row.
+    gaps_column = requests_table["event_gaps_ms"]
+    gaps = None
+    if gaps_column.null_count < len(gaps_column):
+        flat = pc.list_flatten(gaps_column)
+        gaps = (
+            pc.list_parent_indices(gaps_column).to_numpy(zero_copy_only=False).astype(np.int64),
+            flat.to_numpy(zero_copy_only=False).astype(np.float64),
+        )
+    requests = requests_table.drop_columns(["event_gaps_ms"]).to_pandas()
     steps_table = table(
         "steps.parquet",
         STEP_SCHEMA,
@@ -217,7 +236,9 @@ def read_frames(
     )
     if injected_parts:
         injected = pq.read_table(injected_parts).to_pandas()
-    return RunFrames(requests, steps, started_at, duration, windows, notes=notes, injected=injected)
+    return RunFrames(
+        requests, steps, started_at, duration, windows, notes=notes, injected=injected, gaps=gaps
+    )
 
 
 def rewrite_requests(run_dir: Path, requests: pd.DataFrame) -> None:
@@ -229,8 +250,20 @@ def rewrite_requests(run_dir: Path, requests: pd.DataFrame) -> None:
     from agentscale.records.writer import REQUEST_COLUMNS
 
     schema = pa.schema([pa.field(name, kind) for name, kind in REQUEST_COLUMNS])
-    table = pa.Table.from_pandas(requests[schema.names], schema=schema, preserve_index=False)
     folder = run_dir / "requests.parquet"
+    kept = [name for name in schema.names if name != "event_gaps_ms"]
+    table = pa.Table.from_pandas(
+        requests[kept], schema=pa.schema([schema.field(n) for n in kept]), preserve_index=False
+    )
+    # The gaps never went into the frame (see load_frames): taken over from the parts, whose
+    # rows are in the frame's order.
+    parts = sorted(str(p) for p in folder.glob("part-*.parquet"))
+    gaps = pa.nulls(len(table), schema.field("event_gaps_ms").type)
+    if parts and "event_gaps_ms" in pq.ParquetDataset(parts).schema.names:
+        found = pq.read_table(parts, columns=["event_gaps_ms"])["event_gaps_ms"]
+        if len(found) == len(table):
+            gaps = found.combine_chunks()
+    table = table.append_column(schema.field("event_gaps_ms"), gaps).select(schema.names)
     aside = run_dir / ".requests.parquet.new"
     old = run_dir / ".requests.parquet.old"
     shutil.rmtree(aside, ignore_errors=True)

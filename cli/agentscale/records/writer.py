@@ -57,6 +57,19 @@ REQUEST_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("fault_hit", pa.string()),  # the windows whose injected faults this request met
     ("unattributed_ms", pa.float64()),  # service time no step accounts for
     ("steps_source", pa.string()),  # whose steps count for this request: body or otlp
+    # Streamed answers (SSE or NDJSON); null for an answer read whole.
+    ("ttfb_ms", pa.float64()),  # from the intended start to the answer's headers
+    ("ttft_ms", pa.float64()),  # from the intended start to the first content event
+    ("stream_events", pa.int32()),  # content events (the final one not counted)
+    ("gap_p50_ms", pa.float64()),  # between consecutive events of this answer
+    ("gap_p95_ms", pa.float64()),
+    ("gap_max_ms", pa.float64()),
+    ("event_gaps_ms", pa.list_(pa.float32())),  # every gap, for exact pooled percentiles
+    # Conversations (workload.sessions); null for a single request.
+    ("session_id", pa.string()),
+    ("turn", pa.int32()),  # from 1
+    ("session_turns", pa.int32()),  # turns the session was to have
+    ("thread_id", pa.string()),  # the thread id the turn carried (learned from an answer)
 )
 STEP_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("request_id", pa.string()),

@@ -95,18 +95,22 @@ KEY_FIGURES: tuple[tuple[str, str, Callable[[float | None], str]], ...] = (
     ("fallbacks", "fallbacks", num),
     ("budget exhaustions", "budget_exhausted", num),
     ("dropped arrivals", "dropped", num),
+    ("TTFT p95 ms (streamed)", "ttft_p95_ms", num),
+    ("gap between events p95 ms", "inter_event_p95_ms", num),
 )
+STREAM_FIGURES = frozenset({"ttft_p95_ms", "inter_event_p95_ms"})  # shown where answers streamed
 
 
 def key_figures(data: ReportData) -> Table:
     overall, base = data.card["overall"], data.baseline
+    streamed = any(c.get("coverage", {}).get("stream") for c in (overall, base) if c is not None)
+    figures = [f for f in KEY_FIGURES if streamed or f[1] not in STREAM_FIGURES]
     if base is not None:
         rows = [
-            [name, shown(base, key, fmt), shown(overall, key, fmt)]
-            for name, key, fmt in KEY_FIGURES
+            [name, shown(base, key, fmt), shown(overall, key, fmt)] for name, key, fmt in figures
         ]
         return Table(["figure", "baseline", "this run"], rows, frozenset({1, 2}))
-    rows = [[name, shown(overall, key, fmt)] for name, key, fmt in KEY_FIGURES]
+    rows = [[name, shown(overall, key, fmt)] for name, key, fmt in figures]
     return Table(["figure", "this run"], rows, frozenset({1}))
 
 
@@ -457,6 +461,79 @@ def _guardrails(data: ReportData) -> list[Section]:
     return [Section("Guardrails", tables=[table])]
 
 
+STREAM_HEADER = ["group", "streamed", "TTFT p50 ms", "TTFT p95 ms", "gap p95 ms", "gap max ms",
+                 "events / answer"]  # fmt: skip
+
+
+def _stream_row(name: str, card: Card) -> list[str]:
+    return [
+        name,
+        num(card.get("coverage", {}).get("stream", 0)),
+        num(card.get("ttft_p50_ms")),
+        num(card.get("ttft_p95_ms")),
+        num(card.get("inter_event_p95_ms")),
+        num(card.get("inter_event_max_ms")),
+        num(card.get("stream_events_mean"), 3),
+    ]
+
+
+def _streaming(data: ReportData) -> list[Section]:
+    """Time to the first content event and the gaps between events, where answers streamed."""
+    card = data.card
+    if not card["overall"].get("coverage", {}).get("stream"):
+        return []
+    rows = [_stream_row("all", card["overall"])]
+    for title, groups in (("workflow", card["by_workflow"]), ("phase", card["by_phase"])):
+        rows += [_stream_row(f"{title} {n}", c) for n, c in groups.items()]
+    for window, spans in card["by_window"].items():
+        rows += [_stream_row(f"{window} {when}", c) for when, c in spans.items()]
+    text = [
+        "TTFT: from each request's intended start to its first content event (the open model's "
+        "queueing included). Gaps: between consecutive events of one answer, pooled. A stream "
+        "that ended without its final event counts as stream_cut, one silent for longer than "
+        "target.stream_idle_timeout as stream_stall (see Errors)."
+    ]
+    table = Table(STREAM_HEADER, rows, frozenset(range(1, 7)))
+    return [Section("Streamed answers", text=text, tables=[table])]
+
+
+def _conversations(data: ReportData) -> list[Section]:
+    talks = data.card.get("conversations")
+    if not talks:
+        return []
+    rows = [
+        [
+            num(t["turn"]), num(t["requests"]), pct(t["success_rate"]), num(t["latency_p95_ms"]),
+            num(t["ttft_p95_ms"]), num(t["input_tokens_mean"]), num(t["output_tokens_mean"]),
+            usd(t["cost_per_turn_usd"]), num(t["limits_hit"]),
+        ]
+        for t in talks["by_turn"]
+    ]  # fmt: skip
+    slope = talks["input_tokens_per_turn"]
+    limit = (
+        f"first limit hit at turn {talks['first_limit_turn']} ({talks['limit']})"
+        if talks["first_limit_turn"] is not None
+        else "no budget or context limit hit"
+    )
+    bullets = [
+        f"{num(talks['sessions'])} sessions: {num(talks['complete'])} complete, "
+        f"{num(talks['truncated'])} cut short, {num(talks['dropped'])} dropped; "
+        f"{num(talks['successful'])} succeeded at every turn "
+        f"({pct(talks['success_rate'])} of those not dropped)",
+        f"cost per successful conversation: {usd(talks['cost_per_successful_conversation_usd'])}",
+        "input tokens grow by "
+        + (f"{num(slope)} a turn" if slope is not None else "(not reported)")
+        + f"; {limit}",
+    ]
+    table = Table(
+        ["turn", "turns sent", "success", "p95 ms", "TTFT p95 ms", "tokens in", "tokens out",
+         "cost / turn", "limits hit"],
+        rows,
+        frozenset(range(0, 9)) - {2},
+    )  # fmt: skip
+    return [Section("Conversations by turn", bullets=bullets, tables=[table])]
+
+
 def _samples(data: ReportData) -> list[Section]:
     if not data.samples:
         return []
@@ -474,6 +551,8 @@ def sections(data: ReportData) -> list[Section]:
         _diagnosis(data),
         *_traffic(data),
         *steps(data),
+        *_streaming(data),
+        *_conversations(data),
         *_waterfalls(data),
         *_tools(data),
         *_tenants(data),

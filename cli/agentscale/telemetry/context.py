@@ -58,3 +58,21 @@ def parse_traceparent(header: str | None) -> str | None:
     if len(parts) < 4 or len(parts[1]) != 32:
         return None
     return parts[1].lower()
+
+
+TURN_SHIFT = 48  # a conversation's turn rides in the high bits of a trace id's sequence number
+_SEQ = (1 << TURN_SHIFT) - 1
+
+
+def request_id(seq: int, turn: int = 0) -> str:
+    """The request id of arrival ``seq`` (and of one turn of its conversation)."""
+    return f"{seq:07d}" if not turn else f"{seq:07d}.{turn}"
+
+
+def trace_seq(seq: int, turn: int = 0) -> int:
+    return seq | (turn << TURN_SHIFT)
+
+
+def request_id_of(traced: int) -> str:
+    """The request id of a trace id's sequence number (``seq_of``)."""
+    return request_id(traced & _SEQ, traced >> TURN_SHIFT)

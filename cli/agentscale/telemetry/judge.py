@@ -17,6 +17,14 @@ class IncompleteResponse(Exception):
     """The answer ended before the length its headers announced."""
 
 
+class StreamCut(Exception):
+    """A streamed answer that ended (or broke off) before its final event."""
+
+
+class StreamStall(Exception):
+    """A streamed answer that sent nothing for longer than ``target.stream_idle_timeout``."""
+
+
 # Errors of the HTTP client (geventhttpclient, under Locust) by name: the engine's child
 # process imports it, this module must not.
 _CLOSED = frozenset({"HTTPConnectionClosed", "EmptyResponse"})
@@ -36,6 +44,10 @@ def transport_error_class(error: BaseException) -> str:
         return "timeout"
     if isinstance(error, IncompleteResponse):
         return "incomplete_response"
+    if isinstance(error, StreamStall):
+        return "stream_stall"
+    if isinstance(error, StreamCut):
+        return "stream_cut"
     if isinstance(error, ConnectionRefusedError):
         return "connection_refused"
     if isinstance(error, ConnectionResetError | BrokenPipeError) or name in _CLOSED:

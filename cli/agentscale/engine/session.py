@@ -1,0 +1,107 @@
+"""Conversations: what a session carries from one turn to the next.
+
+A session has an id agentscale makes (``{{session_id}}``), may learn a thread id from an answer
+(``sessions.thread_from``, then ``{{thread_id}}``), and may send the conversation so far back
+(``{{history}}``, cut to its latest turns within a token budget).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import jmespath
+import orjson
+
+if TYPE_CHECKING:
+    from agentscale.config.dataset import GoldenItem
+    from agentscale.config.scenario import Sessions as SessionsConfig
+    from agentscale.config.template import RequestTemplate
+    from agentscale.engine.plan import PlannedRequest
+    from agentscale.telemetry.body import Trace
+
+CHARS_PER_TOKEN = 4  # the estimate the history's budget is kept with
+
+
+@dataclass(slots=True)
+class Conversation:
+    session_id: str
+    turns: int  # planned
+    turn: int = 0
+    thread_id: str | None = None
+    history: list[dict[str, str]] = field(default_factory=list)
+    history_json: str = "[]"
+
+
+class Sessions:
+    def __init__(
+        self, config: SessionsConfig | None, run_token: str, items: tuple[GoldenItem, ...] = ()
+    ) -> None:
+        self.items = items
+        self.enabled = config is not None
+        self.config = config
+        self.token = run_token
+        self.think_time = config.think_time if config is not None else 0.0
+        self.bounds = config.turns_bounds() if config is not None else None
+        self.thread_from = (
+            jmespath.compile(config.thread_from)
+            if config is not None and config.thread_from
+            else None
+        )
+        self.history = config is not None and config.history == "client"
+        self.budget = (config.history_max_tokens if config is not None else 0) * CHARS_PER_TOKEN
+
+    def start(self, planned: PlannedRequest, rng: random.Random) -> Conversation:
+        # The session id names the run too: an agent that keeps threads across runs must
+        # not continue an earlier run's conversation.
+        session = f"{self.token}-{planned.request_id}"
+        return Conversation(session, self.turns_for(planned.item, rng))
+
+    def turns_for(self, item: int, rng: random.Random) -> int:
+        if self.bounds is None:
+            turns = self.items[item].turns if self.items else None
+            return len(turns) if turns else 1
+        low, high = self.bounds
+        return low if low == high else rng.randint(low, high)
+
+    def fill(
+        self, talk: Conversation, escaped: dict[str, str], template: RequestTemplate,
+        item: GoldenItem,
+    ) -> None:  # fmt: skip
+        """This turn's values, escaped for the body."""
+        escaped["prompt"] = template.escape(item.turn(talk.turn).prompt)
+        escaped["session_id"] = template.escape(talk.session_id)
+        escaped["turn"] = str(talk.turn)
+        escaped["thread_id"] = template.escape(talk.thread_id or "")
+        template.fill_history(escaped, talk.history_json)
+
+    def fill_raw(self, talk: Conversation, values: dict[str, str], item: GoldenItem) -> None:
+        """This turn's values as they are (for headers)."""
+        values["prompt"] = item.turn(talk.turn).prompt
+        values["session_id"] = talk.session_id
+        values["turn"] = str(talk.turn)
+        values["thread_id"] = talk.thread_id or ""
+        values["history"] = talk.history_json
+
+    def after(self, talk: Conversation, trace: Trace, prompt: str) -> None:
+        """What an answered turn adds to the conversation."""
+        if self.thread_from is not None and talk.thread_id is None:
+            body = trace.body if isinstance(trace.body, dict | list) else None
+            try:
+                found = self.thread_from.search(body) if body is not None else None
+            except (jmespath.exceptions.JMESPathError, TypeError, ValueError):
+                found = None
+            if isinstance(found, str | int) and not isinstance(found, bool) and str(found):
+                talk.thread_id = str(found)[:200]
+        if self.history:
+            talk.history.append({"role": "user", "content": prompt})
+            talk.history.append({"role": "assistant", "content": trace.output or ""})
+            kept, size = [], 0
+            for message in reversed(talk.history):  # the latest turns within the budget
+                size += len(message["content"]) + 16
+                if size > self.budget:
+                    break
+                kept.append(message)
+            talk.history = kept[::-1]
+            talk.history_json = orjson.dumps(talk.history).decode()
