@@ -40,7 +40,8 @@ def test_sse_events_are_framed_across_chunks_and_timed_by_arrival():
     read = StreamReader("sse").read(chunks)
     assert read.events == 2 and read.final
     assert read.ttft == 1.25  # the first event was complete only with the second chunk
-    assert read.gaps_ms == pytest.approx([0.0, 150.0])  # two events in one chunk: a 0 gap
+    # Gaps are between content events: two in one chunk are 0 apart; the final one is not one.
+    assert read.gaps_ms == pytest.approx([0.0])
     assert json.loads(read.document or b"{}")["output"] == "Hello world"
     assert "".join(read.text) == "Hello world"
 
@@ -50,12 +51,16 @@ def test_openai_chunks_end_with_done_and_the_last_json_event_carries_the_usage()
         return b"data: " + json.dumps({"choices": [{"delta": {"content": text}}]}).encode()
 
     usage = json.dumps({"choices": [{"delta": {}}], "usage": {"prompt_tokens": 9}}).encode()
-    chunks = [(0.1, chunk("a") + b"\n\n"), (0.2, chunk("b") + b"\n\n"),
-              (0.3, b"data: " + usage + b"\n\n"), (0.35, b"data: [DONE]\n\n")]  # fmt: skip
+    role = json.dumps({"choices": [{"delta": {"role": "assistant", "content": ""}}]}).encode()
+    chunks = [(0.05, b"data: " + role + b"\n\n"), (0.1, chunk("a") + b"\n\n"),
+              (0.2, chunk("b") + b"\n\n"), (0.3, b"data: " + usage + b"\n\n"),
+              (0.35, b"data: [DONE]\n\n")]  # fmt: skip
     read = StreamReader("sse").read(chunks)
-    assert read.final and read.events == 3 and "".join(read.text) == "ab"
+    # The role chunk and the usage chunk carry no text: the first token came at 0.1 s.
+    assert read.final and read.events == 2 and read.ttft == 0.1 and "".join(read.text) == "ab"
+    assert read.gaps_ms == pytest.approx([100.0])
     assert json.loads(read.document or b"{}")["usage"] == {"prompt_tokens": 9}
-    cut = StreamReader("sse").read(chunks[:2])
+    cut = StreamReader("sse").read(chunks[:3])
     assert not cut.final  # no [DONE], no final event: the exchange records stream_cut
 
 
@@ -211,4 +216,25 @@ def test_four_turn_sessions_carry_the_thread_and_grow_their_context(tmp_path, pr
     assert talks["complete"] + talks["truncated"] + talks["dropped"] == talks["sessions"]
     assert talks["cost_per_successful_conversation_usd"] > 0
     assert "conversations by turn" in result.stdout
+    assert "sessions dropped" in result.stdout  # the drop share counts sessions, not turns
     assert "Conversations by turn" in (run_dir / "report.html").read_text()
+
+
+def test_a_long_line_in_tiny_chunks_and_a_crlf_split_across_chunks():
+    line = b'data: {"delta": "' + b"x" * 200_000 + b'"}'
+    chunks = [(i * 1e-6, line[i : i + 1]) for i in range(len(line))]  # one byte a chunk
+    chunks += [(1.0, b"\r"), (1.1, b"\ndata: more\r"), (1.2, b"\n\r\n")]
+    read = StreamReader("sse").read(chunks)
+    # One event: the two data lines belong together (a CRLF split is one line break).
+    assert read.events == 1 and read.ttft == 1.2
+    assert read.text[0].startswith('{"delta"') and read.text[0].endswith("\nmore")
+
+
+def test_an_slo_on_a_figure_that_does_not_exist_is_refused_by_name(tmp_path, server):
+    from agentscale.analysis.figures import Card
+    from agentscale.config.metrics import SLO_FIGURES
+
+    assert set(Card.__annotations__) >= SLO_FIGURES
+    document = scenario_dict(server.url("/sse"), gates={"slo": {"ttft_p59_ms": "< 1"}})
+    result = agentscale("validate", str(write_scenario(tmp_path, document)))
+    assert result.code == 2 and "did you mean ttft_p95_ms" in result.output

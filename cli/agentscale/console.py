@@ -89,7 +89,7 @@ class LiveView:
             out.print(Text(plain(self._line(message))), soft_wrap=True)
 
     def _line(self, m: dict[str, Any]) -> str:
-        unit = "rps" if m["model"] == "open" else "users"
+        unit = _target_unit(m)
         over = m["elapsed"] - m["duration"]  # draining: the load is over, answers still come
         clock = f"{m['duration']:.0f}/{m['duration']:.0f}s +{over:.0f}s" if over >= 0.5 else (
             f"{m['elapsed']:.0f}/{m['duration']:.0f}s")  # fmt: skip
@@ -97,7 +97,8 @@ class LiveView:
             f"[{clock}] {m.get('phase', '')}"
             f" · target {fixed(m['target'])} {unit}"
             f" · achieved {fixed(m['achieved'])} rps · in flight {m['in_flight']}"
-            f" · p95 {fixed(m['p95_ms'], 0, ' ms')} · errors {m['errors']}"
+            + (f" · sessions open {m['sessions']}" if m.get("sessions") is not None else "")
+            + f" · p95 {fixed(m['p95_ms'], 0, ' ms')} · errors {m['errors']}"
             f" · dropped {m['dropped']}"
             + (f" · workers {m['workers']}" if "workers" in m else "")
             + (f" ({m['workers_lost']} lost)" if m.get("workers_lost") else "")
@@ -122,7 +123,7 @@ class LiveView:
         if m is None:
             _row(table, "starting", *["-"] * 9)
             return table
-        unit = " rps" if m["model"] == "open" else " users"
+        unit = " " + _target_unit(m)
         _row(
             table,
             f"{m['elapsed']:.0f}s / {m['duration']:.0f}s",
@@ -137,6 +138,14 @@ class LiveView:
             fixed(m.get("cpu"), 0, "%"),
         )
         return table
+
+
+def _target_unit(m: dict[str, Any]) -> str:
+    """What the target level counts: arrivals (sessions, in conversations) or users; the
+    achieved rate always counts requests (turns)."""
+    if m["model"] != "open":
+        return "users"
+    return "sessions/s" if m.get("sessions") is not None else "rps"
 
 
 def print_summary(summary: Summary, run_dir: str, verdict: RunVerdict) -> None:
@@ -257,11 +266,15 @@ def print_scorecard(card: Scorecard) -> None:
     if overall["steps"]:
         out.print(steps)
     if overall.get("coverage", {}).get("stream"):
+
+        def ms(name: str, digits: int) -> str:
+            value = overall.get(name)
+            return f"{fixed(value, digits)} ms" if isinstance(value, float) else NOT_REPORTED
+
         print_line(
             f"streamed answers: {fixed(overall['coverage']['stream'])}; TTFT p50 "
-            f"{fixed(overall.get('ttft_p50_ms'), 0)} ms, p95 {fixed(overall.get('ttft_p95_ms'), 0)}"
-            f" ms; gap between events p95 {fixed(overall.get('inter_event_p95_ms'), 1)} ms, max "
-            f"{fixed(overall.get('inter_event_max_ms'), 1)} ms"
+            f"{ms('ttft_p50_ms', 0)}, p95 {ms('ttft_p95_ms', 0)}; gap between content events "
+            f"p95 {ms('inter_event_p95_ms', 1)}, max {ms('inter_event_max_ms', 1)}"
         )
     talks = card.get("conversations")
     if talks:
@@ -290,12 +303,17 @@ def _print_turns(talks: ConversationFigures) -> None:
     out.print(turns)
     slope = talks["input_tokens_per_turn"]
     limit = talks["first_limit_turn"]
+    cost = (
+        usd(talks["cost_per_successful_conversation_usd"])
+        if talks["successful"]
+        else "none (no conversation succeeded)"
+    )
     print_line(
         f"sessions: {talks['sessions']:,} ({talks['complete']:,} complete, "
-        f"{talks['truncated']:,} cut short, {talks['dropped']:,} dropped); "
+        f"{talks['truncated']:,} truncated, {talks['dropped']:,} dropped); "
         f"{talks['successful']:,} succeeded at every turn; cost per successful conversation "
-        f"{usd(talks['cost_per_successful_conversation_usd'])}; input tokens "
-        + (f"+{slope:,.0f} a turn" if slope is not None else NOT_REPORTED)
+        f"{cost}; input tokens "
+        + (f"{round(slope):+,} a turn" if slope is not None else NOT_REPORTED)
         + (f"; first limit at turn {limit} ({talks['limit']})" if limit is not None else "")
     )
 

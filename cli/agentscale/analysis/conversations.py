@@ -9,7 +9,11 @@ import pandas as pd
 from agentscale.analysis.figures import ConversationFigures, TurnFigures
 from agentscale.records.frames import RunFrames
 
-CONTEXT_ERROR = r"context|too many tokens|maximum.*length"  # a model refusing a long prompt
+# A model refusing a prompt too long for it (OpenAI, Anthropic, vLLM wordings); not Go's
+# "context deadline exceeded", which is a timeout.
+CONTEXT_ERROR = (
+    r"context[_ ]length|context[_ ]window|maximum context|prompt is too long|too many tokens"
+)
 
 
 def _q(values: np.ndarray, q: float) -> float | None:

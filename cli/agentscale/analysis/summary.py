@@ -51,6 +51,7 @@ class Summary:
     cost_usd: float | None
     cost_per_success_usd: float | None
     with_trace: int
+    arrivals: int | None = None  # conversations: sessions begun (the unit of the drop share)
     problems: list[str] = field(default_factory=list)
 
     def as_json(self) -> JsonObject:
@@ -62,7 +63,7 @@ def summarize(frames: RunFrames, load_seconds: float, planned: int | None = None
     requests, a = frames.requests, frames.arrays
     sent = requests[frames.sent]
     successes = int(sent["success"].fillna(False).sum())
-    errors = sent["error_class"].dropna().value_counts().to_dict()
+    errors = {k: v for k, v in sent["error_class"].dropna().value_counts().items() if v}
     cost = sent["cost_usd"]
     # Cost per success is all spend divided by successes; an unpriced request makes it unknown.
     known_cost = len(sent) > 0 and not cost.isna().any()
@@ -87,7 +88,15 @@ def summarize(frames: RunFrames, load_seconds: float, planned: int | None = None
         if total_cost is not None and successes
         else None,
         with_trace=int((sent["steps"] > 0).sum()),
+        arrivals=_sessions(requests),
     )
+
+
+def _sessions(requests: pd.DataFrame) -> int | None:
+    """Sessions begun, dropped ones included (each has a row for its first turn)."""
+    if "turn" not in requests or not requests["turn"].notna().any():
+        return None
+    return int((requests["turn"] == 1).sum())
 
 
 def validity_problems(
@@ -101,10 +110,11 @@ def validity_problems(
     unreachable = sum(summary.errors.get(name, 0) for name in CONNECTION_ERRORS)
     if unreachable == summary.sent:
         problems.append("every request failed to connect: the target is unreachable")
-    offered = summary.sent + summary.dropped
+    offered = summary.arrivals if summary.arrivals is not None else summary.sent + summary.dropped
+    what = "sessions" if summary.arrivals is not None else "arrivals"
     if offered and summary.dropped / offered > max_dropped:
         problems.append(
-            f"{summary.dropped} of {offered} arrivals dropped ({summary.dropped / offered:.1%}),"
+            f"{summary.dropped} of {offered} {what} dropped ({summary.dropped / offered:.1%}),"
             f" above max_dropped {max_dropped:.1%}: raise load.max_concurrency or lower the rate"
         )
     lag_p99 = summary.lag_ms.get("p99")

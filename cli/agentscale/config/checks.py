@@ -18,6 +18,7 @@ from agentscale.config.shapes import OPEN_ONLY, Replay, parse_offsets_csv
 from agentscale.config.source import YamlDocument
 from agentscale.config.template import (
     BUILTIN_VARIABLES,
+    SESSION_VARIABLES,
     MissingVariable,
     env_references,
     expand_env,
@@ -147,6 +148,19 @@ def scenario_problems(
                 ("workload", "sessions", "history"),
                 "history: client, but the request template has no {{history}}",
                 hint='e.g. target.body: {messages: "{{history}}", input: "{{prompt}}"}',
+            )
+        conversational = sorted(used & set(SESSION_VARIABLES))
+        if sessions is None and conversational:
+            error(
+                ("target", "body"),
+                "{{" + "}}, {{".join(conversational) + "}} only exist in conversations",
+                hint="add workload.sessions (e.g. {turns: 4}) or take them out of the template",
+            )
+        if sessions is not None and sessions.history == "none" and "history" in used:
+            error(
+                ("workload", "sessions", "history"),
+                "the request template sends {{history}}, but history is none (always [])",
+                hint="set workload.sessions.history: client",
             )
         if sessions is None and any(item.turns for item in dataset.items):
             error(

@@ -48,6 +48,17 @@ DEFAULT_CHECKS = (
     "ttft_p95_ms",
     "inter_event_p95_ms",
 )
+# Run-level figures an SLO may name (numbers of ``Card``, analysis/figures.py).
+SLO_FIGURES = frozenset({
+    "requests", "successes", "success_rate", "expected_answer_rate", "dropped", "cancelled",
+    "throughput_rps", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "input_tokens_mean",
+    "input_tokens_p95", "output_tokens_mean", "output_tokens_p95", "tool_calls_per_request",
+    "tool_calls_p50", "tool_calls_p95", "retries_per_tool_call", "cost_usd",
+    "cost_per_request_usd", "cost_per_success_usd", "degraded_share", "circuit_opens",
+    "fallbacks", "budget_exhausted", "cache_hit_rate", "ttft_p50_ms", "ttft_p95_ms",
+    "ttfb_p95_ms", "inter_event_p50_ms", "inter_event_p95_ms", "inter_event_max_ms",
+    "stream_events_mean",
+})  # fmt: skip
 MIN_REQUESTS = 100
 MIN_STEP_CALLS = 50  # a step is checked with this many calls in both runs
 MIN_WORKFLOW_REQUESTS = 50  # ... a workflow with this many requests

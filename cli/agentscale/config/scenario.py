@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import re
@@ -14,7 +15,13 @@ import orjson
 from pydantic import Field, PositiveFloat, WithJsonSchema, create_model, field_validator
 
 from agentscale.config.fields import ComparisonField, Duration, Fraction, PositiveDuration
-from agentscale.config.metrics import METRICS, MIN_REQUESTS, MIN_STEP_CALLS, MIN_WORKFLOW_REQUESTS
+from agentscale.config.metrics import (
+    METRICS,
+    MIN_REQUESTS,
+    MIN_STEP_CALLS,
+    MIN_WORKFLOW_REQUESTS,
+    SLO_FIGURES,
+)
 from agentscale.config.shapes import Shape
 from agentscale.config.strict import Strict
 
@@ -121,7 +128,8 @@ class Target(Strict):
     timeout: PositiveDuration = 30.0
     body: Any = Field(
         None,
-        description="JSON body; {{tenant}}, {{prompt}}, {{workflow}}, {{request_id}}, {{canary}}",
+        description="JSON body; {{tenant}}, {{prompt}}, {{workflow}}, {{request_id}}, {{canary}}; "
+        "in conversations also {{session_id}}, {{turn}}, {{thread_id}}, {{history}}",
     )
     allow_remote: bool = Field(False, description="allow a host other than 127.0.0.1/localhost")
     stream: Literal["auto", "sse", "ndjson", "none"] = Field(
@@ -218,12 +226,15 @@ class Sessions(Strict):
         "none", description="client: earlier turns are sent back as {{history}} (a JSON list)"
     )
     history_max_tokens: int = Field(
-        4000, ge=1, description="the history sent back is cut to its latest turns within this"
+        4000,
+        ge=1,
+        description="the history sent back is cut to its latest whole turns within this many "
+        "tokens (4 characters a token)",
     )
     drain: Duration = Field(
         60.0,
         le=3600,
-        description="after the load ends, how long conversations under way may go on",
+        description="after the load ends, how long conversations under way may begin turns",
     )
 
     _check = field_validator("thread_from")(_check_jmespath)
@@ -241,7 +252,10 @@ class Sessions(Strict):
 
 
 class Workload(Strict):
-    dataset: str = Field(description="JSONL golden set: prompt, workflow, expect per line")
+    dataset: str = Field(
+        description="JSONL golden set: prompt, workflow, expect per line (or turns: "
+        "[{prompt, expect}] for a conversation)"
+    )
     workflows: dict[str, PositiveFloat] | None = Field(
         None, description="weights by workflow; every workflow of the dataset, evenly, if absent"
     )
@@ -418,7 +432,21 @@ class WorkflowTolerance(Strict):
 class GateSettings(Strict):
     """What ``gates:`` holds besides a tolerance per metric of ``METRICS``."""
 
-    slo: dict[str, ComparisonField] = Field(default_factory=dict)
+    slo: dict[str, ComparisonField] = Field(
+        default_factory=dict, description="limits on run-level figures: " + ", ".join(
+            sorted(SLO_FIGURES))
+    )  # fmt: skip
+
+    @field_validator("slo")
+    @classmethod
+    def _slo_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if name not in SLO_FIGURES:
+                near = difflib.get_close_matches(name, sorted(SLO_FIGURES), n=1)
+                hint = f"; did you mean {near[0]}?" if near else ""
+                raise ValueError(f"{name!r} is not a run-level figure{hint}")
+        return value
+
     min_requests: int = Field(
         MIN_REQUESTS, ge=1, description="fewer requests make a check inconclusive"
     )

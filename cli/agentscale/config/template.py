@@ -15,8 +15,8 @@ import orjson
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-BUILTIN_VARIABLES = ("tenant", "prompt", "workflow", "request_id", "canary", "session_id", "turn",
-                     "thread_id", "history")  # fmt: skip
+SESSION_VARIABLES = ("session_id", "turn", "thread_id", "history")  # workload.sessions only
+BUILTIN_VARIABLES = ("tenant", "prompt", "workflow", "request_id", "canary", *SESSION_VARIABLES)
 RAW_JSON = "history"  # "{{history}}" in a JSON body becomes a JSON value, not a string
 RAW_NAME = "history json"  # its name once compiled (no placeholder can be called that)
 

@@ -639,7 +639,7 @@ class Agent:
                 headers={"Content-Type": "application/json", **run.propagated},
             ) as reply:
                 if reply.status != 200:
-                    raise _Retryable(f"HTTP {reply.status}")
+                    raise _Retryable(f"HTTP {reply.status}{_error_code(await reply.read())}")
                 async for line in reply.content:
                     if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
                         continue

@@ -60,7 +60,7 @@ RESILIENT = Policy(
     max_tokens=12_000,
     max_seconds=20.0,
     runaway_cap=60,
-    thread_cap=1500,
+    thread_cap=600,
 )
 NAIVE = replace(
     RESILIENT,

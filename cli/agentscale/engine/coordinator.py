@@ -307,7 +307,7 @@ class Coordinator:
         live = list(self.progress.values())
         if not live:
             return
-        counters = ("sent", "completed", "errors", "dropped", "in_flight", "users")
+        counters = ("sent", "completed", "errors", "dropped", "in_flight", "users", "sessions")
         total = {k: sum(p.get(k) or 0 for p in live) for k in counters}
         p95s = [p["p95_ms"] for p in live if p.get("p95_ms") is not None]
         sent, then = self.last_sent
@@ -322,6 +322,7 @@ class Coordinator:
             achieved=round(rate, 2), in_flight=total["in_flight"], users=total["users"],
             completed=total["completed"], errors=total["errors"], dropped=total["dropped"],
             p95_ms=max(p95s) if p95s else None,
+            sessions=total["sessions"] if self.loaded.scenario.workload.sessions else None,
             cpu=max([p.get("cpu") or 0.0 for p in live] + [master_cpu]),
             workers=len(self.index) - len(self.lost), workers_lost=len(self.lost),
         )  # fmt: skip

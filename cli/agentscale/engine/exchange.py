@@ -28,7 +28,7 @@ from agentscale.telemetry.context import (
 )
 from agentscale.telemetry.judge import Judge, StreamCut, transport_error_class
 from agentscale.telemetry.pricing import PriceBook
-from agentscale.telemetry.stream import StreamRead, StreamReader
+from agentscale.telemetry.stream import StreamRead, StreamReader, kind_of
 from agentscale.telemetry.trace import longer_than, unattributed
 
 # method, path, body, headers -> status code (0 if none), content, transport error, and for a
@@ -290,9 +290,16 @@ class Exchange:
         if error is not None:
             trace, success, expect_ok = Trace(), False, None
             error_class = transport_error_class(error)
+            if streamed is not None and streamed.text:
+                trace.output = "".join(streamed.text)  # what arrived before it broke off
+            if arrived is not None and kind_of(arrived.content_type) is None:
+                trace.warnings.append(
+                    f"read as {arrived.kind} (target.stream), but the answer's Content-Type "
+                    f"was {str(arrived.content_type)[:80]!r}"
+                )
         else:
             trace = self.reader.read(document)
-            if streamed is not None and trace.output is None and streamed.text:
+            if streamed is not None and not trace.output and streamed.text:
                 trace.output = "".join(streamed.text)
             success, error_class, expect_ok = self.judge.verdict(code, trace, expected)
         latency = (done - intended) * 1000.0

@@ -93,7 +93,9 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                         if kind is None:
                             content = response.content or b""
                         else:
-                            arrived = Arrived(kind, clock(), [])
+                            answered = response.headers
+                            announced = str(answered.get("content-type") or "") if answered else ""
+                            arrived = Arrived(kind, clock(), [], announced)
                             content = _read_stream(response, arrived, idle, clock)
                     except Exception as error:  # a body cut off mid-read, or a stall
                         problem: BaseException = error
@@ -132,10 +134,17 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
 class Arrived:
     """What a streamed answer's chunks were and when each arrived (``Exchange`` reads it)."""
 
-    __slots__ = ("chunks", "headers_at", "kind")
+    __slots__ = ("chunks", "content_type", "headers_at", "kind")
 
-    def __init__(self, kind: str, headers_at: float, chunks: list[tuple[float, bytes]]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        headers_at: float,
+        chunks: list[tuple[float, bytes]],
+        content_type: str | None = None,
+    ) -> None:
         self.kind, self.headers_at, self.chunks = kind, headers_at, chunks
+        self.content_type = content_type
 
 
 def _stream_kind(mode: str, response: Any) -> str | None:

@@ -247,6 +247,7 @@ class Engine:
                 dropped=exchange.dropped,
                 p95_ms=round(p95, 1) if p95 is not None else None,
                 cpu=cpu,
+                sessions=exchange.open_sessions if self.conversations else None,
             )
 
     def watch_parent(self) -> None:
@@ -361,11 +362,18 @@ class Engine:
 
     def _drain(self) -> None:
         """Let requests in flight (and conversations under way) finish: up to the target
-        timeout (``sessions.drain`` for conversations), or 2 s when interrupted."""
+        timeout, or 2 s when interrupted; conversations may begin turns for ``sessions.drain``
+        more."""
         grace = 2.0 if self.interrupted else self.loaded.scenario.target.timeout + 1.0
         sessions = self.loaded.scenario.workload.sessions
+        # Conversations under way may start new turns for ``sessions.drain``; the turn in
+        # flight then still gets the usual grace.
+        turns_until = self.clock.now() + (sessions.drain if sessions and not self.interrupted
+                                          else 0.0)  # fmt: skip
         if sessions is not None and not self.interrupted:
-            grace = max(grace, sessions.drain)
+            grace += sessions.drain
+        else:
+            self.sessions_closed = True
         idle_since: float | None = None
         with gevent.Timeout(grace, False):
             while (
@@ -383,6 +391,8 @@ class Engine:
                         break
                 else:
                     idle_since = None
+                if not self.sessions_closed and self.clock.now() >= turns_until:
+                    self.sessions_closed = True
                 gevent.sleep(0.02)
         self.sessions_closed = True
         if self.load.model == "open":

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from agentscale.telemetry.body import Trace
 
 CHARS_PER_TOKEN = 4  # the estimate the history's budget is kept with
+MESSAGE_OVERHEAD = 16  # characters a message costs besides its text (role, framing)
 
 
 @dataclass(slots=True)
@@ -97,11 +98,14 @@ class Sessions:
         if self.history:
             talk.history.append({"role": "user", "content": prompt})
             talk.history.append({"role": "assistant", "content": trace.output or ""})
-            kept, size = [], 0
-            for message in reversed(talk.history):  # the latest turns within the budget
-                size += len(message["content"]) + 16
+            kept: list[dict[str, str]] = []
+            size = 0
+            pairs = len(talk.history) // 2
+            for i in range(pairs - 1, -1, -1):  # the latest whole turns within the budget
+                user, answer = talk.history[2 * i], talk.history[2 * i + 1]
+                size += len(user["content"]) + len(answer["content"]) + 2 * MESSAGE_OVERHEAD
                 if size > self.budget:
                     break
-                kept.append(message)
-            talk.history = kept[::-1]
+                kept[:0] = [user, answer]
+            talk.history = kept
             talk.history_json = orjson.dumps(talk.history).decode()

@@ -461,14 +461,15 @@ def _guardrails(data: ReportData) -> list[Section]:
     return [Section("Guardrails", tables=[table])]
 
 
-STREAM_HEADER = ["group", "streamed", "TTFT p50 ms", "TTFT p95 ms", "gap p95 ms", "gap max ms",
-                 "events / answer"]  # fmt: skip
+STREAM_HEADER = ["group", "streamed", "TTFB p95 ms", "TTFT p50 ms", "TTFT p95 ms", "gap p95 ms",
+                 "gap max ms", "events / answer"]  # fmt: skip
 
 
 def _stream_row(name: str, card: Card) -> list[str]:
     return [
         name,
         num(card.get("coverage", {}).get("stream", 0)),
+        num(card.get("ttfb_p95_ms")),
         num(card.get("ttft_p50_ms")),
         num(card.get("ttft_p95_ms")),
         num(card.get("inter_event_p95_ms")),
@@ -489,11 +490,12 @@ def _streaming(data: ReportData) -> list[Section]:
         rows += [_stream_row(f"{window} {when}", c) for when, c in spans.items()]
     text = [
         "TTFT: from each request's intended start to its first content event (the open model's "
-        "queueing included). Gaps: between consecutive events of one answer, pooled. A stream "
+        "queueing included; an answer whose text came only in its final event: that event). "
+        "Gaps: between consecutive content events of one answer, pooled. A stream "
         "that ended without its final event counts as stream_cut, one silent for longer than "
         "target.stream_idle_timeout as stream_stall (see Errors)."
     ]
-    table = Table(STREAM_HEADER, rows, frozenset(range(1, 7)))
+    table = Table(STREAM_HEADER, rows, frozenset(range(1, 8)))
     return [Section("Streamed answers", text=text, tables=[table])]
 
 
@@ -517,12 +519,17 @@ def _conversations(data: ReportData) -> list[Section]:
     )
     bullets = [
         f"{num(talks['sessions'])} sessions: {num(talks['complete'])} complete, "
-        f"{num(talks['truncated'])} cut short, {num(talks['dropped'])} dropped; "
+        f"{num(talks['truncated'])} truncated, {num(talks['dropped'])} dropped; "
         f"{num(talks['successful'])} succeeded at every turn "
         f"({pct(talks['success_rate'])} of those not dropped)",
-        f"cost per successful conversation: {usd(talks['cost_per_successful_conversation_usd'])}",
-        "input tokens grow by "
-        + (f"{num(slope)} a turn" if slope is not None else "(not reported)")
+        "cost per successful conversation: "
+        + (
+            usd(talks["cost_per_successful_conversation_usd"])
+            if talks["successful"]
+            else "none (no conversation succeeded)"
+        ),
+        "input tokens change by "
+        + (f"{round(slope):+,} a turn" if slope is not None else "(not reported)")
         + f"; {limit}",
     ]
     table = Table(

@@ -25,6 +25,12 @@ STREAM_TYPES = {"text/event-stream": "sse", "application/x-ndjson": "ndjson",
 # Where a content event's text is, tried in order (OpenAI chunks, Anthropic deltas, plain).
 _TEXT_PATHS = (("choices", 0, "delta", "content"), ("delta", "text"), ("delta",), ("content",),
                ("text",), ("token",), ("output",))  # fmt: skip
+# Typed JSON events that carry no answer text (Anthropic's and OpenAI Responses' framing).
+NO_CONTENT_TYPES = frozenset({
+    "message_start", "content_block_start", "content_block_stop", "message_delta", "ping",
+    "response.created", "response.in_progress", "response.output_item.added",
+    "response.output_item.done", "response.content_part.added", "response.content_part.done",
+})  # fmt: skip
 
 
 def kind_of(content_type: str | None) -> StreamKind | None:
@@ -39,10 +45,30 @@ def kind_of(content_type: str | None) -> StreamKind | None:
 class StreamRead:
     events: int = 0  # content events
     ttft: float | None = None  # when the first content event arrived (clock seconds)
-    gaps_ms: list[float] = field(default_factory=list)  # between consecutive events
+    gaps_ms: list[float] = field(default_factory=list)  # between consecutive content events
     final: bool = False  # the stream said it was complete
     document: bytes | None = None  # the JSON that carries the trace (final event, or last one)
     text: list[str] = field(default_factory=list)  # content events' text, for the output
+
+
+def _content(parsed: Any, data: bytes) -> tuple[bool, str | None]:
+    """Whether an event carries answer text, and the text where it is known. A JSON event
+    with an empty text (an OpenAI role chunk), only usage, or a framing type carries none; a
+    JSON event of a shape not known here counts as content (its text unknown)."""
+    if parsed is None:
+        raw = data.decode("utf-8", "replace")
+        return bool(raw), raw
+    if not isinstance(parsed, dict):
+        return True, None
+    kind = parsed.get("type")
+    if isinstance(kind, str) and kind in NO_CONTENT_TYPES:
+        return False, None
+    text = _text(parsed)
+    if text is not None:
+        return bool(text), text
+    if "choices" in parsed or set(parsed) <= {"usage", "id", "object", "model", "created"}:
+        return False, None  # an OpenAI chunk without content: role, finish or usage only
+    return True, None
 
 
 def _text(value: Any) -> str | None:
@@ -85,20 +111,22 @@ class StreamReader:
             final = event_type in END_TYPES or self._ends(parsed)
             if isinstance(parsed, dict):
                 result.document = data
+            if final:
+                result.final = True
+                if result.ttft is None:
+                    result.ttft = at  # the whole answer came in its final event
+                continue
+            content, piece = _content(parsed, data)
+            if not content:
+                continue
             if last is not None:
                 result.gaps_ms.append((at - last) * 1000.0)
             last = at
-            if final:
-                result.final = True
-                continue
             if result.ttft is None:
                 result.ttft = at
             result.events += 1
-            piece = _text(parsed) if parsed is not None else data.decode("utf-8", "replace")
             if piece:
                 result.text.append(piece)
-        if result.ttft is None and result.final and last is not None:
-            result.ttft = last  # the whole answer came in its final event
         return result
 
     def _ends(self, parsed: Any) -> bool:
@@ -119,15 +147,22 @@ class StreamReader:
     def _events(self, chunks: list[tuple[float, bytes]]) -> list[tuple[float, bytes, str | None]]:
         """(arrival, data, event type) of each complete event, in order."""
         events: list[tuple[float, bytes, str | None]] = []
-        buffer = b""
+        pending: list[bytes] = []  # an unfinished line, in pieces (joined once it ends)
         data: list[bytes] = []
         event_type: str | None = None
         for at, chunk in chunks:
-            buffer += chunk
+            if b"\n" not in chunk and b"\r" not in chunk:
+                pending.append(chunk)  # no line ends here: never re-copy a growing buffer
+                continue
+            pending.append(chunk)
+            buffer = b"".join(pending)
+            held = b""
+            if buffer.endswith(b"\r"):  # maybe the first half of a CRLF split over chunks
+                buffer, held = buffer[:-1], b"\r"
             if b"\r" in buffer:
                 buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             lines = buffer.split(b"\n")
-            buffer = lines.pop()  # an unfinished line waits for the next chunk
+            pending = [lines.pop() + held]  # an unfinished line waits for the next chunk
             for line in lines:
                 if self.kind == "ndjson":
                     if line.strip():
@@ -146,6 +181,7 @@ class StreamReader:
                         data.append(value)
                     elif name == b"event":
                         event_type = value.decode("utf-8", "replace").strip()
-        if self.kind == "ndjson" and buffer.strip() and chunks:
-            events.append((chunks[-1][0], buffer.strip(), None))  # a last line without "\n"
+        rest = b"".join(pending).strip()
+        if self.kind == "ndjson" and rest and chunks:
+            events.append((chunks[-1][0], rest, None))  # a last line without "\n"
         return events
