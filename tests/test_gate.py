@@ -200,7 +200,11 @@ def test_the_committed_showcase_baseline_matches_what_make_demo_runs():
     def sha(path: str) -> str:
         return hashlib.sha256((ROOT / path).read_bytes()).hexdigest()
 
-    assert method["scenario_sha256"] == sha("scenarios/spiky_burst.yaml")
+    from agentscale.config.loader import load_scenario as load
+
+    # What was measured: the scenario without its gates: (older baselines: the whole file).
+    measured = load(ROOT / "scenarios" / "spiky_burst.yaml").measured_sha256
+    assert method["scenario_sha256"] in (measured, sha("scenarios/spiky_burst.yaml"))
     assert method["dataset_sha256"] == sha("scenarios/datasets/support_golden.jsonl")
     assert method["faults"] == sha("fault_profiles/tool_5xx.yaml")
     assert found["runs"][0]["scorecard"]["requests"] > 1000

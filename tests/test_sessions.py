@@ -20,7 +20,7 @@ from agentscale.engine.plan import PlannedRequest
 from agentscale.engine.session import Sessions
 from agentscale.errors import ConfigErrors
 from agentscale.telemetry.body import Trace
-from agentscale.telemetry.stream import StreamReader, kind_of
+from agentscale.telemetry.stream import kind_of, read_stream
 from conftest import ROOT, agentscale, only_run, scenario_dict, write_scenario
 
 # --- framing and timing, from made-up chunks ---------------------------------------------------
@@ -37,7 +37,7 @@ def test_sse_events_are_framed_across_chunks_and_timed_by_arrival():
         ),
         (1.4, b"\n\n"),
     ]
-    read = StreamReader("sse").read(chunks)
+    read = read_stream("sse", chunks)
     assert read.events == 2 and read.final
     assert read.ttft == 1.25  # the first event was complete only with the second chunk
     # Gaps are between content events: two in one chunk are 0 apart; the final one is not one.
@@ -55,12 +55,12 @@ def test_openai_chunks_end_with_done_and_the_last_json_event_carries_the_usage()
     chunks = [(0.05, b"data: " + role + b"\n\n"), (0.1, chunk("a") + b"\n\n"),
               (0.2, chunk("b") + b"\n\n"), (0.3, b"data: " + usage + b"\n\n"),
               (0.35, b"data: [DONE]\n\n")]  # fmt: skip
-    read = StreamReader("sse").read(chunks)
+    read = read_stream("sse", chunks)
     # The role chunk and the usage chunk carry no text: the first token came at 0.1 s.
     assert read.final and read.events == 2 and read.ttft == 0.1 and "".join(read.text) == "ab"
     assert read.gaps_ms == pytest.approx([100.0])
     assert json.loads(read.document or b"{}")["usage"] == {"prompt_tokens": 9}
-    cut = StreamReader("sse").read(chunks[:3])
+    cut = read_stream("sse", chunks[:3])
     assert not cut.final  # no [DONE], no final event: the exchange records stream_cut
 
 
@@ -69,7 +69,7 @@ def test_ndjson_lines_with_a_final_line_without_newline():
         (0.5, b'{"token": "x"}\n{"token": "y"}\n'),
         (0.7, b'{"type": "done", "status": "ok"}'),
     ]
-    read = StreamReader("ndjson").read(chunks)
+    read = read_stream("ndjson", chunks)
     assert read.events == 2 and read.final and read.ttft == 0.5
     assert kind_of("text/event-stream; charset=utf-8") == "sse"
     assert kind_of("application/x-ndjson") == "ndjson"
@@ -85,6 +85,7 @@ def test_history_goes_into_the_body_as_json_and_is_cut_to_its_budget():
         talk.turn = turn
         trace = Trace(output=answer)
         trace.body = {"thread": {"id": "t-9"}}
+        sessions.learn(talk, trace)
         sessions.after(talk, trace, f"question {turn}")
     body = json.loads(template.fill_body({"prompt": "q", **_history(template, talk.history_json)}))
     assert isinstance(body["messages"], list)  # a JSON list, not a string holding one
@@ -224,7 +225,7 @@ def test_a_long_line_in_tiny_chunks_and_a_crlf_split_across_chunks():
     line = b'data: {"delta": "' + b"x" * 200_000 + b'"}'
     chunks = [(i * 1e-6, line[i : i + 1]) for i in range(len(line))]  # one byte a chunk
     chunks += [(1.0, b"\r"), (1.1, b"\ndata: more\r"), (1.2, b"\n\r\n")]
-    read = StreamReader("sse").read(chunks)
+    read = read_stream("sse", chunks)
     # One event: the two data lines belong together (a CRLF split is one line break).
     assert read.events == 1 and read.ttft == 1.2
     assert read.text[0].startswith('{"delta"') and read.text[0].endswith("\nmore")
@@ -238,3 +239,16 @@ def test_an_slo_on_a_figure_that_does_not_exist_is_refused_by_name(tmp_path, ser
     document = scenario_dict(server.url("/sse"), gates={"slo": {"ttft_p59_ms": "< 1"}})
     result = agentscale("validate", str(write_scenario(tmp_path, document)))
     assert result.code == 2 and "did you mean ttft_p95_ms" in result.output
+
+
+def test_the_final_event_ends_the_answer_and_what_follows_is_ignored():
+    done = b"event: done\ndata: " + json.dumps({"status": "ok", "output": "fin"}).encode()
+    chunks = [(0.1, b'data: {"delta": "a"}\n\n'), (0.2, done + b"\n\n"),
+              (0.3, b'data: {"delta": "late", "usage": {"x": 1}}\n\n')]  # fmt: skip
+    read = read_stream("sse", chunks)
+    assert read.final and read.events == 1 and json.loads(read.document or b"{}")["output"] == "fin"
+    empty = read_stream("sse", [(0.1, b"\xef\xbb\xbfdata: x\n\n"), (0.2, b"event: done\n\n")])
+    assert empty.final and empty.text == ["x"]  # a BOM is not data; an empty done ends it
+    # A final event Python's json reads but strict JSON does not is still the trace's.
+    lenient = read_stream("sse", [(0.1, b'data:  {"status": "error", "n": NaN}\n\n')])
+    assert lenient.final and b"NaN" in (lenient.document or b"")

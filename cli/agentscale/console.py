@@ -289,16 +289,23 @@ def print_scorecard(card: Scorecard) -> None:
         print_warning(note)
 
 
+TURN_ROWS = 20  # turns shown in the terminal; the report has every one
+
+
 def _print_turns(talks: ConversationFigures) -> None:
     turns = Table(title="conversations by turn", title_justify="left")
     for column in ("turn", "sent", "success", "p95 ms", "TTFT p95 ms", "tokens in", "$/turn",
                    "limits"):  # fmt: skip
         turns.add_column(column, justify="right")
-    for t in talks["by_turn"]:
+    rows = talks["by_turn"]
+    if len(rows) > TURN_ROWS:  # the first and the last turns; the report has them all
+        rows = [*rows[: TURN_ROWS // 2], *rows[-TURN_ROWS // 2 :]]
+    for t in rows:
         _row(turns,
             fixed(t["turn"]), fixed(t["requests"]), pct(t["success_rate"], 2),
             fixed(t["latency_p95_ms"], 0), fixed(t["ttft_p95_ms"], 0),
-            fixed(t["input_tokens_mean"], 0), usd(t["cost_per_turn_usd"]), fixed(t["limits_hit"]),
+            fixed(t["input_tokens_mean"], 0), usd(t["cost_per_turn_usd"]),
+            fixed(t["limits_hit"]) if t["limits_hit"] is not None else NOT_REPORTED,
         )  # fmt: skip
     out.print(turns)
     slope = talks["input_tokens_per_turn"]
@@ -313,7 +320,11 @@ def _print_turns(talks: ConversationFigures) -> None:
         f"{talks['truncated']:,} truncated, {talks['dropped']:,} dropped); "
         f"{talks['successful']:,} succeeded at every turn; cost per successful conversation "
         f"{cost}; input tokens "
-        + (f"{round(slope):+,} a turn" if slope is not None else NOT_REPORTED)
+        + (
+            f"{round(slope):+,} a turn"
+            if slope is not None
+            else ("one turn number only" if len(talks["by_turn"]) < 2 else NOT_REPORTED)
+        )
         + (f"; first limit at turn {limit} ({talks['limit']})" if limit is not None else "")
     )
 

@@ -30,7 +30,8 @@ def conversation_figures(frames: RunFrames) -> ConversationFigures | None:
     requests = frames.requests
     if "turn" not in requests or not requests["turn"].notna().any():
         return None
-    a = frames.arrays
+    a = dict(frames.arrays)
+    a["steps_count"] = requests["steps"].to_numpy(dtype=float, na_value=0.0)
     turn = requests["turn"].to_numpy(dtype=float, na_value=np.nan)
     sent = frames.sent & ~np.isnan(turn)
     limits = _limits(frames)
@@ -39,6 +40,8 @@ def conversation_figures(frames: RunFrames) -> ConversationFigures | None:
         mask = sent & (turn == number)
         n = int(mask.sum())
         cost = a["cost_usd"][mask]
+        # Whether anything could have told of a limit: budget events, or steps to read.
+        told = (~np.isnan(a["budget_exhausted"][mask])) | (a["steps_count"][mask] > 0)
         by_turn.append(
             {
                 "turn": number,
@@ -49,7 +52,7 @@ def conversation_figures(frames: RunFrames) -> ConversationFigures | None:
                 "input_tokens_mean": _mean(a["input_tokens"][mask]),
                 "output_tokens_mean": _mean(a["output_tokens"][mask]),
                 "cost_per_turn_usd": float(cost.mean()) if n and not np.isnan(cost).any() else None,
-                "limits_hit": int(limits[mask].sum()),
+                "limits_hit": int(limits[mask].sum()) if told.any() else None,
             }
         )
     sessions = pd.DataFrame(
@@ -120,7 +123,7 @@ def _growth(
         slope = float(np.polyfit(turn[known], tokens[known], 1)[0])
     hits = sent & limits
     if not hits.any():
-        return slope, None, None
+        return slope, None, None  # (whether limits were reported at all: per turn)
     first = int(turn[hits].min())
     at_first = hits & (turn == first)
     budget = (np.nan_to_num(a["budget_exhausted"], nan=0.0) > 0)[at_first].any()

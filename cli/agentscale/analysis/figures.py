@@ -191,7 +191,7 @@ class TurnFigures(TypedDict):
     input_tokens_mean: float | None
     output_tokens_mean: float | None
     cost_per_turn_usd: float | None  # mean spend of this turn
-    limits_hit: int  # turns that hit a budget or the model's context window
+    limits_hit: int | None  # turns that hit a budget or the context window; None: not reported
 
 
 class ConversationFigures(TypedDict):

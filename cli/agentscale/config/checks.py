@@ -149,6 +149,12 @@ def scenario_problems(
                 "history: client, but the request template has no {{history}}",
                 hint='e.g. target.body: {messages: "{{history}}", input: "{{prompt}}"}',
             )
+        if "history" in template_variables(scenario.target.headers):
+            error(
+                ("target", "headers"),
+                "{{history}} is a JSON list of messages: it cannot go in a header",
+                hint='send it in target.body, e.g. {messages: "{{history}}"}',
+            )
         conversational = sorted(used & set(SESSION_VARIABLES))
         if sessions is None and conversational:
             error(

@@ -28,7 +28,7 @@ from agentscale.telemetry.context import (
 )
 from agentscale.telemetry.judge import Judge, StreamCut, transport_error_class
 from agentscale.telemetry.pricing import PriceBook
-from agentscale.telemetry.stream import StreamRead, StreamReader, kind_of
+from agentscale.telemetry.stream import StreamRead, kind_of, summarise
 from agentscale.telemetry.trace import longer_than, unattributed
 
 # method, path, body, headers -> status code (0 if none), content, transport error, and for a
@@ -101,7 +101,6 @@ class Exchange:
         canaries: dict[str, str] | None = None,
         trace_nonce: str | None = None,
         sessions: Sessions | None = None,
-        stream_end: Any = None,
         seed: int = 0,
     ) -> None:
         self.method, self.path = method, path
@@ -114,7 +113,6 @@ class Exchange:
         self.dataset_items = dataset.items
         self.sessions = sessions or Sessions(None, "")
         self.random = random.Random(seed)
-        self.streams = {kind: StreamReader(kind, stream_end) for kind in ("sse", "ndjson")}
         raw = [
             {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in vs.items()}
             for vs in (item.variables() for item in dataset.items)
@@ -229,6 +227,17 @@ class Exchange:
         self.in_flight[key] = (planned, intended, sent, talk)
         try:
             code, content, error, arrived = send(self.method, self.path, body, headers)
+        except Exception as problem:
+            # The client refused the request itself (a header value it cannot send, ...): a
+            # defect of the scenario or of agentscale, never a cancellation. The run is invalid.
+            self.in_flight.pop(key, None)
+            self.unjudged += 1
+            row = list(_unsent_row(self, planned, intended, "agentscale_error", sent, talk=talk))
+            row[REQUEST_INDEX["trace_warnings"]] = f"not sent: {type(problem).__name__}: {problem}"[
+                :WARNINGS_KEPT
+            ]
+            self.requests.rows.append(tuple(row))
+            return None
         except BaseException:
             # The user was stopped mid-request (the run ended or was interrupted): the request
             # is recorded as cancelled, never lost (unless record_cancelled did it already).
@@ -276,7 +285,7 @@ class Exchange:
         streamed = None
         document = content
         if arrived is not None:
-            streamed = self.streams[arrived.kind].read(arrived.chunks)
+            streamed = summarise(arrived.framer)
             if self.secret_bytes and streamed.document is not None:
                 streamed.document = self._redact(streamed.document)
             document = streamed.document or b""
@@ -290,8 +299,8 @@ class Exchange:
         if error is not None:
             trace, success, expect_ok = Trace(), False, None
             error_class = transport_error_class(error)
-            if streamed is not None and streamed.text:
-                trace.output = "".join(streamed.text)  # what arrived before it broke off
+            if streamed is not None and streamed.text:  # what arrived before it broke off
+                trace.output = self._redact_text("".join(streamed.text))
             if arrived is not None and kind_of(arrived.content_type) is None:
                 trace.warnings.append(
                     f"read as {arrived.kind} (target.stream), but the answer's Content-Type "
@@ -300,7 +309,9 @@ class Exchange:
         else:
             trace = self.reader.read(document)
             if streamed is not None and not trace.output and streamed.text:
-                trace.output = "".join(streamed.text)
+                trace.output = self._redact_text("".join(streamed.text))
+            if talk is not None:
+                self.sessions.learn(talk, trace)
             success, error_class, expect_ok = self.judge.verdict(code, trace, expected)
         latency = (done - intended) * 1000.0
         service = (done - sent) * 1000.0
@@ -357,6 +368,11 @@ class Exchange:
             )
         )  # fmt: skip
         return None if error is not None else trace
+
+    def _redact_text(self, text: str) -> str:
+        if not self.secret_bytes:
+            return text
+        return self._redact(text.encode()).decode("utf-8", "replace")
 
     def _redact(self, content: bytes) -> bytes:
         for secret in self.secret_bytes:

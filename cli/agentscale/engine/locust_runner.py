@@ -14,12 +14,15 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import brotli  # type: ignore[import-untyped]
 import gevent
+import jmespath
 from locust import FastHttpUser, constant, task
 from locust.env import Environment
 from locust.exception import StopUser
@@ -32,8 +35,15 @@ from agentscale.engine.loop import SPAWN_RATE, Engine, Finished
 from agentscale.engine.outputs import LocalOutput, WorkerOutput
 from agentscale.engine.spec import EngineSpec
 from agentscale.errors import EXIT_OK, AgentscaleError
-from agentscale.telemetry.judge import IncompleteResponse, StreamCut, StreamStall
-from agentscale.telemetry.stream import kind_of
+from agentscale.telemetry.judge import (
+    AnswerTooLarge,
+    IncompleteResponse,
+    StreamCut,
+    StreamStall,
+)
+from agentscale.telemetry.stream import Framer, StreamKind, kind_of
+
+MAX_ANSWER_BYTES = 64 << 20  # one answer, decoded: beyond it the answer is an error
 
 
 class _NoSpawnRateWarning(logging.Filter):
@@ -65,17 +75,21 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
             timeout = self.network_timeout
             streamed = self.stream_mode  # type: ignore[attr-defined]
             idle = self.stream_idle  # type: ignore[attr-defined]
+            ends = self.stream_end  # type: ignore[attr-defined]
             clock = time.perf_counter
 
             def send(
                 method: str, path: str, body: bytes | None, headers: dict[str, str]
             ) -> tuple[int, bytes, BaseException | None, Arrived | None]:
                 started = clock()
+                deadline = started + timeout
                 response = None
                 content = b""
                 arrived: Arrived | None = None
                 # The target's timeout bounds the whole exchange: the client's own is per
-                # socket read, so an answer dripping one byte at a time would never end.
+                # socket read, so an answer dripping one byte at a time would never end (and
+                # the reader checks the clock itself: a socket that never blocks never lets
+                # this timeout fire).
                 with gevent.Timeout(timeout, False):
                     # geventhttpclient sends bytes as they are; Locust's hint says str only.
                     # A redirect is an answer, never followed: it could lead beyond loopback.
@@ -86,23 +100,30 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                         headers=headers,
                         name=name,
                         allow_redirects=False,
-                        stream=streamed != "none",
+                        stream=True,
                     )
                     kind = _stream_kind(streamed, response)
                     try:
                         if kind is None:
-                            content = response.content or b""
+                            content = _read_whole(response, deadline, clock)
                         else:
                             answered = response.headers
                             announced = str(answered.get("content-type") or "") if answered else ""
-                            arrived = Arrived(kind, clock(), [], announced)
-                            content = _read_stream(response, arrived, idle, clock)
-                    except Exception as error:  # a body cut off mid-read, or a stall
+                            arrived = Arrived(Framer(kind, ends), clock(), announced)
+                            content = _read_stream(response, arrived, idle, deadline, clock)
+                    except TimeoutError:
+                        _close(response)
+                        late = TimeoutError(f"no complete answer within {timeout:g}s")
+                        return response.status_code or 0, content, late, arrived
+                    except Exception as error:  # a body cut off mid-read, a stall, too big
+                        _close(response)
                         problem: BaseException = error
-                        if arrived is not None and not isinstance(error, StreamStall | StreamCut):
+                        if isinstance(error, AnswerTooLarge):
+                            pass
+                        elif arrived is not None and not isinstance(error, StreamStall | StreamCut):
                             problem = StreamCut(f"{type(error).__name__} mid-stream")
                         elif arrived is None and response.status_code:
-                            # The headers came, the body broke off: read whole, as before.
+                            # The headers came, the body broke off.
                             problem = IncompleteResponse(
                                 f"the connection ended mid-body ({type(error).__name__})"
                             )
@@ -110,7 +131,8 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                 if response is None or clock() - started >= timeout:
                     _close(response)
                     late = TimeoutError(f"no complete answer within {timeout:g}s")
-                    return 0, content, late, arrived
+                    code = response.status_code or 0 if response is not None else 0
+                    return code, content, late, arrived
                 code = response.status_code or 0
                 if not code:
                     return 0, b"", getattr(response, "error", None) or ConnectionError(), None
@@ -134,78 +156,120 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
 class Arrived:
     """What a streamed answer's chunks were and when each arrived (``Exchange`` reads it)."""
 
-    __slots__ = ("chunks", "content_type", "headers_at", "kind")
+    __slots__ = ("chunks", "content_type", "framer", "headers_at", "kind")
 
-    def __init__(
-        self,
-        kind: str,
-        headers_at: float,
-        chunks: list[tuple[float, bytes]],
-        content_type: str | None = None,
-    ) -> None:
-        self.kind, self.headers_at, self.chunks = kind, headers_at, chunks
+    def __init__(self, framer: Framer, headers_at: float, content_type: str | None = None) -> None:
+        self.kind, self.framer, self.headers_at = framer.kind, framer, headers_at
+        self.chunks: list[tuple[float, bytes]] = []
         self.content_type = content_type
 
 
-def _stream_kind(mode: str, response: Any) -> str | None:
+def _stream_kind(mode: str, response: Any) -> StreamKind | None:
     """How to read this answer: as a stream of the configured kind, or detected from its
-    Content-Type (``auto``), or whole (None)."""
-    if mode == "none" or response is None or not response.status_code:
+    Content-Type (``auto``), or whole (None). An answer outside 2xx is read whole: it is an
+    error answer, whatever it calls itself."""
+    if mode == "none" or response is None or not 200 <= (response.status_code or 0) < 300:
         return None
     announced = kind_of(response.headers.get("content-type") if response.headers else None)
     if mode == "auto":
         return announced
-    # An error answer (4xx/5xx) that is plainly not a stream is read whole, as any other.
-    if not 200 <= response.status_code < 300 and announced is None:
+    return "sse" if mode == "sse" else "ndjson"
+
+
+def _decoder(response: Any) -> Callable[[bytes], bytes] | None:
+    """Incremental decompression for a Content-Encoding (agentscale, through Locust, asks for
+    gzip, deflate and br)."""
+    encoding = str((response.headers or {}).get("content-encoding") or "").strip().lower()
+    if encoding in ("", "identity"):
         return None
-    return mode
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        inflater = zlib.decompressobj(47 if encoding != "deflate" else zlib.MAX_WBITS)
+        return inflater.decompress
+    if encoding == "br":
+        return brotli.Decompressor().process  # type: ignore[no-any-return]
+    raise StreamCut(f"an answer in an encoding agentscale cannot read ({encoding[:40]})")
 
 
-def _read_stream(response: Any, arrived: Arrived, idle: float, clock: Callable[[], float]) -> bytes:
-    """Every chunk as it comes off the socket, timed; ``idle`` seconds without one is a stall.
+def _chunks(
+    response: Any, deadline: float, clock: Callable[[], float], wait: float | None = None
+) -> Iterator[bytes]:
+    """The answer's body as it comes off the socket, decoded, never more than MAX_ANSWER_BYTES;
+    past ``deadline`` a TimeoutError, after ``wait`` seconds without a byte a StreamStall.
 
     geventhttpclient's public ``read(n)`` waits for n bytes, which would merge events that
     arrived apart; the chunks come from the parser's buffer and the socket directly instead.
     """
     raw = getattr(response, "_response", None)
-    chunks = arrived.chunks
-    if raw is None:  # nothing to stream from (a bodyless answer)
-        content = response.content or b""
+    cached = getattr(response, "_cached_content", None)  # read already (an error status)
+    if raw is None or cached is not None:  # nothing left to read from the socket
+        content = cached if cached is not None else (response.content or b"")
+        if len(content) > MAX_ANSWER_BYTES:
+            raise AnswerTooLarge(f"an answer beyond {MAX_ANSWER_BYTES >> 20} MiB")
         if content:
-            chunks.append((clock(), content))
-        return content
-    pieces: list[bytes] = []
+            yield content
+        return
+    decode = _decoder(response)
+    size = 0
+    while True:
+        buffered = raw._body_buffer
+        if buffered:
+            piece = bytes(buffered)
+            del buffered[:]
+            if decode is not None:
+                piece = decode(piece)
+            size += len(piece)
+            if size > MAX_ANSWER_BYTES:
+                raise AnswerTooLarge(f"an answer beyond {MAX_ANSWER_BYTES >> 20} MiB")
+            if piece:
+                yield piece
+            continue
+        if raw.message_complete:
+            return
+        if clock() >= deadline:
+            raise TimeoutError()
+        sock = raw._sock
+        if sock is None:
+            raise StreamCut("the connection closed before the end of the answer")
+        data = None
+        with gevent.Timeout(max(min(wait or 3600.0, deadline - clock()), 0.0), False):
+            data = sock.recv(raw.block_size)
+        if data is None:
+            if clock() >= deadline:
+                raise TimeoutError()
+            raise StreamStall(f"nothing for {wait:g}s")
+        raw.feed(data)
+        if not data and not raw.message_complete:
+            raise StreamCut("the connection closed before the end of the answer")
+
+
+def _read_whole(response: Any, deadline: float, clock: Callable[[], float]) -> bytes:
+    return b"".join(_chunks(response, deadline, clock))
+
+
+def _read_stream(
+    response: Any,
+    arrived: Arrived,
+    idle: float,
+    deadline: float,
+    clock: Callable[[], float],
+) -> bytes:
+    """Every chunk timed and framed as it arrives; the answer is complete at its final event
+    (what the target sends after it, keep-alive comments included, is not waited for)."""
+    chunks, framer = arrived.chunks, arrived.framer
     try:
-        while True:
-            buffered = raw._body_buffer
-            if buffered:
-                piece = bytes(buffered)
-                del buffered[:]
-                now = clock()
-                chunks.append((now, piece))
-                pieces.append(piece)
-                continue
-            if raw.message_complete:
+        for piece in _chunks(response, deadline, clock, idle):
+            at = clock()
+            chunks.append((at, piece))
+            if framer.feed(at, piece):
+                _close(response)
                 break
-            sock = raw._sock
-            if sock is None:
-                raise StreamCut("the connection closed before the end of the answer")
-            data = None
-            with gevent.Timeout(idle, False):
-                data = sock.recv(raw.block_size)
-            if data is None:
-                raise StreamStall(f"nothing for {idle:g}s after {len(chunks)} chunks")
-            raw.feed(data)
-            if not data and not raw.message_complete:
-                raise StreamCut("the connection closed before the end of the answer")
-    except BaseException:
-        _abandon(raw)
-        raise
-    return b"".join(pieces)
+    finally:
+        framer.close(chunks[-1][0] if chunks else clock())
+    return b"".join(piece for _, piece in chunks)
 
 
 def _abandon(raw: Any) -> None:
-    """A stream given up mid-way: its connection is closed, never reused."""
+    """An answer given up (or left) before its end: its connection is closed, never reused."""
     pool, sock = getattr(raw, "_pool", None), getattr(raw, "_sock", None)
     raw._sock = raw._pool = None
     if sock is not None:
@@ -242,6 +306,9 @@ def configure(user: type[FastHttpUser], loaded: LoadedScenario, target_url: str)
     user.stats_name = url.path or "/"  # type: ignore[attr-defined]
     user.stream_mode = target.stream  # type: ignore[attr-defined]
     user.stream_idle = target.stream_idle_timeout  # type: ignore[attr-defined]
+    user.stream_end = (  # type: ignore[attr-defined]
+        jmespath.compile(target.stream_end) if target.stream_end else None
+    )
 
 
 def run(spec: EngineSpec) -> int:

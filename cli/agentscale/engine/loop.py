@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 import gevent
 import gevent.event
 import gevent.queue
-import jmespath
 import numpy as np
 import psutil
 
@@ -97,7 +96,6 @@ class Engine:
             sessions=Sessions(
                 scenario.workload.sessions, spec.trace_nonce[:8], loaded.dataset.items
             ),
-            stream_end=jmespath.compile(target.stream_end) if target.stream_end else None,
             seed=spec.seed + 104729 * share[0],
         )
         self.conversations = scenario.workload.sessions is not None

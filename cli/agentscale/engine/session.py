@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from agentscale.engine.plan import PlannedRequest
     from agentscale.telemetry.body import Trace
 
+MAX_THREAD_ID = 200  # characters
 CHARS_PER_TOKEN = 4  # the estimate the history's budget is kept with
 MESSAGE_OVERHEAD = 16  # characters a message costs besides its text (role, framing)
 
@@ -85,16 +86,31 @@ class Sessions:
         values["thread_id"] = talk.thread_id or ""
         values["history"] = talk.history_json
 
+    def learn(self, talk: Conversation, trace: Trace) -> None:
+        """The thread id an answer gives (the first one is kept); what cannot be used as one
+        is a warning of the request, never sent back."""
+        if self.thread_from is None or talk.thread_id is not None:
+            return
+        body = trace.body if isinstance(trace.body, dict | list) else None
+        try:
+            found = self.thread_from.search(body) if body is not None else None
+        except (jmespath.exceptions.JMESPathError, TypeError, ValueError):
+            found = None
+        if found is None:
+            trace.warnings.append("sessions.thread_from found no thread id in the answer")
+            return
+        if isinstance(found, bool) or not isinstance(found, str | int):
+            trace.warnings.append(f"thread id: a {type(found).__name__}, not a string or number")
+            return
+        text = str(found)
+        problem = thread_id_problem(text)
+        if problem is not None:
+            trace.warnings.append(f"thread id: {problem}; not sent back")
+            return
+        talk.thread_id = text
+
     def after(self, talk: Conversation, trace: Trace, prompt: str) -> None:
         """What an answered turn adds to the conversation."""
-        if self.thread_from is not None and talk.thread_id is None:
-            body = trace.body if isinstance(trace.body, dict | list) else None
-            try:
-                found = self.thread_from.search(body) if body is not None else None
-            except (jmespath.exceptions.JMESPathError, TypeError, ValueError):
-                found = None
-            if isinstance(found, str | int) and not isinstance(found, bool) and str(found):
-                talk.thread_id = str(found)[:200]
         if self.history:
             talk.history.append({"role": "user", "content": prompt})
             talk.history.append({"role": "assistant", "content": trace.output or ""})
@@ -109,3 +125,16 @@ class Sessions:
                 kept[:0] = [user, answer]
             talk.history = kept
             talk.history_json = orjson.dumps(talk.history).decode()
+
+
+def thread_id_problem(text: str) -> str | None:
+    """Why an id from an answer cannot be sent back (in a body or a header), if it cannot."""
+    if not text:
+        return "empty"
+    if len(text) > MAX_THREAD_ID:
+        return f"longer than {MAX_THREAD_ID} characters"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        return "it has control characters (a line break?) in it"
+    if not text.isascii():
+        return "it is not ASCII (it could not go in a header)"
+    return None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from markupsafe import Markup
 
-from agentscale.analysis.figures import Card, shown
+from agentscale.analysis.figures import Card, ConversationFigures, shown
 from agentscale.formatting import change, num, pct, usd
 from agentscale.gate.checks import Check
 from agentscale.gate.cifiles import UNGATED_HINT, describe, headline
@@ -507,16 +507,18 @@ def _conversations(data: ReportData) -> list[Section]:
         [
             num(t["turn"]), num(t["requests"]), pct(t["success_rate"]), num(t["latency_p95_ms"]),
             num(t["ttft_p95_ms"]), num(t["input_tokens_mean"]), num(t["output_tokens_mean"]),
-            usd(t["cost_per_turn_usd"]), num(t["limits_hit"]),
+            usd(t["cost_per_turn_usd"]),
+            num(t["limits_hit"]) if t["limits_hit"] is not None else "not reported",
         ]
         for t in talks["by_turn"]
     ]  # fmt: skip
     slope = talks["input_tokens_per_turn"]
-    limit = (
-        f"first limit hit at turn {talks['first_limit_turn']} ({talks['limit']})"
-        if talks["first_limit_turn"] is not None
-        else "no budget or context limit hit"
-    )
+    if talks["first_limit_turn"] is not None:
+        limit = f"first limit hit at turn {talks['first_limit_turn']} ({talks['limit']})"
+    elif all(t["limits_hit"] is None for t in talks["by_turn"]):
+        limit = "limits not reported (no budget events and no steps)"
+    else:
+        limit = "no budget or context limit hit"
     bullets = [
         f"{num(talks['sessions'])} sessions: {num(talks['complete'])} complete, "
         f"{num(talks['truncated'])} truncated, {num(talks['dropped'])} dropped; "
@@ -529,7 +531,7 @@ def _conversations(data: ReportData) -> list[Section]:
             else "none (no conversation succeeded)"
         ),
         "input tokens change by "
-        + (f"{round(slope):+,} a turn" if slope is not None else "(not reported)")
+        + (f"{round(slope):+,} a turn" if slope is not None else _no_slope(talks))
         + f"; {limit}",
     ]
     table = Table(
@@ -539,6 +541,12 @@ def _conversations(data: ReportData) -> list[Section]:
         frozenset(range(0, 9)) - {2},
     )  # fmt: skip
     return [Section("Conversations by turn", bullets=bullets, tables=[table])]
+
+
+def _no_slope(talks: ConversationFigures) -> str:
+    if len(talks["by_turn"]) < 2:
+        return "(one turn number only: no slope)"
+    return "(not reported)"
 
 
 def _samples(data: ReportData) -> list[Section]:

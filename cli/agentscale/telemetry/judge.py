@@ -17,6 +17,10 @@ class IncompleteResponse(Exception):
     """The answer ended before the length its headers announced."""
 
 
+class AnswerTooLarge(Exception):
+    """An answer beyond the size agentscale reads (a runaway stream or body)."""
+
+
 class StreamCut(Exception):
     """A streamed answer that ended (or broke off) before its final event."""
 
@@ -44,6 +48,8 @@ def transport_error_class(error: BaseException) -> str:
         return "timeout"
     if isinstance(error, IncompleteResponse):
         return "incomplete_response"
+    if isinstance(error, AnswerTooLarge):
+        return "answer_too_large"
     if isinstance(error, StreamStall):
         return "stream_stall"
     if isinstance(error, StreamCut):

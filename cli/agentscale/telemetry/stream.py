@@ -1,13 +1,15 @@
 """Streamed answers (Server-Sent Events or NDJSON) read from the chunks as they arrived.
 
-The adapter hands over each chunk with the moment it arrived; this module frames the events,
-times them (first content event, gaps between events) and picks out the document that carries
-the trace: the final event, or the last JSON event before an ``[DONE]`` sentinel. Pure: no
-I/O, tested with made-up chunks.
+The adapter feeds each chunk, with the moment it arrived, to a ``Framer``, which cuts it into
+events and says when the final one has come (so the adapter stops reading there);
+``summarise`` then times the events (first content event, gaps between content events) and
+picks out the document that carries the trace: the final event, or the last JSON event before
+an ``[DONE]`` sentinel. Pure: no I/O, tested with made-up chunks.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,6 +21,7 @@ END_TYPES = frozenset(
     {"done", "end", "final", "complete", "completed", "response.completed", "message_stop"}
 )
 SENTINEL = b"[DONE]"
+BOM = b"\xef\xbb\xbf"
 STREAM_TYPES = {"text/event-stream": "sse", "application/x-ndjson": "ndjson",
                 "application/ndjson": "ndjson", "application/jsonl": "ndjson",
                 "application/x-jsonlines": "ndjson"}  # fmt: skip
@@ -31,6 +34,7 @@ NO_CONTENT_TYPES = frozenset({
     "response.created", "response.in_progress", "response.output_item.added",
     "response.output_item.done", "response.content_part.added", "response.content_part.done",
 })  # fmt: skip
+_UNREAD = object()  # data that looked like JSON but could not be read even leniently
 
 
 def kind_of(content_type: str | None) -> StreamKind | None:
@@ -39,6 +43,15 @@ def kind_of(content_type: str | None) -> StreamKind | None:
         return None
     found = STREAM_TYPES.get(content_type.split(";", 1)[0].strip().lower())
     return "sse" if found == "sse" else "ndjson" if found == "ndjson" else None
+
+
+@dataclass(slots=True)
+class Event:
+    at: float  # when the chunk that completed it arrived
+    data: bytes
+    parsed: Any  # the data as JSON; None if it is not JSON
+    final: bool
+    sentinel: bool = False  # data: [DONE]
 
 
 @dataclass(slots=True)
@@ -51,11 +64,155 @@ class StreamRead:
     text: list[str] = field(default_factory=list)  # content events' text, for the output
 
 
+def _parse(data: bytes) -> Any:
+    """An event's data as JSON: strictly, else as Python's json module reads it (NaN,
+    Infinity, 1e400, as the body reader does); None for data that is not JSON at all."""
+    if data[:1] not in (b"{", b"["):
+        return None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(data.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return _UNREAD
+
+
+class Framer:
+    """Cuts timed chunks into events as they come; ``feed`` says when the final one came.
+    ``end`` (a compiled JMESPath, ``target.stream_end``) marks a final event too."""
+
+    def __init__(self, kind: StreamKind, end: Any = None) -> None:
+        self.kind = kind
+        self.end = end
+        self.events: list[Event] = []
+        self.ended = False
+        self.pending: list[bytes] = []  # an unfinished line, in pieces (joined once it ends)
+        self.data: list[bytes] = []
+        self.event_type: str | None = None
+        self.started = False
+
+    def feed(self, at: float, chunk: bytes) -> bool:
+        """Frame ``chunk``; True once the final event has come (later bytes are not read)."""
+        if self.ended:
+            return True
+        if not self.started:
+            self.started = True
+            chunk = chunk.removeprefix(BOM)
+        if b"\n" not in chunk and b"\r" not in chunk:
+            self.pending.append(chunk)  # no line ends here: never re-copy a growing buffer
+            return False
+        self.pending.append(chunk)
+        buffer = b"".join(self.pending)
+        held = b""
+        if buffer.endswith(b"\r"):  # maybe the first half of a CRLF split over chunks
+            buffer, held = buffer[:-1], b"\r"
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buffer.split(b"\n")
+        self.pending = [lines.pop() + held]  # an unfinished line waits for the next chunk
+        for line in lines:
+            if self._line(at, line):
+                self.ended = True
+                return True
+        return False
+
+    def close(self, at: float) -> None:
+        """The stream ended: an NDJSON line without its line break still counts."""
+        rest = b"".join(self.pending).strip()
+        self.pending = []
+        if self.kind == "ndjson" and rest and not self.ended:
+            self.ended = self._dispatch(at, rest, None)
+
+    def _line(self, at: float, line: bytes) -> bool:
+        if self.kind == "ndjson":
+            return bool(line.strip()) and self._dispatch(at, line.strip(), None)
+        if not line:  # a blank line dispatches the event
+            data, event_type = self.data, self.event_type
+            self.data, self.event_type = [], None
+            if data or event_type:
+                return self._dispatch(at, b"\n".join(data).strip(), event_type)
+            return False
+        if line.startswith(b":"):
+            return False  # a comment (keep-alive)
+        name, _, value = line.partition(b":")
+        value = value[1:] if value.startswith(b" ") else value
+        if name == b"data":
+            self.data.append(value)
+        elif name == b"event":
+            self.event_type = value.decode("utf-8", "replace").strip()
+        return False
+
+    def _dispatch(self, at: float, data: bytes, event_type: str | None) -> bool:
+        if data == SENTINEL:
+            self.events.append(Event(at, data, None, True, sentinel=True))
+            return True
+        parsed = _parse(data)
+        final = event_type in END_TYPES or self._ends(parsed)
+        self.events.append(Event(at, data, parsed, final))
+        return final
+
+    def _ends(self, parsed: Any) -> bool:
+        if not isinstance(parsed, dict):
+            return False
+        kind = parsed.get("type", parsed.get("event"))
+        if isinstance(kind, str) and kind in END_TYPES:
+            return True
+        if parsed.get("done") is True or "trace" in parsed or "status" in parsed:
+            return True
+        if self.end is not None:
+            try:
+                return bool(self.end.search(parsed))
+            except Exception:  # an expression that cannot be applied to this event: not final
+                return False
+        return False
+
+
+def summarise(framer: Framer) -> StreamRead:
+    """The timings, the trace's document and the text of a framed stream."""
+    result = StreamRead()
+    last: float | None = None
+    for event in framer.events:
+        if event.sentinel:
+            result.final = True
+            break
+        if event.parsed is _UNREAD or isinstance(event.parsed, dict):
+            result.document = event.data  # the body reader says what in it cannot be read
+        if event.final:
+            result.final = True
+            if result.ttft is None:
+                result.ttft = event.at  # the whole answer came in its final event
+            break  # what came after the final event is not part of the answer
+        content, piece = _content(event.parsed, event.data)
+        if not content:
+            continue
+        if last is not None:
+            result.gaps_ms.append((event.at - last) * 1000.0)
+        last = event.at
+        if result.ttft is None:
+            result.ttft = event.at
+        result.events += 1
+        if piece:
+            result.text.append(piece)
+    return result
+
+
+def read_stream(kind: StreamKind, chunks: list[tuple[float, bytes]], end: Any = None) -> StreamRead:
+    """Frame and summarise a whole list of timed chunks (tests, and re-reading)."""
+    framer = Framer(kind, end)
+    for at, chunk in chunks:
+        if framer.feed(at, chunk):
+            break
+    framer.close(chunks[-1][0] if chunks else 0.0)
+    return summarise(framer)
+
+
 def _content(parsed: Any, data: bytes) -> tuple[bool, str | None]:
     """Whether an event carries answer text, and the text where it is known. A JSON event
     with an empty text (an OpenAI role chunk), only usage, or a framing type carries none; a
     JSON event of a shape not known here counts as content (its text unknown)."""
-    if parsed is None:
+    if parsed is None or parsed is _UNREAD:
         raw = data.decode("utf-8", "replace")
         return bool(raw), raw
     if not isinstance(parsed, dict):
@@ -84,104 +241,3 @@ def _text(value: Any) -> str | None:
         if isinstance(found, str):
             return found
     return None
-
-
-class StreamReader:
-    """Frames events from chunks; ``end`` (a compiled JMESPath) marks a final event too."""
-
-    def __init__(self, kind: StreamKind, end: Any = None) -> None:
-        self.kind = kind
-        self.end = end
-
-    def read(self, chunks: list[tuple[float, bytes]]) -> StreamRead:
-        result = StreamRead()
-        last: float | None = None
-        for at, data, event_type in self._events(chunks):
-            if data == SENTINEL:
-                result.final = True
-                continue
-            if not data.strip():
-                continue
-            parsed: Any = None
-            if data[:1] in (b"{", b"["):
-                try:
-                    parsed = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    parsed = None
-            final = event_type in END_TYPES or self._ends(parsed)
-            if isinstance(parsed, dict):
-                result.document = data
-            if final:
-                result.final = True
-                if result.ttft is None:
-                    result.ttft = at  # the whole answer came in its final event
-                continue
-            content, piece = _content(parsed, data)
-            if not content:
-                continue
-            if last is not None:
-                result.gaps_ms.append((at - last) * 1000.0)
-            last = at
-            if result.ttft is None:
-                result.ttft = at
-            result.events += 1
-            if piece:
-                result.text.append(piece)
-        return result
-
-    def _ends(self, parsed: Any) -> bool:
-        if not isinstance(parsed, dict):
-            return False
-        kind = parsed.get("type", parsed.get("event"))
-        if isinstance(kind, str) and kind in END_TYPES:
-            return True
-        if parsed.get("done") is True or "trace" in parsed or "status" in parsed:
-            return True
-        if self.end is not None:
-            try:
-                return bool(self.end.search(parsed))
-            except Exception:  # an expression that cannot be applied to this event: not final
-                return False
-        return False
-
-    def _events(self, chunks: list[tuple[float, bytes]]) -> list[tuple[float, bytes, str | None]]:
-        """(arrival, data, event type) of each complete event, in order."""
-        events: list[tuple[float, bytes, str | None]] = []
-        pending: list[bytes] = []  # an unfinished line, in pieces (joined once it ends)
-        data: list[bytes] = []
-        event_type: str | None = None
-        for at, chunk in chunks:
-            if b"\n" not in chunk and b"\r" not in chunk:
-                pending.append(chunk)  # no line ends here: never re-copy a growing buffer
-                continue
-            pending.append(chunk)
-            buffer = b"".join(pending)
-            held = b""
-            if buffer.endswith(b"\r"):  # maybe the first half of a CRLF split over chunks
-                buffer, held = buffer[:-1], b"\r"
-            if b"\r" in buffer:
-                buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            lines = buffer.split(b"\n")
-            pending = [lines.pop() + held]  # an unfinished line waits for the next chunk
-            for line in lines:
-                if self.kind == "ndjson":
-                    if line.strip():
-                        events.append((at, line.strip(), None))
-                    continue
-                if not line:  # a blank line dispatches the event
-                    if data or event_type:
-                        events.append((at, b"\n".join(data), event_type))
-                    data, event_type = [], None
-                elif line.startswith(b":"):
-                    continue  # a comment (keep-alive)
-                else:
-                    name, _, value = line.partition(b":")
-                    value = value[1:] if value.startswith(b" ") else value
-                    if name == b"data":
-                        data.append(value)
-                    elif name == b"event":
-                        event_type = value.decode("utf-8", "replace").strip()
-        rest = b"".join(pending).strip()
-        if self.kind == "ndjson" and rest and chunks:
-            events.append((chunks[-1][0], rest, None))  # a last line without "\n"
-        return events
