@@ -243,6 +243,19 @@ def _chunks(
 
 
 def _read_whole(response: Any, deadline: float, clock: Callable[[], float]) -> bytes:
+    raw = getattr(response, "_response", None)
+    if (
+        raw is not None
+        and raw.message_complete
+        and getattr(response, "_cached_content", None) is None
+        and not (response.headers or {}).get("content-encoding")
+    ):
+        # The common case: the whole answer came with its headers (the hot path).
+        body = bytes(raw._body_buffer)
+        del raw._body_buffer[:]
+        if len(body) > MAX_ANSWER_BYTES:
+            raise AnswerTooLarge(f"an answer beyond {MAX_ANSWER_BYTES >> 20} MiB")
+        return body
     return b"".join(_chunks(response, deadline, clock))
 
 

@@ -103,6 +103,7 @@ class Engine:
         self.outstanding = 0
         self.stopping = False
         self.sessions_closed = False
+        self.turns_over = gevent.event.Event()  # set once conversations may begin no turn
         self.records_closed = gevent.event.Event()
         self.interrupted = False
         self.seq = 0
@@ -120,7 +121,7 @@ class Engine:
             try:
                 if self.conversations:
                     self.exchange.converse(
-                        send, seq, intended, tenant, gevent.sleep, self.is_stopping
+                        send, seq, intended, tenant, self.think, self.is_stopping
                     )
                 else:
                     self.exchange.perform(send, seq, intended, tenant)
@@ -135,7 +136,7 @@ class Engine:
         seq, intended = k + n * self.seq, self.clock.now()
         self.seq += 1
         if self.conversations:
-            self.exchange.converse(send, seq, intended, None, gevent.sleep, self.is_stopping)
+            self.exchange.converse(send, seq, intended, None, self.think, self.is_stopping)
         else:
             self.exchange.perform(send, seq, intended)
 
@@ -143,6 +144,14 @@ class Engine:
         """Whether a conversation must stop before its next turn: the run was interrupted, or
         the drain gave up waiting (a load that merely ended lets sessions under way finish)."""
         return self.interrupted or self.sessions_closed
+
+    def think(self, seconds: float) -> None:
+        """A conversation's pause between turns, cut short when no more turns may begin."""
+        self.turns_over.wait(seconds)
+
+    def close_sessions(self) -> None:
+        self.sessions_closed = True
+        self.turns_over.set()
 
     # --- the clock's side ------------------------------------------------------------------
     def schedule_open(self) -> None:
@@ -264,6 +273,7 @@ class Engine:
         if interrupted and not self.interrupted:
             self.interrupted = True
             self.events.write("interrupted")
+            self.turns_over.set()  # conversations in their think time stop at once
         self.stopping = True
 
     # --- the run ---------------------------------------------------------------------------
@@ -371,7 +381,7 @@ class Engine:
         if sessions is not None and not self.interrupted:
             grace += sessions.drain
         else:
-            self.sessions_closed = True
+            self.close_sessions()
         idle_since: float | None = None
         with gevent.Timeout(grace, False):
             while (
@@ -390,9 +400,9 @@ class Engine:
                 else:
                     idle_since = None
                 if not self.sessions_closed and self.clock.now() >= turns_until:
-                    self.sessions_closed = True
+                    self.close_sessions()
                 gevent.sleep(0.02)
-        self.sessions_closed = True
+        self.close_sessions()
         if self.load.model == "open":
             for _ in range(self.runner.user_count):
                 self.queue.put(None)
