@@ -32,10 +32,13 @@ class GoldenItem(BaseModel):
     workflow: str = "default"
     expect: str | list[str] | None = None
     id: str | None = None
-    turns: tuple[Turn, ...] | None = Field(None, min_length=1, max_length=1000)
+    # Not "| None": a union would add a second, confusing error to each bad turn.
+    turns: tuple[Turn, ...] = Field((), max_length=1000)
 
     @model_validator(mode="after")
     def _prompt(self) -> GoldenItem:
+        if "turns" in self.model_fields_set and not self.turns:
+            raise ValueError("turns is empty: a conversation needs at least one turn")
         if self.turns:
             if self.prompt or self.expect is not None:
                 raise ValueError("a conversation line has turns, without prompt or expect")
