@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python benchmarks/demo_stack.py
 	$(BIN)/python benchmarks/scorecard.py
 	$(BIN)/python benchmarks/distributed.py
+	$(BIN)/python benchmarks/streaming.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
