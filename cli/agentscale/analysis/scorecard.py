@@ -354,7 +354,10 @@ def trace_warnings(requests: pd.DataFrame, examples: int = 5) -> TraceWarnings:
     (each warning without its step number, so that the same fault counts as one)."""
     if "trace_warnings" not in requests:
         return {"requests": 0, "examples": []}
-    found = requests["trace_warnings"].dropna()
+    # A request agentscale could not send or judge says why in this column too, but it is no
+    # trace field of the agent's: the run's validity names it.
+    own = (requests["error_class"] == "agentscale_error").to_numpy(dtype=bool, na_value=False)
+    found = requests["trace_warnings"][~own].dropna()
     if found.empty:
         return {"requests": 0, "examples": []}
     reasons = found.astype(str).str.split("; ").explode()

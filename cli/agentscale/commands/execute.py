@@ -350,8 +350,9 @@ def finish(
     unjudged = int((ended or {}).get("unjudged") or 0)
     if unjudged:
         problems.append(
-            f"agentscale could not judge {unjudged:,} answer(s) (a defect of agentscale: see "
-            "their trace_warnings and engine.log)"
+            f"agentscale could not send or judge {unjudged:,} request(s) (error class "
+            "agentscale_error: a header value the client refused, or a defect of agentscale; "
+            "see their trace_warnings and engine.log)"
         )
     for loss in target_losses(frames):
         log = EventLog(run_dir / "events.jsonl", started_at or 0.0)
