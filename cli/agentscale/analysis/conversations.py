@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 
 from agentscale.analysis.figures import ConversationFigures, TurnFigures
+from agentscale.analysis.known import mean as _mean
+from agentscale.analysis.known import quantile as _q
 from agentscale.records.frames import RunFrames
 
 # A model refusing a prompt too long for it (OpenAI, Anthropic, vLLM wordings); not Go's
@@ -14,16 +16,6 @@ from agentscale.records.frames import RunFrames
 CONTEXT_ERROR = (
     r"context[_ ]length|context[_ ]window|maximum context|prompt is too long|too many tokens"
 )
-
-
-def _q(values: np.ndarray, q: float) -> float | None:
-    values = values[~np.isnan(values)]
-    return float(np.percentile(values, q)) if values.size else None
-
-
-def _mean(values: np.ndarray) -> float | None:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else None
 
 
 def conversation_figures(frames: RunFrames) -> ConversationFigures | None:

@@ -24,25 +24,12 @@ from agentscale.analysis.figures import (
     TraceWarnings,
 )
 from agentscale.analysis.gated import gated_figures
+from agentscale.analysis.known import mean as _mean
+from agentscale.analysis.known import quantile as _q
+from agentscale.analysis.known import total as _total
 from agentscale.records.frames import RunFrames
 
 SCHEMA = "agentscale/scorecard/v1"
-
-
-def _q(values: np.ndarray, q: float) -> float | None:
-    values = values[~np.isnan(values)]
-    return float(np.percentile(values, q)) if values.size else None
-
-
-def _total(values: np.ndarray) -> int | None:
-    """A count summed over the requests that reported it; None if none did."""
-    known = values[~np.isnan(values)]
-    return int(known.sum()) if known.size else None
-
-
-def _mean(values: np.ndarray) -> float | None:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else None
 
 
 def card(frames: RunFrames, mask: np.ndarray, seconds: float) -> Card:
