@@ -257,6 +257,9 @@ def compatibility(baseline: Baseline, run: RunInfo, path: Path, force: bool) -> 
     if theirs.get("faults") != ours.get("faults"):
         warnings.append("the baseline ran with a different fault profile")
     their_demo, our_demo = theirs.get("demo") or {}, ours.get("demo") or {}
-    if any(their_demo.get(k, 0.0) != our_demo.get(k, 0.0) for k in ("time_scale", "jitter")):
+    # Before a run (load --baseline) the demo has not started yet: nothing to compare then.
+    if our_demo and any(
+        their_demo.get(k, 0.0) != our_demo.get(k, 0.0) for k in ("time_scale", "jitter")
+    ):
         warnings.append("the baseline ran the demo stack with another time_scale or jitter")
     return warnings
