@@ -54,6 +54,8 @@ class FaultRig:
         self.stage_control: str | None = None
         self.routes: dict[str, Route] = {}
         self.applied: dict[str, Window] = {}
+        # Per http window, once removed: what its dependency got meanwhile (requests, 429s).
+        self.traffic: dict[str, dict[str, Any]] = {}
         self.demo_dependencies = demo_dependencies
         self.ports: list[int] = []
 
@@ -191,11 +193,10 @@ class FaultRig:
                     fault.attributes(),
                 )
         elif isinstance(fault, HttpFault):
-            self._stage(
-                "PUT", f"/faults/{window.target}", {**fault.model_dump(), "window": window.name}
-            )
+            wanted = {**fault.model_dump(), "window": window.name}
+            self._stage("PUT", f"/faults/{window.target}", wanted)
             shown = self._stage("GET", "/faults")["faults"].get(window.target, {})
-            if shown.get("status") != fault.status or shown.get("rate") != fault.rate:
+            if any(shown.get(k) != wanted[k] for k in ("kind", "status", "rate", "window")):
                 raise ToxiproxyError(f"the HTTP stage does not show the fault on {window.target}")
         else:  # down
             self.api.set_enabled(proxy, False)
@@ -211,6 +212,9 @@ class FaultRig:
             self.api.remove_toxic(proxy, window.name)
         elif window.http is not None:
             self._stage("DELETE", f"/faults/{window.target}")
+            found = self._stage("GET", "/faults").get("traffic", {}).get(window.name)
+            if found is not None:
+                self.traffic[window.name] = found
         else:
             self.api.set_enabled(proxy, True)
             if self.routes[window.target].protocol == "http":

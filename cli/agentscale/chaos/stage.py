@@ -1,5 +1,6 @@
 """The HTTP fault stage: a small reverse proxy in front of a Toxiproxy proxy that answers a
-share of requests with an HTTP error (Toxiproxy works on TCP and cannot send a 5xx).
+share of requests with an HTTP error (Toxiproxy works on TCP and cannot send a 5xx), or with
+the faults of an LLM provider: a rate limit, a cut or slowed stream, a corrupted body.
 
 One process, a listener per ``protocol: http`` dependency, and a control API:
 ``PUT /faults/{dependency}`` with the http fault, ``DELETE`` to clear it, ``GET /faults``.
@@ -17,6 +18,7 @@ import signal
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,20 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from agentscale.chaos.kinds import (
+    RateLimit,
+    answer_tokens,
+    error_object,
+    rate_limit_body,
+    request_tokens,
+    wants_stream,
+)
+from agentscale.chaos.relay import Cut, relay
 from agentscale.processes import watch_parent
 from agentscale.records.writer import INJECTED_COLUMNS, PartWriter
 from agentscale.telemetry.context import BAGGAGE_KEY, baggage_value, parse_traceparent
 
+TAIL_BYTES = 64 * 1024  # the end of an answer kept to read its token usage
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -56,6 +68,9 @@ class Stage:
         self.sites: dict[str, web.TCPSite] = {}
         self.addresses: dict[str, tuple[web.AppRunner, str, int]] = {}
         self.down: set[str] = set()
+        self.limits: dict[str, RateLimit] = {}
+        # Per window: requests the dependency got while it was in place, faults, 429s.
+        self.traffic: dict[str, dict[str, Any]] = {}
 
     def rng(self, name: str) -> random.Random:
         if name not in self.random:
@@ -66,40 +81,101 @@ class Stage:
         async def handle(request: web.Request) -> web.StreamResponse:
             counts = self.counts.setdefault(name, {"forwarded": 0, "faulted": 0})
             fault = self.faults.get(name)
-            if fault is not None and self.rng(name).random() < fault["rate"]:
+            if fault is None:
+                counts["forwarded"] += 1
+                return await self.forward(request, upstream)
+            traffic = self.traffic.setdefault(
+                fault["window"] or name,
+                {"dependency": name, "requests": 0, "injected": 0, "rate_limited": 0},
+            )
+            traffic["requests"] += 1
+            if fault["kind"] == "rate_limit":
+                return await self.rate_limited(name, fault, request, upstream)
+            if self.rng(name).random() >= fault["rate"]:
+                counts["forwarded"] += 1
+                return await self.forward(request, upstream)
+            if fault["delay"]:
+                await asyncio.sleep(fault["delay"])
+            made_up = await self.made_up(fault, request)
+            if made_up is not None:
                 counts["faulted"] += 1
-                self.note(name, fault, request)
-                if fault.get("delay"):
-                    await asyncio.sleep(fault["delay"])
-                headers = {}
-                if fault.get("retry_after") is not None:
-                    headers["Retry-After"] = f"{fault['retry_after']:g}"
-                body = (
-                    fault.get("body")
-                    or orjson.dumps(
-                        {"error": f"injected by agentscale ({fault['status']})"}
-                    ).decode()
-                )
-                return web.Response(
-                    status=fault["status"],
-                    text=body,
-                    headers=headers,
-                    content_type="application/json",
-                )
-            counts["forwarded"] += 1
-            return await self.forward(request, upstream)
+                self.note(name, fault, request, made_up.status)
+                return made_up
+
+            def applied(status: int) -> None:
+                counts["faulted"] += 1
+                self.note(name, fault, request, status)
+
+            return await self.forward(request, upstream, fault=fault, applied=applied)
 
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", handle)
         return app
 
-    def note(self, name: str, fault: dict[str, Any], request: web.Request) -> None:
+    async def made_up(self, fault: dict[str, Any], request: web.Request) -> web.Response | None:
+        """The answer of a kind that does not need the dependency's (None: it does)."""
+        kind = fault["kind"]
+        if kind == "status":
+            headers = {}
+            if fault.get("retry_after") is not None:
+                headers["Retry-After"] = f"{fault['retry_after']:g}"
+            body = (
+                fault.get("body")
+                or orjson.dumps({"error": f"injected by agentscale ({fault['status']})"}).decode()
+            )
+            return web.Response(
+                status=fault["status"], text=body, headers=headers, content_type="application/json"
+            )
+        if kind == "empty":
+            return web.Response(status=200, body=b"", content_type="application/json")
+        if kind == "error_body":
+            error = error_object(fault.get("body"))
+            if wants_stream(request.headers, await request.read()):
+                return web.Response(
+                    status=200, body=b"data: " + error + b"\n\n", content_type="text/event-stream"
+                )
+            return web.Response(status=200, body=error, content_type="application/json")
+        return None
+
+    async def rate_limited(
+        self, name: str, fault: dict[str, Any], request: web.Request, upstream: str
+    ) -> web.StreamResponse:
+        """A provider's quota: a 429 with Retry-After and x-ratelimit-* when it is spent;
+        otherwise the answer, with the quota's headers, and its usage counted."""
+        limit = self.limits[name]
+        key = request.headers.get(fault["per_header"], "") if fault.get("per_header") else ""
+        tokens = request_tokens(await request.read()) if limit.tokens_per_minute else 0
+        decision = limit.admit(key, tokens)
+        if not decision.allowed:
+            traffic = self.traffic[fault["window"] or name]
+            traffic["rate_limited"] += 1
+            self.counts[name]["faulted"] += 1
+            self.note(name, fault, request, 429)
+            quota = getattr(limit, f"{decision.which}_per_minute")
+            return web.Response(
+                status=429,
+                body=rate_limit_body(decision, quota),
+                headers=decision.headers,
+                content_type="application/json",
+            )
+        self.counts[name]["forwarded"] += 1
+
+        def settle(tail: bytes) -> None:
+            if limit.tokens_per_minute:
+                limit.settle(key, tokens, answer_tokens(tail))
+
+        return await self.forward(request, upstream, extra=decision.headers, tail=settle)
+
+    def note(self, name: str, fault: dict[str, Any], request: web.Request, status: int) -> None:
+        window = fault.get("window")
+        if window in self.traffic and fault["kind"] != "rate_limit":
+            self.traffic[window]["injected"] += 1
         if self.injected is None:
             return
         headers = request.headers
         self.injected.rows.append(
             (
-                time.time(), name, fault.get("window"), "status", fault["status"],
+                time.time(), name, window, fault["kind"], status,
                 parse_traceparent(headers.get("traceparent")),
                 baggage_value(headers.get("baggage"), BAGGAGE_KEY),
                 request.method, request.path[:200],
@@ -112,7 +188,18 @@ class Stage:
                 await asyncio.wait_for(stopped.wait(), timeout=1.0)
             self.injected.flush()
 
-    async def forward(self, request: web.Request, upstream: str) -> web.StreamResponse:
+    async def forward(
+        self,
+        request: web.Request,
+        upstream: str,
+        *,
+        fault: dict[str, Any] | None = None,
+        applied: Callable[[int], None] | None = None,
+        extra: dict[str, str] | None = None,
+        tail: Callable[[bytes], None] | None = None,
+    ) -> web.StreamResponse:
+        """The dependency's answer, relayed as it comes (SSE too); with ``fault``, relayed with
+        the fault in it; with ``tail``, the answer's last bytes are handed over at its end."""
         assert self.session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         try:
@@ -125,11 +212,33 @@ class Stage:
             ) as reply:
                 response = web.StreamResponse(
                     status=reply.status,
-                    headers={k: v for k, v in reply.headers.items() if k.lower() not in HOP_BY_HOP},
+                    headers={k: v for k, v in reply.headers.items() if k.lower() not in HOP_BY_HOP}
+                    | (extra or {}),
                 )
                 await response.prepare(request)
-                async for chunk in reply.content.iter_any():  # streams SSE as it comes
-                    await response.write(chunk)
+                if fault is not None and applied is not None:
+                    try:
+                        await relay(
+                            fault,
+                            reply.content.iter_any(),
+                            reply.headers.get("Content-Type"),
+                            reply.headers.get("Content-Encoding"),
+                            response.write,
+                            lambda: applied(reply.status),
+                        )
+                    except Cut:
+                        # No proper end of the body: the client sees the connection close.
+                        if request.transport is not None:
+                            request.transport.close()
+                        return response
+                else:
+                    end = b""
+                    async for chunk in reply.content.iter_any():  # streams SSE as it comes
+                        await response.write(chunk)
+                        if tail is not None:
+                            end = (end + chunk)[-TAIL_BYTES:]
+                    if tail is not None:
+                        tail(end)
                 await response.write_eof()
                 return response
         except (aiohttp.ClientError, OSError, TimeoutError):
@@ -141,16 +250,26 @@ class Stage:
 
     def control_app(self) -> web.Application:
         async def put(request: web.Request) -> web.Response:
+            name = request.match_info["name"]
             fault = orjson.loads(await request.read())
-            self.faults[request.match_info["name"]] = {
-                "window": fault.get("window"),
-                "status": int(fault.get("status", 503)),
-                "rate": float(fault.get("rate", 1.0)),
-                "retry_after": fault.get("retry_after"),
-                "body": fault.get("body"),
-                "delay": float(fault.get("delay") or 0.0),
-            }
-            return web.json_response(self.faults[request.match_info["name"]])
+            fault.setdefault("kind", "status")
+            fault.setdefault("rate", 1.0)
+            fault["delay"] = float(fault.get("delay") or 0.0)
+            fault.setdefault("window", None)
+            previous = self.faults.get(name)
+            quota = (fault.get("requests_per_minute"), fault.get("tokens_per_minute"))
+            if fault["kind"] == "rate_limit" and (
+                previous is None
+                or previous.get("window") != fault["window"]
+                or (previous.get("requests_per_minute"), previous.get("tokens_per_minute")) != quota
+            ):
+                self.limits[name] = RateLimit(*quota)  # a new quota starts with a full bucket
+            self.faults[name] = fault
+            self.traffic.setdefault(
+                fault["window"] or name,
+                {"dependency": name, "requests": 0, "injected": 0, "rate_limited": 0},
+            )
+            return web.json_response(fault)
 
         async def delete(request: web.Request) -> web.Response:
             self.faults.pop(request.match_info["name"], None)
@@ -158,7 +277,12 @@ class Stage:
 
         async def show(_request: web.Request) -> web.Response:
             return web.json_response(
-                {"faults": self.faults, "counts": self.counts, "down": sorted(self.down)}
+                {
+                    "faults": self.faults,
+                    "counts": self.counts,
+                    "traffic": self.traffic,
+                    "down": sorted(self.down),
+                }
             )
 
         async def down(request: web.Request) -> web.Response:

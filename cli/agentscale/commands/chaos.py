@@ -34,7 +34,7 @@ def describe(window: Window) -> str:
         attributes = ", ".join(f"{k}={v}" for k, v in window.toxic.attributes().items())
         fault = f"{window.toxic.type}({attributes})"
     elif window.http is not None:
-        fault = f"http {window.http.status} at rate {window.http.rate:g}"
+        fault = window.http.summary()
     else:
         fault = "down"
     ramp = f", {len(window.ramp)} ramp step(s)" if window.ramp else ""

@@ -90,14 +90,111 @@ Toxic = Annotated[
 ]
 
 
-class HttpFault(Strict):
-    """Per request, drawn from a seeded generator: answer ``status`` instead of forwarding."""
+HttpKind = Literal[
+    "status", "rate_limit", "stream_cut", "stream_stall", "slow_stream", "corrupt", "empty",
+    "error_body",
+]  # fmt: skip
+# The fields each kind takes beside ``kind`` (``rate`` and ``delay``: every kind but rate_limit).
+KIND_FIELDS: dict[str, frozenset[str]] = {
+    "status": frozenset({"status", "retry_after", "body"}),
+    "rate_limit": frozenset({"requests_per_minute", "tokens_per_minute", "per_header"}),
+    "stream_cut": frozenset({"after_events", "after_bytes"}),
+    "stream_stall": frozenset({"after_events", "stall"}),
+    "slow_stream": frozenset({"gap"}),
+    "corrupt": frozenset({"corruption"}),
+    "empty": frozenset(),
+    "error_body": frozenset({"body"}),
+}
+COMMON_FIELDS = frozenset({"kind", "rate", "delay"})
+HEADER_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]{0,99}$"
 
-    status: int = Field(503, ge=400, le=599)
+
+class HttpFault(Strict):
+    """Per request, drawn from a seeded generator: the answer the kind makes instead of (or out
+    of) the dependency's own. README "Faults" lists each kind's fields, units and defaults."""
+
+    kind: HttpKind = Field("status", description="what the stage does to a chosen request")
+    status: int = Field(503, ge=400, le=599, description="status: the error status to answer")
     rate: float = Field(1.0, ge=0, le=1, description="share of requests that get the fault")
-    retry_after: Duration | None = Field(None, description="Retry-After header, seconds")
-    body: str | None = Field(None, max_length=1_000_000)
+    retry_after: Duration | None = Field(None, description="status: Retry-After header, seconds")
+    body: str | None = Field(
+        None, max_length=1_000_000, description="status, error_body: the body to answer"
+    )
     delay: Duration = Field(0.0, le=3600, description="wait this long before answering")
+    requests_per_minute: int | None = Field(
+        None, ge=1, le=10_000_000, description="rate_limit: requests a minute (token bucket)"
+    )
+    tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000_000,
+        description="rate_limit: model tokens a minute, counted from the request's messages "
+        "and the answer's usage (OpenAI-compatible bodies)",
+    )
+    per_header: str | None = Field(
+        None,
+        pattern=HEADER_NAME,
+        description="rate_limit: one bucket per value of this request header (e.g. a tenant id)",
+    )
+    after_events: int | None = Field(
+        None, ge=0, le=1_000_000, description="stream_cut, stream_stall: events passed first"
+    )
+    after_bytes: int | None = Field(
+        None, ge=0, le=1 << 40, description="stream_cut: bytes of the body passed first"
+    )
+    stall: Duration | None = Field(
+        None, gt=0, le=3600, description="stream_stall: how long the stream is held"
+    )
+    gap: Duration | None = Field(
+        None, gt=0, le=600, description="slow_stream: the least time between two events"
+    )
+    corruption: Literal["truncate", "invalid_json", "wrong_schema"] = Field(
+        "invalid_json", description="corrupt: what is done to the body"
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> HttpFault:
+        allowed = KIND_FIELDS[self.kind] | COMMON_FIELDS
+        if self.kind == "rate_limit":
+            allowed -= {"rate", "delay"}
+        stray = sorted(set(self.model_fields_set) - allowed)
+        if stray:
+            takes = ", ".join(sorted(allowed - {"kind"})) or "nothing else"
+            raise ValueError(
+                f"{', '.join(stray)}: not a field of kind {self.kind} (it takes {takes})"
+            )
+        if self.kind == "rate_limit" and not (self.requests_per_minute or self.tokens_per_minute):
+            raise ValueError("rate_limit needs requests_per_minute, tokens_per_minute or both")
+        if self.kind == "stream_cut" and (self.after_events is None) == (self.after_bytes is None):
+            raise ValueError("stream_cut needs one of after_events or after_bytes")
+        if self.kind == "stream_stall" and (self.after_events is None or self.stall is None):
+            raise ValueError("stream_stall needs after_events and stall")
+        if self.kind == "slow_stream" and self.gap is None:
+            raise ValueError("slow_stream needs gap")
+        return self
+
+    def summary(self) -> str:
+        """One line for ``chaos list`` and the terminal."""
+        if self.kind == "status":
+            return f"http {self.status} at rate {self.rate:g}"
+        if self.kind == "rate_limit":
+            quota = [
+                f"{self.requests_per_minute} requests/min" if self.requests_per_minute else "",
+                f"{self.tokens_per_minute} tokens/min" if self.tokens_per_minute else "",
+            ]
+            per = f" per {self.per_header}" if self.per_header else ""
+            return f"rate_limit {' and '.join(q for q in quota if q)}{per} (429)"
+        detail = {
+            "stream_cut": f"after {self.after_events} events"
+            if self.after_events is not None
+            else f"after {self.after_bytes} bytes",
+            "stream_stall": f"{self.stall:g}s after {self.after_events} events",
+            "slow_stream": f"gaps of {self.gap:g}s",
+            "corrupt": self.corruption,
+            "empty": "200 with no body",
+            "error_body": "200 with an error object",
+        }[self.kind]
+        return f"{self.kind} ({detail}) at rate {self.rate:g}"
 
 
 Fault = ToxicBase | HttpFault | Literal["down"]  # what a window puts in place
@@ -154,7 +251,9 @@ class Window(Strict):
         for step in sorted(self.ramp, key=lambda s: s.at):
             if not isinstance(base, str):
                 changes = step.toxic if self.toxic is not None else step.http
-                base = type(base).model_validate({**base.model_dump(), **(changes or {})})
+                base = type(base).model_validate(
+                    {**base.model_dump(exclude_unset=True), **(changes or {})}
+                )
             out.append((self.at + step.at, base))
         return out
 
