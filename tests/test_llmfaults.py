@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import itertools
 import json
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -15,12 +16,21 @@ from statistics import median
 
 import pandas as pd
 import pytest
+import yaml
 
 from agentscale.chaos.kinds import RateLimit, request_tokens
 from agentscale.chaos.rig import FaultRig
 from agentscale.config.faults import HttpFault
 from agentscale.config.loader import load_fault_profile
-from chaoskit import apply_in_background, echo_dependency, ours, profile, wait_for_event
+from chaoskit import (
+    apply_in_background,
+    echo_dependency,
+    events_in,
+    ours,
+    profile,
+    wait_for_event,
+)
+from conftest import ROOT, agentscale, only_run
 
 PROMPT = {"messages": [{"role": "user", "content": "x" * 40}], "input": "hello"}  # 14 tokens
 
@@ -217,8 +227,6 @@ def test_a_field_of_another_kind_is_refused_with_its_place(tmp_path):
         [{"name": "w", "target": "llm", "at": "1s", "for": "5s",
           "http": {"kind": "rate_limit", "requests_per_minute": 60, "rate": 0.5}}],
     )  # fmt: skip
-    from conftest import agentscale
-
     result = agentscale("validate", str(path))
     assert result.code == 2
     assert "p.yaml:" in result.stderr and "rate: not a field of kind rate_limit" in result.stderr
@@ -238,5 +246,73 @@ def test_chaos_apply_rate_limits_without_load_and_undoes_it(tmp_path, server, to
     assert codes == [200, 200, 200, 429, 429]
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=20) == 130
+    said = process.stdout.read()
+    assert "quota: echo got 5 request(s) in the window; 0 fault(s) injected, 2 refused" in said
+    listed = agentscale("chaos", "list", str(path.parent))
+    assert "quota: echo rate_limit 3 requests/min (429) at 1s for 60s" in listed.stdout
     assert ours(toxiproxy) == {}
     assert call(f"127.0.0.1:{server.port}", "/plain")[0] == 200
+
+
+def test_naive_retry_storm_under_the_llm_quota_fails_the_gate_on_amplification(tmp_path):
+    """The shipped llm_rate_limit.yaml (its window moved into a 13 s run at 20 requests/s, so
+    that the quota's first full bucket is a small part of the window): the resilient demo
+    meets its expectations; the naive one, gated with the resilient run as its baseline,
+    fails on the amplification check, which names the window."""
+    found = yaml.safe_load((ROOT / "fault_profiles" / "llm_rate_limit.yaml").read_text())
+    found["windows"][0].update({"at": "2s", "for": "9s"})
+    faults = tmp_path / "quota.yaml"
+    faults.write_text(yaml.safe_dump(found, sort_keys=False))
+    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
+    text = (ROOT / "scenarios" / "smoke.yaml").read_text()
+    text = text.replace("duration: 20s", "duration: 13s").replace("rps: 10", "rps: 20")
+    for profile_ in ("resilient", "naive"):
+        path = tmp_path / "scenarios" / f"{profile_}.yaml"
+        path.write_text(text.replace("profile: resilient", f"profile: {profile_}"))
+
+    def run(profile_: str, *extra: str):
+        out = tmp_path / profile_
+        scenario = str(tmp_path / "scenarios" / f"{profile_}.yaml")
+        result = agentscale("load", scenario, "--faults", str(faults), "--out", str(out), *extra)
+        folder = only_run(out)
+        scorecard = json.loads((folder / "scorecard.json").read_text())
+        return result, folder, scorecard["by_window"]["llm_quota"]["during"]
+
+    calm, calm_dir, calm_window = run("resilient")
+    assert calm.code == 0, calm.output
+    agentscale("baseline", "save", str(calm_dir), "--name", "calm", "--dir", str(tmp_path))
+    storm, storm_dir, storm_window = run("naive", "--baseline", str(tmp_path / "calm.json"),
+                                         "--force")  # fmt: skip
+    assert storm.code == 1, storm.output
+    assert storm_window["amplification"] >= 3 * calm_window["amplification"]
+    assert storm_window["rate_limited"] > calm_window["rate_limited"]
+    checks = json.loads((storm_dir / "verdict.json").read_text())["checks"]
+    named = {c["name"]: c for c in checks}
+    assert named["window llm_quota: amplification"]["status"] == "regressed"
+    assert named["llm_quota: amplification <= 2"]["status"] == "failed"
+    summary = (storm_dir / "summary.md").read_text()
+    assert "| window llm_quota: amplification |" in summary
+    assert "window llm_quota: its dependency got" in storm.output
+    removed = [e for e in events_in(storm_dir) if e["type"] == "fault_removed"]
+    assert removed[0]["rate_limited"] == storm_window["rate_limited"]
+
+
+def test_the_resilient_demo_checks_answers_and_waits_its_turn_after_a_429():
+    from agentscale.demo.outputs import ClientLimiter, output_problem
+
+    assert output_problem("crm_lookup", {"error": {"code": "server_error"}})
+    assert output_problem("crm_lookup", {"data": {}, "schema": "unexpected"}) == (
+        "missing item, status, email"
+    )
+    assert output_problem("kb_search", {"results": [{"text": "a"}]}) is None
+    assert output_problem("logs_read", "") == "empty log output"
+    now = [0.0]
+    limiter = ClientLimiter(0.5, clock=lambda: now[0])
+    assert limiter.reserve() == 0.0  # no 429 yet: no pacing
+    limiter.learn({"x-ratelimit-limit-requests": "120", "retry-after-ms": "300"}, 429)
+    assert limiter.reserve() == pytest.approx(0.3)  # the first waits out the hold
+    assert limiter.reserve() is None  # the next turn is 0.5 s later: too far, no call
+    now[0] = 0.3
+    assert limiter.reserve() == pytest.approx(0.5)  # now it is near enough to wait for
+    limiter.learn({}, 200)  # the quota is gone from the answers: calls go at once again
+    assert limiter.reserve() == 0.0

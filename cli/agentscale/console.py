@@ -276,6 +276,13 @@ def print_scorecard(card: Scorecard) -> None:
             f"{ms('ttft_p50_ms', 0)}, p95 {ms('ttft_p95_ms', 0)}; gap between content events "
             f"p95 {ms('inter_event_p95_ms', 1)}, max {ms('inter_event_max_ms', 1)}"
         )
+    for window, found in overall.get("windows", {}).items():
+        amplification = found["amplification"]
+        print_line(
+            f"window {window}: its dependency got {fixed(found['dependency_requests'])} "
+            f"request(s), {fixed(amplification, 2) if amplification is not None else '-'} per "
+            f"agent request (amplification), {fixed(found['rate_limited'])} refused with 429"
+        )
     talks = card.get("conversations")
     if talks:
         _print_turns(talks)

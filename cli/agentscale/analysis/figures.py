@@ -86,9 +86,24 @@ class Card(TypedDict):
     coverage: NotRequired[dict[str, int]]  # requests that reported each kind of data
     faults_injected: NotRequired[int]  # a window's "during": responses the HTTP stage made up
     fault_hits: NotRequired[int]  # ... and the requests that met one of them
+    # ... an http window's dependency: requests it got while the window was in place, per
+    # request sent in the window (amplification), and the 429s of a rate_limit among them.
+    dependency_requests: NotRequired[int]
+    amplification: NotRequired[float | None]
+    rate_limited: NotRequired[int]
+    windows: NotRequired[dict[str, WindowTraffic]]  # the overall card: per http window
     bootstrap: NotRequired[dict[str, list[float]]]  # the overall card: replicates per figure
     gated: NotRequired[dict[str, GatedFigure]]  # ...the step and workflow figures the gate reads
     block_s: NotRequired[float]  # ...and the bootstrap's block length
+
+
+class WindowTraffic(TypedDict):
+    """An http window's traffic as the gate compares it with a baseline's."""
+
+    requests: int  # agent requests sent during the window
+    dependency_requests: int
+    rate_limited: int
+    amplification: float | None
 
 
 class GatedFigure(TypedDict):

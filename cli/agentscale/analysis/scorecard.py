@@ -22,6 +22,7 @@ from agentscale.analysis.figures import (
     StepFigures,
     ToolFigures,
     TraceWarnings,
+    WindowTraffic,
 )
 from agentscale.analysis.gated import gated_figures
 from agentscale.analysis.known import mean as _mean
@@ -315,7 +316,27 @@ def scorecard(frames: RunFrames, seed: int = 0) -> Scorecard:
             if hits is not None:
                 met = hits.str.contains(rf"(?:^|,){re.escape(name)}(?:,|$)", regex=True)
                 spans["during"]["fault_hits"] = int(met.fillna(False).sum())
+        traffic = frames.traffic.get(name)
+        if traffic is not None and "during" in spans:
+            during = spans["during"]
+            sent = window_traffic(during["requests"], traffic)
+            during["dependency_requests"] = sent["dependency_requests"]
+            during["rate_limited"] = sent["rate_limited"]
+            during["amplification"] = sent["amplification"]
+            result["overall"].setdefault("windows", {})[name] = sent
     return result
+
+
+def window_traffic(requests: int, traffic: dict[str, Any]) -> WindowTraffic:
+    """The dependency's requests per agent request of the window: 5 when every call the agent
+    makes is tried five times (a retry storm), about 1 when it backs off or falls back."""
+    calls = int(traffic.get("requests") or 0)
+    return {
+        "requests": requests,
+        "dependency_requests": calls,
+        "rate_limited": int(traffic.get("rate_limited") or 0),
+        "amplification": round(calls / requests, 4) if requests else None,
+    }
 
 
 def window_spans(

@@ -88,8 +88,20 @@ class FaultScheduler:
             late_ms=round(late, 1),
             took_ms=round((time.time() - began) * 1000, 1),
             result=result,
+            **self._traffic(action),
             **({"note": note} if note else {}),
         )
+
+    def _traffic(self, action: Action) -> dict[str, int]:
+        """A removed http window: what its dependency got while it was in place."""
+        found = self.rig.traffic.get(action.window.name) if action.kind == "remove" else None
+        if not found:
+            return {}
+        return {
+            "dependency_requests": found["requests"],
+            "rate_limited": found["rate_limited"],
+            "injected": found["injected"],
+        }
 
     def stop(self) -> None:
         """Stop scheduling; a window still in force (the run ended early) is removed now, and

@@ -132,6 +132,11 @@ def apply(
         leftovers = rig.close()
     for item in leftovers:
         console.print_warning(f"could not undo {item}")
+    for name, seen in rig.traffic.items():
+        console.print_line(
+            f"{name}: {seen['dependency']} got {seen['requests']:,} request(s) in the window; "
+            f"{seen['injected']:,} fault(s) injected, {seen['rate_limited']:,} refused with 429"
+        )
     failures = scheduler.failures if scheduler else []
     for failure in failures:
         console.print_warning(failure)

@@ -40,6 +40,7 @@ from agentscale.records.frames import (
     read_spans,
     rewrite_requests,
     steps_frame,
+    window_traffic,
 )
 from agentscale.records.receiver import SpanReceiver
 from agentscale.records.runfolder import (
@@ -258,6 +259,8 @@ def _run(
     if scheduler is not None and run["faults"] is not None:
         run["faults"]["lateness_ms_max"] = max(scheduler.lateness_ms, default=None)
         run["faults"]["failures"] = fault_problems
+    if rig is not None and run["faults"] is not None and rig.traffic:
+        run["faults"]["traffic"] = rig.traffic
     kinds = dict(KINDS) if target.url == "demo" else {}
     if profile is not None:
         kinds.update({d.name: d.kind for d in profile.profile.dependencies})
@@ -324,6 +327,7 @@ def finish(
         load_seconds = max(load_seconds, run["planned"]["duration_s"])
     windows = [(n, float(a), float(b)) for n, a, b in (run.get("faults") or {}).get("windows", [])]
     frames = read_frames(run_dir, started_at, load_seconds, windows)
+    frames.traffic = window_traffic(run)
     joined = join_telemetry(run_dir, frames, run, loaded.scenario, addresses or {})
     met = attribute_faults(frames, run.get("trace_nonce"), kinds or {})
     if met or joined.requests:

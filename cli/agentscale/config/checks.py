@@ -369,12 +369,18 @@ def profile_problems(
                     f"overlaps window {other.name!r} on the same target",
                     hint=f"windows {j} and {i} would undo each other",
                 )
-    names = {w.name for w in profile.windows}
+    names = {w.name: w for w in profile.windows}
     for i, expectation in enumerate(profile.expect):
         if expectation.window not in names:
             error(
                 ("expect", i, "window"),
                 f"no window named {expectation.window!r}",
                 hint="windows: " + ", ".join(sorted(names)),
+            )
+        elif expectation.amplification is not None and names[expectation.window].http is None:
+            error(
+                ("expect", i, "amplification"),
+                "amplification is counted by the HTTP stage: an http window only",
+                hint="retry_amplification reads the agent's own attempts in any window",
             )
     error.raise_any()

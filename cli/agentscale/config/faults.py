@@ -184,16 +184,17 @@ class HttpFault(Strict):
             ]
             per = f" per {self.per_header}" if self.per_header else ""
             return f"rate_limit {' and '.join(q for q in quota if q)}{per} (429)"
-        detail = {
-            "stream_cut": f"after {self.after_events} events"
-            if self.after_events is not None
-            else f"after {self.after_bytes} bytes",
-            "stream_stall": f"{self.stall:g}s after {self.after_events} events",
-            "slow_stream": f"gaps of {self.gap:g}s",
-            "corrupt": self.corruption,
-            "empty": "200 with no body",
-            "error_body": "200 with an error object",
-        }[self.kind]
+        if self.kind == "stream_cut":
+            cut = self.after_events if self.after_events is not None else self.after_bytes
+            detail = f"after {cut} {'events' if self.after_events is not None else 'bytes'}"
+        elif self.kind == "stream_stall":
+            detail = f"{self.stall:g}s after {self.after_events} event(s)"
+        elif self.kind == "slow_stream":
+            detail = f"gaps of {self.gap:g}s"
+        elif self.kind == "corrupt":
+            detail = self.corruption
+        else:
+            detail = "200 with no body" if self.kind == "empty" else "200 with an error object"
         return f"{self.kind} ({detail}) at rate {self.rate:g}"
 
 
@@ -302,7 +303,17 @@ class Expectation(Strict):
     degraded_share: ComparisonField | None = None
     events: dict[str, ComparisonField] = Field(default_factory=dict)
     recovery: ComparisonField | None = Field(None, description="e.g. '<= 20s'")
-    retry_amplification: ComparisonField | None = None
+    retry_amplification: ComparisonField | None = Field(
+        None, description="the agent's tool attempts per request, during over before the window"
+    )
+    amplification: ComparisonField | None = Field(
+        None,
+        description="http windows: requests the dependency got per agent request sent in the "
+        "window, as the HTTP stage counted them",
+    )
+    rate_limited: ComparisonField | None = Field(
+        None, description="http windows: 429s a rate_limit answered in the window"
+    )
     optional: bool = Field(
         False,
         description="a clause whose data the agent never reports is listed as not measured "

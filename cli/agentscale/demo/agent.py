@@ -24,10 +24,12 @@ from agentscale.demo import guardrails
 from agentscale.demo.data import tokens
 from agentscale.demo.llm import classify, extract
 from agentscale.demo.llm import plan as plan_by_rules
+from agentscale.demo.outputs import ClientLimiter, output_problem
 from agentscale.demo.resilience import Budget, Bulkhead, CircuitBreaker, TTLCache
 from agentscale.demo.settings import (
     DEPENDENCIES,
     LLM_TIMEOUT,
+    RATE_LIMIT_PATIENCE,
     READ_ONLY_TOOLS,
     TIMEOUTS,
     TOOL_CONFIG_VERSION,
@@ -118,6 +120,10 @@ class Agent:
         }
         self.tenant_bulkheads: dict[str, Bulkhead] = {}
         self.caches = {name: TTLCache(ttl) for name, ttl in policy.cache_ttl_s.items()}
+        self.limiters = {
+            name: ClientLimiter(RATE_LIMIT_PATIENCE)
+            for name in (DEPENDENCIES if policy.honour_retry_after else ())
+        }
         self.rng = random.Random(settings.seed)
         self.threads = ThreadStore()
         self.spans: SpanExport | None = None
@@ -503,14 +509,22 @@ class Agent:
         if data is not None:
             outgoing["Content-Type"] = "application/json"
         outcome, error = "error", "no attempt"
+        limiter = self.limiters.get(name)
+        # Without validation a body that does not parse is not caught: it takes the request down.
+        caught = (aiohttp.ClientError, OSError) + (
+            (orjson.JSONDecodeError,) if policy.validate_outputs else ()
+        )
         try:
             for attempt in range(policy.retry.attempts):
                 retry_after = None
+                await self._turn(limiter, attempt)
                 try:
                     async with self.session.request(
                         method, url, data=data, headers=outgoing, timeout=timeout
                     ) as response:
                         payload = await response.read()
+                        if limiter is not None:
+                            limiter.learn(response.headers, response.status)
                         if response.status == 429 or response.status >= 500:
                             raise _Retryable(
                                 f"HTTP {response.status}",
@@ -522,13 +536,17 @@ class Agent:
                         if response.status >= 400:
                             reason = _error_code(payload)
                             raise Failed("error", f"HTTP {response.status}{reason}", attempt + 1)
+                        result = payload.decode() if text else orjson.loads(payload)
+                        problem = output_problem(name, result) if policy.validate_outputs else None
+                        if problem is not None:
+                            raise _Retryable(f"invalid output: {problem}")
                         breaker.success()
-                        return (payload.decode() if text else orjson.loads(payload)), attempt + 1
+                        return result, attempt + 1
                 except TimeoutError:
                     outcome, error = "timeout", "timeout"
                 except _Retryable as problem:
                     outcome, error, retry_after = "error", str(problem), problem.retry_after
-                except (aiohttp.ClientError, OSError, orjson.JSONDecodeError) as problem:
+                except caught as problem:
                     outcome, error = "error", type(problem).__name__
                 if policy.breaker and breaker.failure():
                     run.event("circuit_open", target=name)
@@ -545,13 +563,25 @@ class Agent:
                             f"{transcript}\ntool {name} failed with {error}; retry?",
                         )
                     delay = policy.retry.delay(attempt, self.rng)
-                    if retry_after is not None and policy.retry.base > 0:
+                    if retry_after is not None and policy.retry.base > 0 and limiter is None:
                         delay = max(delay, min(retry_after, policy.retry.cap))
                     await asyncio.sleep(self.settings.scaled(delay))
             raise Failed(outcome, error, policy.retry.attempts)
         finally:
             if bulkhead is not None:
                 bulkhead.release()
+
+    @staticmethod
+    async def _turn(limiter: ClientLimiter | None, attempt: int) -> None:
+        """Wait for this call's turn after a 429; a turn too far away is a failed call that
+        never went out (its fallback answers)."""
+        if limiter is None:
+            return
+        wait = limiter.reserve()
+        if wait is None:
+            raise Failed("error", "rate limited: held by Retry-After", attempt)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def _done(
         self,
@@ -622,15 +652,22 @@ class Agent:
         return str(content)
 
     async def _stream(self, run: Run, body: dict[str, Any]) -> tuple[str, dict[str, int], float]:
-        """An SSE completion; retried like any call until the first byte, not after."""
+        """An SSE completion, one attempt. The resilient profile gives up on a stream that
+        falls silent or ends without its end (and falls back); the naive one waits for the
+        whole timeout and takes whatever text came."""
         breaker = self.breakers["llm"]
         if self.policy.breaker and not breaker.allow():
             raise Failed("short_circuited", "circuit open", 0)
+        limiter = self.limiters.get("llm")
+        await self._turn(limiter, 0)
         started = time.perf_counter()
+        idle = self.policy.stream_idle_s
+        silence = self.settings.timeout(idle) if idle else None  # once the answer has begun
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout(LLM_TIMEOUT))
         pieces: list[str] = []
         usage: dict[str, int] = {}
         ttft = 0.0
+        ended = False
         try:
             async with self.session.post(
                 f"http://{self.routes['llm']}/v1/chat/completions",
@@ -638,19 +675,27 @@ class Agent:
                 timeout=timeout,
                 headers={"Content-Type": "application/json", **run.propagated},
             ) as reply:
+                if limiter is not None:
+                    limiter.learn(reply.headers, reply.status)
                 if reply.status != 200:
                     raise _Retryable(f"HTTP {reply.status}{_error_code(await reply.read())}")
-                async for line in reply.content:
-                    if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
+                while line := await asyncio.wait_for(reply.content.readline(), silence):
+                    if line.startswith(b"data: [DONE]"):
+                        ended = True
+                    if not line.startswith(b"data: ") or ended:
                         continue
                     if not pieces:
                         ttft = time.perf_counter() - started
                     event = orjson.loads(line[6:])
-                    piece = event["choices"][0]["delta"].get("content", "")
+                    choice = event["choices"][0]
+                    piece = choice["delta"].get("content", "")
                     pieces.append(piece)
                     if piece and run.sink is not None:
                         await run.sink(piece)
                     usage = event.get("usage") or usage
+                    ended = ended or bool(choice.get("finish_reason"))
+            if not ended and self.policy.validate_outputs:
+                raise _Retryable("the stream ended before its end")
         except (
             TimeoutError,
             _Retryable,
@@ -658,6 +703,8 @@ class Agent:
             OSError,
             orjson.JSONDecodeError,
             KeyError,
+            IndexError,
+            AttributeError,
         ) as problem:
             if self.policy.breaker and breaker.failure():
                 run.event("circuit_open", target="llm")

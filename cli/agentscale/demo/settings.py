@@ -41,6 +41,14 @@ class Policy:
     # A conversation's context sent to the model is folded into a recap beyond this many
     # tokens (None: everything is sent, until the model's context window refuses it).
     thread_cap: int | None = None
+    # Answers checked before they are trusted (a 200 with garbage is a failed call); without,
+    # the agent takes whatever parses, and what does not parse takes it down.
+    validate_outputs: bool = False
+    # After a 429, calls wait out Retry-After together (client-side limiter) or fall back.
+    honour_retry_after: bool = False
+    # A streamed answer silent this long is given up (seconds at time scale 1); without, only
+    # the call's whole timeout ends it. A stream without its end is refused, too.
+    stream_idle_s: float | None = None
 
 
 RESILIENT = Policy(
@@ -61,6 +69,9 @@ RESILIENT = Policy(
     max_seconds=20.0,
     runaway_cap=60,
     thread_cap=600,
+    validate_outputs=True,
+    honour_retry_after=True,
+    stream_idle_s=1.5,
 )
 NAIVE = replace(
     RESILIENT,
@@ -75,11 +86,15 @@ NAIVE = replace(
     max_seconds=None,
     replan_on_error=True,
     thread_cap=None,
+    validate_outputs=False,
+    honour_retry_after=False,
+    stream_idle_s=None,
 )
 PROFILES: dict[str, Policy] = {"resilient": RESILIENT, "naive": NAIVE}
 
 # Per-attempt timeouts (seconds at time scale 1); they never shrink below these.
 LLM_TIMEOUT = 10.0
+RATE_LIMIT_PATIENCE = 0.5  # real seconds a call may wait for its turn after a 429
 TIMEOUTS = {
     "llm": LLM_TIMEOUT,
     "kb_search": 1.0,

@@ -127,8 +127,58 @@ def compare(
         else:  # a tolerance the scenario set is never skipped in silence
             check["status"] = "inconclusive" if named else "not measured"
             check["detail"] = "no bootstrap replicates to estimate the noise"
+    for check, trial in _amplification(baseline, candidate):
+        checks.append(check)
+        if trial is not None:
+            trials.append(trial)
     _judge(trials, gates.alpha if gates else ALPHA)
     return _ordered(checks, trials)
+
+
+AMPLIFICATION = Metric(
+    True, False, 0.25, floor=0.25, description="requests the dependency got per agent request"
+)
+MIN_WINDOW_REQUESTS = 20
+
+
+def _amplification(baseline: list[Card], candidate: list[Card]) -> list[tuple[Check, Trial | None]]:
+    """Per http window both runs had: requests its dependency got per agent request, as the
+    HTTP stage counted them (a retry storm multiplies it). Its noise is that of two counts."""
+    if not baseline or not candidate:
+        return []
+    sides = (baseline, candidate)
+    names = sorted(set.intersection(*(set(c.get("windows", {})) for c in (*sides[0], *sides[1]))))
+    found: list[tuple[Check, Trial | None]] = []
+    for name in names:
+        runs = [[c["windows"][name] for c in cards] for cards in sides]
+        label = f"window {name}: amplification"  # the metric too: the CI files show it
+        check = new_check(label, "baseline", label, tolerance=describe(AMPLIFICATION), window=name)
+        check["scope"] = "window"
+        found.append((check, None))
+        least = min(w["requests"] for side in runs for w in side)
+        values = [[w["amplification"] for w in side] for side in runs]
+        base_values = [v for v in values[0] if v is not None]
+        cand_values = [v for v in values[1] if v is not None]
+        if least < MIN_WINDOW_REQUESTS or not base_values or not cand_values:
+            check["status"] = "not measured"
+            check["detail"] = f"{least} requests in the window, {MIN_WINDOW_REQUESTS} needed"
+            continue
+        base, cand = median(base_values), median(cand_values)
+        variance = sum(
+            (w["amplification"] or 0.0) ** 2
+            * (1 / max(w["dependency_requests"], 1) + 1 / w["requests"])
+            / len(side)
+            for side in runs
+            for w in side
+        )
+        se = math.sqrt(variance)
+        change = cand - base
+        check["baseline"], check["candidate"], check["change"] = base, cand, change
+        check["change_pct"] = change / base if base else None
+        check["ci"] = [change - Z95 * se, change + Z95 * se]
+        limit = max(AMPLIFICATION.tolerance * base, AMPLIFICATION.floor)
+        found[-1] = (check, Trial(check, change, limit, se))
+    return found
 
 
 def _trial(

@@ -41,6 +41,9 @@ def evaluate(expectations: list[Expectation], frames: RunFrames, card: Scorecard
                 _missing(during, "retries_per_tool_call", "attempts on its tool steps"),
             ),
         ]  # fmt: skip
+        unstaged = None if during is None or "amplification" in during else STAGE_HINT
+        for clause in ("amplification", "rate_limited"):
+            values.append((clause, getattr(expectation, clause), _get(during, clause), unstaged))
         for event, event_rule in expectation.events.items():
             count = float(event_count(requests[in_window], event))
             unseen = None if events_known else EVENTS_HINT
@@ -72,6 +75,10 @@ def evaluate(expectations: list[Expectation], frames: RunFrames, card: Scorecard
     return checks
 
 
+STAGE_HINT = (
+    "the HTTP stage reported no traffic for this window (it counts at the window's end; a run "
+    "stopped before then has no count)"
+)
 EVENTS_HINT = (
     "the agent reported no events in this window: map them with telemetry.events (JMESPath) "
     "or send them as spans, or mark the expectation optional"

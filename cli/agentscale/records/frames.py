@@ -78,6 +78,8 @@ class RunFrames:
     notes: list[str] = field(default_factory=list)  # what was done to the records, and why
     injected: pd.DataFrame | None = None  # faults_injected.parquet: the HTTP stage's faults
     gaps: tuple[np.ndarray, np.ndarray] | None = None  # streamed answers: (request, gap ms)
+    # Per http window: what the HTTP stage saw its dependency get (requests, 429s, faults).
+    traffic: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -350,7 +352,13 @@ def load_frames(run_dir: Path) -> RunFrames:
     started = actual["started_at"] if actual else None
     started_at = datetime.fromisoformat(started).timestamp() if started else None
     duration = float((actual["load_seconds"] if actual else 0) or info["planned"]["duration_s"])
-    return read_frames(run_dir, started_at, duration, fault_windows(info))
+    frames = read_frames(run_dir, started_at, duration, fault_windows(info))
+    frames.traffic = window_traffic(info)
+    return frames
+
+
+def window_traffic(info: RunInfo) -> dict[str, dict[str, Any]]:
+    return dict((info.get("faults") or {}).get("traffic") or {})
 
 
 def fault_windows(info: RunInfo) -> list[tuple[str, float, float]]:

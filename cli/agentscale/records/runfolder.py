@@ -119,6 +119,8 @@ class FaultsRef(TypedDict, total=False):
     windows: list[tuple[str, float, float]]
     lateness_ms_max: float | None
     failures: list[str]
+    # Per http window: the dependency's requests while it was in place, 429s, faults made.
+    traffic: dict[str, dict[str, Any]]
 
 
 class TenantRef(TypedDict):

@@ -98,7 +98,7 @@ INJECTED_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("at", _TS),
     ("dependency", pa.string()),
     ("window", pa.string()),
-    ("fault", pa.string()),  # status (more kinds to come)
+    ("fault", pa.string()),  # the kind: status, rate_limit, stream_cut, corrupt, ...
     ("status", pa.int32()),
     ("trace_id", pa.string()),  # from the traceparent the agent forwarded, if it did
     ("request_id", pa.string()),  # from the baggage (agentscale.request_id), if forwarded

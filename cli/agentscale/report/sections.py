@@ -442,6 +442,14 @@ def _window_notes(spans: dict[str, Card]) -> list[str]:
             f"{failed:,} request(s) failed; {during.get('fault_hits', 0):,} request(s) met an "
             "injected fault (their fault_hit column names it)."
         )
+    if during is not None and "dependency_requests" in during:
+        amplification = during.get("amplification")
+        per = f"{amplification:.2f}" if amplification is not None else "not measured"
+        notes.append(
+            f"The dependency got {during['dependency_requests']:,} request(s) while the window "
+            f"was in place: {per} per agent request sent in it (amplification), "
+            f"{during.get('rate_limited', 0):,} of them refused with 429 by the rate limit."
+        )
     for when in ("before", "after"):
         if when not in spans:
             notes.append(
