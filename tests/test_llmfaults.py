@@ -11,6 +11,7 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
 
@@ -166,11 +167,19 @@ def test_stream_cut_closes_after_n_events_and_stall_and_slow_stream_hold_them(
         assert min(gaps) >= 0.15 * 0.9
         rig.remove(window)
 
+        window = put(rig, "held", kind="stream_stall", after_events=1, stall="60s")
+        with ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(timed_events, listen)
+            time.sleep(0.6)
+            rig.remove(window)  # the window's end lets a held answer go
+            events, error = reading.result(timeout=10)
+        assert error is None and len(events) == 11 and events[-1][0] < 5
+
         events, error = timed_events(listen)  # as before once removed: a gap of 20 ms
         assert error is None and len(events) == 11 and events[-1][0] < 0.6
     injected = pd.read_parquet(tmp_path / "faults_injected.parquet")
     assert sorted(set(injected["fault"])) == ["slow_stream", "stream_cut", "stream_stall"]
-    assert len(injected) == 4 and set(injected["status"]) == {200}
+    assert len(injected) == 5 and set(injected["status"]) == {200}
 
 
 def test_corrupt_empty_and_error_body_answer_200_with_a_broken_body(tmp_path, server, toxiproxy):

@@ -7,6 +7,7 @@ plain body) relays the answer untouched and is not recorded as injected."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -29,9 +30,11 @@ async def relay(
     encoding: str | None,
     write: Write,
     applied: Callable[[], None],
+    removed: asyncio.Event | None = None,
 ) -> None:
     """Write the answer from ``chunks`` with ``fault`` in it; ``applied`` is called once, when
-    the fault takes effect. Raises ``Cut`` when the connection must be closed mid-answer."""
+    the fault takes effect; a hold ends early once ``removed`` is set (the window is over).
+    Raises ``Cut`` when the connection must be closed mid-answer."""
     kind = fault["kind"]
     form = stream_format(content_type, encoding)
     if kind == "stream_cut" and fault.get("after_bytes") is not None:
@@ -47,7 +50,7 @@ async def relay(
         await write(corrupt_json(body, fault["corruption"]))
         return
     events = _events(chunks, form)
-    await _EventRelay(fault, write, applied, form or "plain").run(events)
+    await _EventRelay(fault, write, applied, form or "plain", removed).run(events)
 
 
 async def _cut_after_bytes(
@@ -82,13 +85,25 @@ async def _events(chunks: AsyncIterator[bytes], form: str | None) -> AsyncIterat
 
 class _EventRelay:
     def __init__(
-        self, fault: dict[str, Any], write: Write, applied: Callable[[], None], form: str
+        self,
+        fault: dict[str, Any],
+        write: Write,
+        applied: Callable[[], None],
+        form: str,
+        removed: asyncio.Event | None,
     ) -> None:
         self.fault = fault
         self.write = write
         self.applied = applied
         self.form = form
+        self.removed = removed or asyncio.Event()
         self.done = False
+
+    async def hold(self, seconds: float) -> None:
+        """Wait ``seconds``, or until the window is removed."""
+        if seconds > 0 and not self.removed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.removed.wait(), seconds)
 
     def _once(self) -> None:
         if not self.done:
@@ -105,12 +120,10 @@ class _EventRelay:
                 self._once()
                 if kind == "stream_cut":
                     raise Cut()
-                await asyncio.sleep(float(fault["stall"]))
+                await self.hold(float(fault["stall"]))
             elif kind == "slow_stream" and passed > 0:
-                wait = last + float(fault["gap"]) - time.monotonic()
                 self._once()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                await self.hold(last + float(fault["gap"]) - time.monotonic())
             elif kind == "corrupt" and not self.done and _has_data(event, self.form):
                 self._once()
                 event = corrupt_event(event, fault["corruption"], self.form)

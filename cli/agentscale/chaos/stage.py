@@ -69,6 +69,7 @@ class Stage:
         self.addresses: dict[str, tuple[web.AppRunner, str, int]] = {}
         self.down: set[str] = set()
         self.limits: dict[str, RateLimit] = {}
+        self.removed: dict[str, asyncio.Event] = {}  # per window, set once it is removed
         # Per window: requests the dependency got while it was in place, faults, 429s.
         self.traffic: dict[str, dict[str, Any]] = {}
 
@@ -225,6 +226,7 @@ class Stage:
                             reply.headers.get("Content-Encoding"),
                             response.write,
                             lambda: applied(reply.status),
+                            self.removed.setdefault(fault["window"] or "", asyncio.Event()),
                         )
                     except Cut:
                         # No proper end of the body: the client sees the connection close.
@@ -272,7 +274,9 @@ class Stage:
             return web.json_response(fault)
 
         async def delete(request: web.Request) -> web.Response:
-            self.faults.pop(request.match_info["name"], None)
+            fault = self.faults.pop(request.match_info["name"], None)
+            if fault is not None:  # answers held by it are let go now
+                self.removed.setdefault(fault["window"] or "", asyncio.Event()).set()
             return web.json_response({})
 
         async def show(_request: web.Request) -> web.Response:
