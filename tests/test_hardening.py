@@ -395,7 +395,8 @@ def test_validate_refuses_what_load_cannot_run(tmp_path, server):
         line = next(ln for ln in result.stderr.splitlines() if f"{name}.yaml:" in ln)
         assert f": {field}" in line, line
     assert "nan_window.yaml:" in result.stderr and "windows.0.at" in result.stderr
-    assert "a ramp step's latency" in result.stderr
+    ramp = next(ln for ln in result.stderr.splitlines() if "bad_ramp.yaml:" in ln)
+    assert "windows.0.ramp.0.toxic.latency: Input should be greater than or equal to 0" in ramp
 
 
 # --- 8. chaos control with scope -------------------------------------------------------------

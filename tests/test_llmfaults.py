@@ -110,7 +110,8 @@ def test_rate_limit_answers_429_after_exactly_the_quota(tmp_path, server, toxipr
         rig.remove(window)
         assert call(listen, "/openai")[0] == 200  # answering as before, once removed
         assert rig.traffic["rpm"] == {
-            "dependency": "echo", "requests": 7, "injected": 0, "rate_limited": 2,
+            "dependency": "echo", "kind": "rate_limit", "requests": 7, "injected": 2,
+            "rate_limited": 2,
         }  # fmt: skip
 
 
@@ -182,6 +183,32 @@ def test_stream_cut_closes_after_n_events_and_stall_and_slow_stream_hold_them(
     assert len(injected) == 5 and set(injected["status"]) == {200}
 
 
+def test_a_large_plain_body_flows_through_stream_kinds_whole_and_at_speed(
+    tmp_path, server, toxiproxy
+):
+    with stage(tmp_path, server, toxiproxy) as (rig, listen):
+        # Nothing to act on: a plain body has no second event to hold or slow, and 70 MiB is
+        # beyond what corrupt reads whole. Each flows as it came, at about the direct speed.
+        for kind, fields, path in (
+            ("stream_stall", {"after_events": 1, "stall": "5s"}, "/big?mb=40"),
+            ("slow_stream", {"gap": "5s"}, "/big?mb=40"),
+            ("corrupt", {}, "/big?mb=70"),
+        ):
+            began = time.perf_counter()
+            expected = call(f"127.0.0.1:{server.port}", path)[2]
+            alone = time.perf_counter() - began
+            window = put(rig, kind, kind=kind, **fields)
+            began = time.perf_counter()
+            status, _, body, error = call(listen, path)
+            took = time.perf_counter() - began
+            rig.remove(window)
+            assert (status, error) == (200, None) and body == expected, kind
+            assert took < 10 * alone + 1.0, (kind, took, alone)
+            assert rig.traffic[kind]["injected"] == 0
+    parts = list((tmp_path / "faults_injected.parquet").glob("part-*.parquet"))
+    assert not parts or pd.read_parquet(tmp_path / "faults_injected.parquet").empty
+
+
 def test_corrupt_empty_and_error_body_answer_200_with_a_broken_body(tmp_path, server, toxiproxy):
     with stage(tmp_path, server, toxiproxy) as (rig, listen):
         for how in ("invalid_json", "truncate"):
@@ -238,7 +265,17 @@ def test_a_field_of_another_kind_is_refused_with_its_place(tmp_path):
     )  # fmt: skip
     result = agentscale("validate", str(path))
     assert result.code == 2
-    assert "p.yaml:" in result.stderr and "rate: not a field of kind rate_limit" in result.stderr
+    line = next(n for n, t in enumerate(path.read_text().splitlines(), 1) if "rate:" in t)
+    assert f"p.yaml:{line}:" in result.stderr  # at the stray field itself
+    assert "windows.0.http.rate: not a field of kind rate_limit" in result.stderr
+    clash = profile(
+        tmp_path,
+        None,
+        [{"name": "w", "target": "llm", "at": "1s", "for": "5s",
+          "http": {"kind": "status", "status": 600}}],
+    )  # fmt: skip
+    result = agentscale("validate", str(clash))  # the kind's value is also a field's name
+    assert "windows.0.http.status: Input should be less than or equal to 599" in result.stderr
 
 
 def test_chaos_apply_rate_limits_without_load_and_undoes_it(tmp_path, server, toxiproxy):
@@ -256,7 +293,10 @@ def test_chaos_apply_rate_limits_without_load_and_undoes_it(tmp_path, server, to
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=20) == 130
     said = process.stdout.read()
-    assert "quota: echo got 5 request(s) in the window; 0 fault(s) injected, 2 refused" in said
+    assert (
+        "quota: echo got 5 request(s) in the window; 2 fault(s) injected "
+        "(2 of them refused with 429)" in said
+    )
     listed = agentscale("chaos", "list", str(path.parent))
     assert "quota: echo rate_limit 3 requests/min (429) at 1s for 60s" in listed.stdout
     assert ours(toxiproxy) == {}

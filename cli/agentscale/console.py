@@ -281,7 +281,12 @@ def print_scorecard(card: Scorecard) -> None:
         print_line(
             f"window {window}: its dependency got {fixed(found['dependency_requests'])} "
             f"request(s), {fixed(amplification, 2) if amplification is not None else '-'} per "
-            f"agent request (amplification), {fixed(found['rate_limited'])} refused with 429"
+            f"agent request (amplification)"
+            + (  # only a rate limit refuses
+                f", {fixed(found['rate_limited'])} refused with 429"
+                if found.get("kind") == "rate_limit" or found["rate_limited"]
+                else ""
+            )
         )
     talks = card.get("conversations")
     if talks:

@@ -7,6 +7,9 @@ Routes (all POST/GET):
   /stall    like /agent, but every 5 s the server stalls for 1 s
   /status/N answers HTTP N
   /slow?ms= answers after a delay
+  /big?mb=N  a plain JSON body of N MiB (a large answer for the fault stage)
+  /slots?n=8&ms=100  a server of n slots, each busy ms per request (n * 1000 / ms requests/s
+            at most); a request waits for a free slot, and its trace reports only the work
   /sse, /ndjson  a streamed answer: first event at 200 ms, then every 20 ms ("stall", "cut")
   /steps    an agent of 40 steps whose timings it reports and spends (jittered); POST
             /steps/config {"tool_ms": 16, "fail": "refund", "fail_rate": 0.15} changes it,
@@ -287,6 +290,28 @@ async def slow(request: web.Request) -> web.Response:
     return web.json_response(_trace_answer(await _payload(request)))
 
 
+async def big(request: web.Request) -> web.Response:
+    size = int(float(request.query.get("mb", "1")) * 1024 * 1024)
+    body = b'{"data": "' + b"x" * max(size - 12, 0) + b'"}'
+    return web.Response(body=body, content_type="application/json")
+
+
+SLOTS: dict[int, asyncio.Semaphore] = {}
+
+
+async def slots(request: web.Request) -> web.Response:
+    """A known capacity: the wait for a slot is time no step of the trace accounts for."""
+    count, ms = int(request.query.get("n", "8")), float(request.query.get("ms", "100"))
+    payload = await _payload(request)
+    async with SLOTS.setdefault(count, asyncio.Semaphore(count)):
+        await asyncio.sleep(ms / 1000)
+    answer = _trace_answer(payload)
+    answer["trace"]["steps"].append(
+        {"kind": "tool", "name": "slot_work", "latency_ms": ms, "attempts": 1, "outcome": "ok"}
+    )
+    return web.json_response(answer)
+
+
 STEPS = {"tool_ms": 10.0, "fail": "", "fail_rate": 0.0}
 FAILED = {"seen": 0}
 OTHER_STEPS = 38
@@ -349,6 +374,8 @@ def build(fail_with: int | None = None) -> web.Application:
         ("/stall", stall),
         ("/status/{code}", status),
         ("/slow", slow),
+        ("/slots", slots),
+        ("/big", big),
         ("/steps", steps),
         ("/steps/config", steps_config),
     ):

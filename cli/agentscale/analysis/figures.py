@@ -104,6 +104,7 @@ class WindowTraffic(TypedDict):
     dependency_requests: int
     rate_limited: int
     amplification: float | None
+    kind: NotRequired[str | None]  # the window's http fault kind (absent in older runs)
 
 
 class GatedFigure(TypedDict):

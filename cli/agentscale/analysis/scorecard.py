@@ -319,7 +319,8 @@ def scorecard(frames: RunFrames, seed: int = 0) -> Scorecard:
         traffic = frames.traffic.get(name)
         if traffic is not None and "during" in spans:
             during = spans["during"]
-            sent = window_traffic(during["requests"], traffic)
+            # Requests cut short by a stop were sent too: their calls are in the count.
+            sent = window_traffic(during["requests"] + during["cancelled"], traffic)
             during["dependency_requests"] = sent["dependency_requests"]
             during["rate_limited"] = sent["rate_limited"]
             during["amplification"] = sent["amplification"]
@@ -336,6 +337,7 @@ def window_traffic(requests: int, traffic: dict[str, Any]) -> WindowTraffic:
         "dependency_requests": calls,
         "rate_limited": int(traffic.get("rate_limited") or 0),
         "amplification": round(calls / requests, 4) if requests else None,
+        "kind": traffic.get("kind"),
     }
 
 

@@ -216,25 +216,33 @@ class Splitter:
 
     def __init__(self, form: str) -> None:
         self.form = form
-        self.buffer = b""
+        self.pending: list[bytes] = []  # an event's start, not yet ended
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        self.buffer += chunk
+        # Every event ends with a newline: a chunk without one is only kept. Otherwise the
+        # buffer is searched from a position rather than sliced after each event, so a long
+        # event or a chunk of many costs its length, not its length squared.
+        if b"\n" not in chunk:
+            self.pending.append(chunk)
+            return []
+        buffer = b"".join([*self.pending, chunk]) if self.pending else chunk
         events: list[bytes] = []
+        start = 0
         while True:
             if self.form == "sse":
-                found = SSE_END.search(self.buffer)
+                found = SSE_END.search(buffer, start)
                 end = found.end() if found else -1
             else:
-                newline = self.buffer.find(b"\n")
+                newline = buffer.find(b"\n", start)
                 end = newline + 1 if newline >= 0 else -1
             if end < 0:
+                self.pending = [buffer[start:]] if start < len(buffer) else []
                 return events
-            events.append(self.buffer[:end])
-            self.buffer = self.buffer[end:]
+            events.append(buffer[start:end])
+            start = end
 
     def rest(self) -> bytes:
-        rest, self.buffer = self.buffer, b""
+        rest, self.pending = b"".join(self.pending), []
         return rest
 
 

@@ -1,8 +1,10 @@
 """Relaying a dependency's answer with a fault inside it: cut, held, slowed or corrupted.
 
 A streamed answer (SSE or NDJSON, uncompressed) is relayed event by event; a plain body is one
-event. A kind that has nothing to act on (a cut after 5 events of a 3-event stream, gaps in a
-plain body) relays the answer untouched and is not recorded as injected."""
+event, relayed chunk by chunk as it comes. A kind that has nothing to act on (a cut after 5
+events of a 3-event stream, gaps in a plain body, a body too large to corrupt) relays the
+answer untouched and is not recorded as injected; so does a fault whose window ended while
+the answer was under way."""
 
 from __future__ import annotations
 
@@ -37,28 +39,32 @@ async def relay(
     Raises ``Cut`` when the connection must be closed mid-answer."""
     kind = fault["kind"]
     form = stream_format(content_type, encoding)
+    removed = removed or asyncio.Event()
     if kind == "stream_cut" and fault.get("after_bytes") is not None:
-        await _cut_after_bytes(int(fault["after_bytes"]), chunks, write, applied)
-        return
-    if kind == "corrupt" and form is None:
-        body = b""
+        await _cut_after_bytes(int(fault["after_bytes"]), chunks, write, applied, removed)
+    elif kind == "corrupt" and form is None:
+        await _corrupt_body(fault["corruption"], chunks, write, applied, removed)
+    elif form is None:
+        # A plain body is one event: only a cut or a stall before it acts; it then flows as it
+        # comes, however large.
+        if fault.get("after_events") == 0 and kind in ("stream_cut", "stream_stall"):
+            await _EventRelay(fault, write, applied, "plain", removed).before_first()
         async for chunk in chunks:
-            body += chunk
-            if len(body) > MAX_CORRUPT_BODY:
-                break
-        applied()
-        await write(corrupt_json(body, fault["corruption"]))
-        return
-    events = _events(chunks, form)
-    await _EventRelay(fault, write, applied, form or "plain", removed).run(events)
+            await write(chunk)
+    else:
+        await _EventRelay(fault, write, applied, form, removed).run(_events(chunks, form))
 
 
 async def _cut_after_bytes(
-    limit: int, chunks: AsyncIterator[bytes], write: Write, applied: Callable[[], None]
+    limit: int,
+    chunks: AsyncIterator[bytes],
+    write: Write,
+    applied: Callable[[], None],
+    removed: asyncio.Event,
 ) -> None:
     sent = 0
     async for chunk in chunks:
-        if sent + len(chunk) > limit:
+        if sent + len(chunk) > limit and not removed.is_set():
             await write(chunk[: limit - sent])
             applied()
             raise Cut()
@@ -66,14 +72,36 @@ async def _cut_after_bytes(
         sent += len(chunk)
 
 
-async def _events(chunks: AsyncIterator[bytes], form: str | None) -> AsyncIterator[bytes]:
-    """Whole events as they complete; a plain body is one event, at its end."""
-    if form is None:
-        body = b""
-        async for chunk in chunks:
-            body += chunk
-        yield body
+async def _corrupt_body(
+    how: str,
+    chunks: AsyncIterator[bytes],
+    write: Write,
+    applied: Callable[[], None],
+    removed: asyncio.Event,
+) -> None:
+    """A plain body read whole, then corrupted; one beyond ``MAX_CORRUPT_BODY`` is relayed as
+    it is (never cut short in silence)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        parts.append(chunk)
+        size += len(chunk)
+        if size > MAX_CORRUPT_BODY:
+            for part in parts:
+                await write(part)
+            async for rest in chunks:
+                await write(rest)
+            return
+    body = b"".join(parts)
+    if removed.is_set():
+        await write(body)
         return
+    applied()
+    await write(corrupt_json(body, how))
+
+
+async def _events(chunks: AsyncIterator[bytes], form: str) -> AsyncIterator[bytes]:
+    """Whole events as they complete."""
     splitter = Splitter(form)
     async for chunk in chunks:
         for event in splitter.feed(chunk):
@@ -90,13 +118,13 @@ class _EventRelay:
         write: Write,
         applied: Callable[[], None],
         form: str,
-        removed: asyncio.Event | None,
+        removed: asyncio.Event,
     ) -> None:
         self.fault = fault
         self.write = write
         self.applied = applied
         self.form = form
-        self.removed = removed or asyncio.Event()
+        self.removed = removed
         self.done = False
 
     async def hold(self, seconds: float) -> None:
@@ -110,12 +138,24 @@ class _EventRelay:
             self.done = True
             self.applied()
 
+    async def before_first(self) -> None:
+        """A cut or a stall before the first byte of a plain body."""
+        if self.removed.is_set():
+            return
+        self._once()
+        if self.fault["kind"] == "stream_cut":
+            raise Cut()
+        await self.hold(float(self.fault["stall"]))
+
     async def run(self, events: AsyncIterator[bytes]) -> None:
         fault, kind = self.fault, self.fault["kind"]
         after = fault.get("after_events")
         passed = 0
         last = 0.0
         async for event in events:
+            if self.removed.is_set():  # the window is over: the rest flows as it is
+                await self.write(event)
+                continue
             if kind in ("stream_cut", "stream_stall") and passed == after and not self.done:
                 self._once()
                 if kind == "stream_cut":

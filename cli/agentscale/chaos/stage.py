@@ -169,7 +169,7 @@ class Stage:
 
     def note(self, name: str, fault: dict[str, Any], request: web.Request, status: int) -> None:
         window = fault.get("window")
-        if window in self.traffic and fault["kind"] != "rate_limit":
+        if window in self.traffic:  # a 429 of a rate limit is an injected fault too
             self.traffic[window]["injected"] += 1
         if self.injected is None:
             return
@@ -267,10 +267,14 @@ class Stage:
             ):
                 self.limits[name] = RateLimit(*quota)  # a new quota starts with a full bucket
             self.faults[name] = fault
-            self.traffic.setdefault(
-                fault["window"] or name,
-                {"dependency": name, "requests": 0, "injected": 0, "rate_limited": 0},
-            )
+            if previous is None or previous.get("window") != fault["window"]:
+                # A window applied afresh (a capacity stage replays the profile), not a ramp
+                # step of one in place: its holds and its counts start anew.
+                self.removed[fault["window"] or ""] = asyncio.Event()
+                self.traffic[fault["window"] or name] = {
+                    "dependency": name, "kind": fault["kind"], "requests": 0, "injected": 0,
+                    "rate_limited": 0,
+                }  # fmt: skip
             return web.json_response(fault)
 
         async def delete(request: web.Request) -> web.Response:

@@ -106,6 +106,13 @@ def apply(
             "the demo run with `agentscale load SCENARIO --faults PROFILE`",
         )
     total = duration if duration is not None else profile.last_end
+    later = [w.name for w in profile.windows if w.at >= total]
+    if later:
+        console.print_warning(
+            f"--for {total:g}s ends before {len(later)} window(s) start: "
+            + ", ".join(later[:5]) + (" ..." if len(later) > 5 else "")
+            + "; they are not applied"
+        )  # fmt: skip
     folder = out / "chaos" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder.mkdir(parents=True, exist_ok=True)
     rig = FaultRig(profile, folder, toxiproxy_url)
@@ -135,7 +142,12 @@ def apply(
     for name, seen in rig.traffic.items():
         console.print_line(
             f"{name}: {seen['dependency']} got {seen['requests']:,} request(s) in the window; "
-            f"{seen['injected']:,} fault(s) injected, {seen['rate_limited']:,} refused with 429"
+            f"{seen['injected']:,} fault(s) injected"
+            + (  # only a rate limit refuses
+                f" ({seen['rate_limited']:,} of them refused with 429)"
+                if seen.get("kind") == "rate_limit" or seen["rate_limited"]
+                else ""
+            )
         )
     failures = scheduler.failures if scheduler else []
     for failure in failures:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, StrictInt, ValidationError, field_validator, model_validator
 
-from agentscale.config.fields import ComparisonField, Duration, PositiveDuration
+from agentscale.config.fields import ComparisonField, Duration, Fraction, PositiveDuration
 from agentscale.config.strict import Strict
 
 # Bounds of what toxiproxy-server takes (it parses attributes as int64 and refuses more with
@@ -21,7 +21,9 @@ MAX_RATE_KBPS = 10_000_000
 MAX_SLICE_BYTES = 1 << 30
 MAX_SLICE_DELAY_US = 60_000_000
 MAX_LIMIT_BYTES = 1 << 62
-Millis = Annotated[int, Field(ge=0, le=MAX_MILLIS, description="milliseconds (at most a day)")]
+Millis = Annotated[
+    StrictInt, Field(ge=0, le=MAX_MILLIS, description="milliseconds (at most a day)")
+]
 ADDRESS = re.compile(r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$")
 
 
@@ -43,7 +45,7 @@ class Latency(ToxicBase):
 
 class Bandwidth(ToxicBase):
     type: Literal["bandwidth"]
-    rate: int = Field(ge=0, le=MAX_RATE_KBPS, description="KB/s")
+    rate: StrictInt = Field(ge=0, le=MAX_RATE_KBPS, description="KB/s")
 
 
 class SlowClose(ToxicBase):
@@ -66,9 +68,11 @@ class ResetPeer(ToxicBase):
 
 class Slicer(ToxicBase):
     type: Literal["slicer"]
-    average_size: int = Field(ge=1, le=MAX_SLICE_BYTES, description="bytes per slice")
-    size_variation: int = Field(0, ge=0, le=MAX_SLICE_BYTES, description="bytes")
-    delay: int = Field(0, ge=0, le=MAX_SLICE_DELAY_US, description="between slices, microseconds")
+    average_size: StrictInt = Field(ge=1, le=MAX_SLICE_BYTES, description="bytes per slice")
+    size_variation: StrictInt = Field(0, ge=0, le=MAX_SLICE_BYTES, description="bytes")
+    delay: StrictInt = Field(
+        0, ge=0, le=MAX_SLICE_DELAY_US, description="between slices, microseconds"
+    )
 
     @model_validator(mode="after")
     def _variation(self) -> Slicer:
@@ -79,7 +83,7 @@ class Slicer(ToxicBase):
 
 class LimitData(ToxicBase):
     type: Literal["limit_data"]
-    bytes: int = Field(
+    bytes: StrictInt = Field(
         ge=1, le=MAX_LIMIT_BYTES, description="close the connection after this many bytes"
     )
 
@@ -106,7 +110,7 @@ KIND_FIELDS: dict[str, frozenset[str]] = {
     "error_body": frozenset({"body"}),
 }
 COMMON_FIELDS = frozenset({"kind", "rate", "delay"})
-HEADER_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]{0,99}$"
+HEADER_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")  # RFC 9110 token characters
 
 
 class HttpFault(Strict):
@@ -114,17 +118,20 @@ class HttpFault(Strict):
     of) the dependency's own. README "Faults" lists each kind's fields, units and defaults."""
 
     kind: HttpKind = Field("status", description="what the stage does to a chosen request")
-    status: int = Field(503, ge=400, le=599, description="status: the error status to answer")
-    rate: float = Field(1.0, ge=0, le=1, description="share of requests that get the fault")
+    # Counts are strict: YAML's `true` or "2" is not a number of events.
+    status: StrictInt = Field(503, ge=400, le=599, description="status: the error status to answer")
+    rate: Fraction = Field(
+        1.0, ge=0, le=1, description="share of requests that get the fault: 0 to 1, or 25%"
+    )
     retry_after: Duration | None = Field(None, description="status: Retry-After header, seconds")
     body: str | None = Field(
         None, max_length=1_000_000, description="status, error_body: the body to answer"
     )
     delay: Duration = Field(0.0, le=3600, description="wait this long before answering")
-    requests_per_minute: int | None = Field(
+    requests_per_minute: StrictInt | None = Field(
         None, ge=1, le=10_000_000, description="rate_limit: requests a minute (token bucket)"
     )
-    tokens_per_minute: int | None = Field(
+    tokens_per_minute: StrictInt | None = Field(
         None,
         ge=1,
         le=10_000_000_000,
@@ -133,13 +140,12 @@ class HttpFault(Strict):
     )
     per_header: str | None = Field(
         None,
-        pattern=HEADER_NAME,
         description="rate_limit: one bucket per value of this request header (e.g. a tenant id)",
     )
-    after_events: int | None = Field(
+    after_events: StrictInt | None = Field(
         None, ge=0, le=1_000_000, description="stream_cut, stream_stall: events passed first"
     )
-    after_bytes: int | None = Field(
+    after_bytes: StrictInt | None = Field(
         None, ge=0, le=1 << 40, description="stream_cut: bytes of the body passed first"
     )
     stall: Duration | None = Field(
@@ -151,6 +157,15 @@ class HttpFault(Strict):
     corruption: Literal["truncate", "invalid_json", "wrong_schema"] = Field(
         "invalid_json", description="corrupt: what is done to the body"
     )
+
+    @field_validator("per_header")
+    @classmethod
+    def _header(cls, value: str | None) -> str | None:
+        if value is not None and not HEADER_TOKEN.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a header name (1 to 100 letters, digits or !#$%&'*+.^_`|~-)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> HttpFault:
@@ -226,20 +241,34 @@ class Window(Strict):
         )
         if len(chosen) != 1:
             raise ValueError("a window has exactly one of toxic, down: true, or http")
-        for step in self.ramp:
+        for i, step in enumerate(self.ramp):
             if step.at >= self.for_:
-                raise ValueError(f"a ramp step at {step.at:g}s is past the window's end")
+                raise ValueError(f"ramp.{i}.at: {step.at:g}s is past the window's end")
             if step.toxic is not None and self.toxic is None:
-                raise ValueError("a ramp step changes toxic attributes, but the window has none")
+                raise ValueError(f"ramp.{i}.toxic: the window has no toxic to change")
             if step.http is not None and self.http is None:
-                raise ValueError("a ramp step changes the http stage, but the window has none")
-        try:
-            self.states()  # each ramp step's fault, checked as the window's own would be
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"a ramp step's {where}: {first['msg']}") from None
+                raise ValueError(f"ramp.{i}.http: the window has no http fault to change")
+        self._check_steps()
         return self
+
+    def _check_steps(self) -> None:
+        """Each ramp step's fault, checked as the window's own would be; an error names the
+        step's field (``ramp.<i>.http.<field>: ...``, placed there by the error mapper)."""
+        base: Fault = self.toxic or self.http or "down"
+        if isinstance(base, str):
+            return
+        section = "toxic" if self.toxic is not None else "http"
+        for i in sorted(range(len(self.ramp)), key=lambda k: self.ramp[k].at):
+            step = self.ramp[i]
+            try:
+                base = type(base).model_validate(
+                    {**base.model_dump(exclude_unset=True), **(getattr(step, section) or {})}
+                )
+            except ValidationError as error:
+                first = error.errors()[0]
+                where = "".join(f".{p}" for p in first["loc"])
+                message = first["msg"].removeprefix("Value error, ")
+                raise ValueError(f"ramp.{i}.{section}{where}: {message}") from None
 
     @property
     def end(self) -> float:

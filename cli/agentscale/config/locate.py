@@ -19,9 +19,10 @@ def translate(
 ) -> list[ConfigError]:
     out = []
     for detail in error.errors():
-        loc = _data_path(detail["loc"], document.data)
-        field = ".".join(str(part) for part in loc)
+        loc = _data_path(detail["loc"], document.data, model)
         message = detail["msg"].removeprefix("Value error, ")
+        loc, message, named = _named_within(loc, message, document.data)
+        field = ".".join(str(part) for part in loc)
         hint = None
         if detail["type"] == "extra_forbidden":
             known = _known_fields(model, loc[:-1], document.data)
@@ -43,7 +44,7 @@ def translate(
             )
             hint = f"expected one of: {context.get('expected_tags')}"
         else:
-            location = document.locate(loc)
+            location = document.locate(loc, key=named)
             if detail["type"] == "literal_error":
                 hint = message
                 message = f"got {detail.get('input')!r}"
@@ -51,18 +52,57 @@ def translate(
     return out
 
 
-def _data_path(loc: tuple[int | str, ...], data: Any) -> tuple[str | int, ...]:
-    """Drop the parts of a pydantic error path that the file does not spell (union tags)."""
+def _named_within(
+    loc: tuple[str | int, ...], message: str, data: Any
+) -> tuple[tuple[str | int, ...], str, bool]:
+    """A cross-field check's message that starts with the path of the field at fault below
+    ``loc`` (``stall: not a field of kind stream_cut``, ``ramp.0.http.gap: ...``): the error
+    moves to that field. Returns the path, the message left, and whether it moved."""
+    moved = False
+    while True:
+        prefix, sep, rest = message.partition(": ")
+        first = prefix.split(", ")[0]
+        parts = tuple(int(p) if p.isdigit() else p for p in first.split("."))
+        if not sep or not first or " " in first or _node(data, loc + parts) is _MISSING:
+            return loc, message, moved
+        loc, moved = loc + parts, True
+        if first == prefix:  # one field named: the rest of the message is about it
+            message = rest
+
+
+_MISSING = object()
+
+
+def _node(data: Any, path: tuple[str | int, ...]) -> Any:
+    node = data
+    for part in path:
+        found = isinstance(node, dict) and part in node
+        found = found or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        if not found:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _data_path(
+    loc: tuple[int | str, ...], data: Any, model: type[BaseModel] | None = None
+) -> tuple[str | int, ...]:
+    """Drop the parts of a pydantic error path that the file does not spell: the tag pydantic
+    puts right after a discriminated union's field (even when, as in ``latency: {type: latency,
+    latency: 5}``, it is also a key), and only there (``http: {kind: status, status: 600}``
+    names the field ``status``)."""
     path: list[str | int] = []
     node = data
-    skipped: set[int] = set()
+    current: Any = model
     for part in loc:
-        if isinstance(node, dict) and part in _tags(node) and id(node) not in skipped:
-            # A discriminated union's tag, which pydantic puts right after the union's field
-            # (even when, as in ``latency: {type: latency, latency: 5}``, it is also a key).
-            skipped.add(id(node))
+        tagged = model is None or _is_union(current)
+        if tagged and isinstance(node, dict) and part in _tags(node):
+            current = _model_in(current, node) if current is not None else None
             continue
         path.append(part)
+        current = _child(current, part, node)
         if isinstance(node, dict):
             node = node.get(part)
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
@@ -70,6 +110,40 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> tuple[str | int, ...]:
         else:
             node = None
     return tuple(path)
+
+
+def _models(annotation: Any) -> list[Any]:
+    """The schema classes an annotation may hold (through Annotated, Optional and unions)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _models(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for option in typing.get_args(annotation) for m in _models(option)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return []
+
+
+def _is_union(annotation: Any) -> bool:
+    return len(_models(annotation)) > 1
+
+
+def _child(current: Any, part: str | int, node: Any) -> Any:
+    """The annotation of ``part`` inside ``current`` (None when the schema says nothing)."""
+    origin = typing.get_origin(current)
+    if origin is typing.Annotated:
+        return _child(typing.get_args(current)[0], part, node)
+    if origin is list:
+        return typing.get_args(current)[0] if isinstance(part, int) else None
+    if origin is dict:
+        return typing.get_args(current)[1]
+    if origin in (typing.Union, types.UnionType):
+        chosen = _model_in(current, node)
+        return _child(chosen, part, node) if chosen is not None else None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        field = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
+        return field.annotation if field is not None else None
+    return None
 
 
 TAGS = ("kind", "type")  # the discriminators of the schemas' unions

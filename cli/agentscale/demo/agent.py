@@ -526,9 +526,11 @@ class Agent:
                         if limiter is not None:
                             limiter.learn(response.headers, response.status)
                         if response.status == 429 or response.status >= 500:
+                            # A 429's wait is the limiter's to keep; a 503's is the retry's.
+                            held = limiter is not None and response.status == 429
                             raise _Retryable(
                                 f"HTTP {response.status}",
-                                _seconds(response.headers.get("Retry-After")),
+                                None if held else _seconds(response.headers.get("Retry-After")),
                             )
                         if response.status == 404 and not_found_ok:
                             breaker.success()
@@ -563,7 +565,7 @@ class Agent:
                             f"{transcript}\ntool {name} failed with {error}; retry?",
                         )
                     delay = policy.retry.delay(attempt, self.rng)
-                    if retry_after is not None and policy.retry.base > 0 and limiter is None:
+                    if retry_after is not None and policy.retry.base > 0:
                         delay = max(delay, min(retry_after, policy.retry.cap))
                     await asyncio.sleep(self.settings.scaled(delay))
             raise Failed(outcome, error, policy.retry.attempts)

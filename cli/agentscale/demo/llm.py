@@ -10,6 +10,7 @@ context window is refused (HTTP 400, ``context_length_exceeded``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from dataclasses import dataclass
@@ -244,6 +245,21 @@ async def _stream(
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
+    # The client may go away mid-answer (a cut stream): then there is nothing more to send.
+    with contextlib.suppress(ConnectionResetError):
+        await _events(response, ident, model, content, usage, spec, pace)
+    return response
+
+
+async def _events(
+    response: web.StreamResponse,
+    ident: str,
+    model: str,
+    content: str,
+    usage: dict[str, int],
+    spec: ModelSpec,
+    pace: Pace,
+) -> None:
     await asyncio.sleep(pace.seconds(spec.first_token(usage["prompt_tokens"])))
     pieces = re.findall(r"\S+\s*", content) or [content]
     for i in range(0, len(pieces), 4):
@@ -265,4 +281,3 @@ async def _stream(
     }
     await response.write(b"data: " + orjson.dumps(final) + b"\n\ndata: [DONE]\n\n")
     await response.write_eof()
-    return response

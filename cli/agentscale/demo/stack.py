@@ -44,8 +44,11 @@ class Stack:
     async def close(self) -> None:
         if self.agent.spans is not None:
             self.agent.spans.close()  # the last batch of spans goes out before the stack ends
+        # The agent stops first (its requests under way end or are cancelled), then its client
+        # session: closed earlier, a request still running would fail on it, traceback and all.
+        await self.runners[-1].cleanup()
         await self.session.close()
-        for runner in reversed(self.runners):
+        for runner in reversed(self.runners[:-1]):
             await runner.cleanup()
 
 
