@@ -16,6 +16,7 @@ COMMANDS = (
     "report",
     "worker",
     "load",
+    "capacity",
     "validate",
     "schema",
     "version",

@@ -126,6 +126,119 @@ def load(
     return run_load(scenario, options)
 
 
+@app.command()
+def capacity(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    slo: Annotated[
+        str,
+        typer.Option(
+            help='what a stage must hold, e.g. "latency_p95_ms < 8000, success_rate >= 0.99"'
+        ),
+    ],
+    start: Annotated[str, typer.Option(help="the first rate tried, e.g. 2rps")] = "2rps",
+    max_rate: Annotated[
+        str, typer.Option("--max", help="the highest rate tried, e.g. 500rps")
+    ] = "500rps",
+    stage: Annotated[str, typer.Option(help="each stage's length, at least, e.g. 30s")] = "30s",
+    min_requests: Annotated[
+        int, typer.Option(min=10, help="arrivals per stage, at least (slow stages run longer)")
+    ] = 100,
+    precision: Annotated[
+        str, typer.Option(help="bisect until first bad / last good is within this")
+    ] = "5%",
+    peak: Annotated[
+        str | None, typer.Option(help="the peak to serve, e.g. 120rps: how many replicas")
+    ] = None,
+    headroom: Annotated[str, typer.Option(help="spare capacity at --peak")] = "30%",
+    baseline: Annotated[
+        Path | None, typer.Option(help="a saved capacity.json (or its run folder) to gate on")
+    ] = None,
+    tolerance: Annotated[
+        str, typer.Option(help="a sustainable rate this far below the baseline's regressed")
+    ] = "10%",
+    force: Annotated[bool, typer.Option(help="compare with a capacity of another scenario")] = (
+        False
+    ),
+    faults: Annotated[
+        Path | None, typer.Option(help="fault profile, replayed from each stage's start")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="output root; one folder for the search")] = Path(
+        "reports"
+    ),
+    seed: Annotated[
+        int | None, typer.Option(min=0, max=2**63 - 1, help="fix the request mix and arrivals")
+    ] = None,
+    allow_remote: Annotated[
+        list[str] | None,
+        typer.Option("--allow-remote", metavar="HOST", help="allow a host beyond loopback"),
+    ] = None,
+    toxiproxy_url: Annotated[
+        str | None, typer.Option(help="use this running toxiproxy-server instead of our own")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=0, max=64, help="Locust workers to start here (master/worker mode)")
+    ] = 0,
+) -> int:
+    """Find the highest rate the target sustains under an SLO, the knee, and the step that
+    gives way first; with --peak, the replicas needed."""
+    from agentscale.analysis.capacity import parse_slos
+    from agentscale.commands.capacity import CapacityOptions, run_capacity
+    from agentscale.commands.load import LoadOptions
+    from agentscale.config.units import RATE_HINT, parse_fraction, parse_rate
+
+    def rate(text: str, field: str) -> float:
+        try:
+            return parse_rate(text)
+        except ValueError as error:
+            raise ConfigError(str(error), field=field, hint=RATE_HINT) from None
+
+    def share(text: str, field: str, low: float, high: float) -> float:
+        try:
+            value = parse_fraction(text)
+        except ValueError as error:
+            raise ConfigError(str(error), field=field, hint="e.g. 5% or 0.05") from None
+        if not low < value <= high:
+            raise ConfigError(f"{text!r} is out of range ({low:g}, {high:g}]", field=field)
+        return value
+
+    try:
+        slos = parse_slos(slo)
+    except ValueError as error:
+        raise ConfigError(
+            str(error),
+            field="--slo",
+            hint='e.g. --slo "latency_p95_ms < 8000, success_rate >= 0.99"',
+        ) from None
+    first, highest = rate(start, "--start"), rate(max_rate, "--max")
+    if highest < first:
+        raise ConfigError(f"--max {max_rate} is below --start {start}", field="--max")
+    seconds = _seconds(stage, "--stage")
+    if seconds is None or seconds < 1:
+        raise ConfigError("a stage lasts at least 1 s", field="--stage", hint="e.g. 30s")
+    options = CapacityOptions(
+        load=LoadOptions(
+            out=out,
+            seed=seed,
+            allow_remote=tuple(allow_remote or ()),
+            faults=faults,
+            toxiproxy_url=toxiproxy_url,
+            workers=workers,
+        ),
+        slos=slos,
+        start=first,
+        maximum=highest,
+        stage=seconds,
+        min_requests=min_requests,
+        precision=share(precision, "--precision", 0.0, 1.0),
+        peak=rate(peak, "--peak") if peak is not None else None,
+        headroom=share(headroom, "--headroom", -1e-9, 10.0),
+        baseline=baseline,
+        tolerance=share(tolerance, "--tolerance", -1e-9, 1.0),
+        force=force,
+    )
+    return run_capacity(scenario, options)
+
+
 def _seconds(text: str | None, field: str) -> float | None:
     """A duration option (30s, 5m, ...) in seconds; a usage error names the option."""
     from agentscale.config.units import DURATION_HINT, parse_duration
@@ -134,8 +247,8 @@ def _seconds(text: str | None, field: str) -> float | None:
         return None
     try:
         return parse_duration(text)
-    except ValueError as error:
-        raise ConfigError(str(error), field=field, hint=DURATION_HINT) from None
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a duration", field=field, hint=DURATION_HINT) from None
 
 
 def _address(text: str, field: str) -> tuple[str, int]:
@@ -334,7 +447,10 @@ def chaos_apply(
     """Apply a profile's windows on their schedule without load; undo all of it at the end."""
     from agentscale.commands.chaos import apply
 
-    return apply(profile, _seconds(for_, "--for"), toxiproxy_url, out, tuple(allow_remote or ()))
+    seconds = _seconds(for_, "--for")
+    if seconds is not None and seconds <= 0:
+        raise ConfigError("must be longer than zero", field="--for", hint="e.g. --for 2m")
+    return apply(profile, seconds, toxiproxy_url, out, tuple(allow_remote or ()))
 
 
 @chaos_app.command("status")

@@ -9,10 +9,12 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pandas as pd
 
@@ -160,6 +162,219 @@ def run_once(
         state.release_run(run_dir)
 
 
+class RunStack:
+    """What a run needs besides the engine, up for one engine run or for many (a capacity
+    search): the fault rig, the span receiver, the demo stack. Entered, it has them started;
+    left on any path, every fault it made is undone and every process stopped. Until an
+    engine runs (and forwards signals itself), SIGTERM unwinds like Ctrl-C."""
+
+    def __init__(
+        self,
+        loaded: LoadedScenario,
+        options: LoadOptions,
+        profile: LoadedProfile | None,
+        run_dir: Path,
+        run: RunInfo,
+    ) -> None:
+        self.loaded, self.options, self.profile = loaded, options, profile
+        self.run_dir, self.run = run_dir, run
+        self.rig: FaultRig | None = None
+        self.receiver: SpanReceiver | None = None
+        self.otlp = otlp_settings(loaded.scenario)
+        self.target_url: str | None = None
+        self.stack = contextlib.ExitStack()
+        self.fault_failures: list[str] = []
+        self.lateness_ms: list[float] = []
+        self.leftovers: list[str] = []
+
+    def __enter__(self) -> RunStack:
+        self.previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            self._start()
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._close()
+
+    def _start(self) -> None:
+        scenario, run, run_dir = self.loaded.scenario, self.run, self.run_dir
+        target = scenario.target
+        routes: dict[str, str] = {}
+        demo_targets = DEPENDENCIES if target.url == "demo" else ()
+        profile = self.profile
+        if profile is not None:
+            self.rig = FaultRig(profile.profile, run_dir, self.options.toxiproxy_url, demo_targets)
+            routes = self.rig.prepare()
+        if self.otlp is not None:
+            self.receiver = self.stack.enter_context(SpanReceiver(run_dir, self.otlp.listen))
+            run["otlp"] = {"endpoint": self.receiver.endpoint}
+            console.print_line(
+                f"spans: OTLP/HTTP receiver at {self.receiver.endpoint} "
+                f"(OTEL_EXPORTER_OTLP_ENDPOINT={self.receiver.endpoint})"
+            )
+        if target.url == "demo":
+            demo = target.demo or DemoOptions()
+            process = self.stack.enter_context(
+                DemoProcess(
+                    demo_profile(demo.profile),
+                    demo.time_scale,
+                    run_dir / "demo.log",
+                    routes=routes,
+                    options=demo,
+                    otlp_endpoint=self.receiver.endpoint if self.receiver else None,
+                )
+            )
+            self.target_url = process.agent_url + ("/stream" if demo.stream else "")
+            run["demo"] = process.description
+            console.print_line(
+                f"demo stack ({process.description['profile']}, time scale "
+                f"{demo.time_scale:g}) at {self.target_url}"
+            )
+        if self.rig is not None and profile is not None and run["faults"] is not None:
+            self.rig.connect(run.get("demo", {}).get("services"))
+            run["faults"] = {
+                **run["faults"],
+                "profile": profile.profile.name,
+                "routes": {n: r.__dict__ for n, r in self.rig.routes.items()},
+                "windows": [(w.name, w.at, w.end) for w in profile.profile.windows],
+            }
+            console.print_line(
+                f"faults: {profile.profile.name}, {len(profile.profile.windows)} window(s)"
+            )
+        write_run(run_dir, run)
+
+    def spec(self, *, duration: float, seed: int, **stage: float | int) -> EngineSpec:
+        """The engine's spec for one run of it (``stage``: a capacity stage's rate, number
+        and first sequence number)."""
+        scenario, run, options = self.loaded.scenario, self.run, self.options
+        windows = self.profile.profile.windows if self.profile else []
+        return EngineSpec(
+            scenario_path=self.loaded.path.resolve(),
+            run_dir=self.run_dir.resolve(),
+            duration=duration,
+            seed=seed,
+            target_url=self.target_url,
+            windows=[(w.name, w.at, w.end) for w in windows],
+            allow_remote=options.allow_remote,
+            parent_pid=os.getpid(),
+            canaries={name: t["canary"] for name, t in run["tenants"].items()},
+            workers=options.workers,
+            remote_workers=options.remote_workers,
+            master_bind=options.master_bind,
+            trace_nonce=run["trace_nonce"],
+            propagate=(scenario.telemetry.propagate if scenario.telemetry else "traceparent")
+            == "traceparent",
+            **stage,
+        )
+
+    def drive(
+        self,
+        spec: EngineSpec,
+        title: str,
+        on_message: Callable[[dict[str, Any]], None] | None = None,
+    ) -> EngineOutcome:
+        """One engine run with the live view; the profile's windows start on its clock and
+        whatever is still in force when it ends is removed."""
+        scheduler = None
+        if self.rig is not None and self.profile is not None:
+            scheduler = FaultScheduler(
+                self.rig, self.profile.profile, EventLog(self.run_dir / "events.jsonl", time.time())
+            )
+        try:
+            with console.LiveView(title) as view:
+
+                def relay(message: dict[str, Any]) -> None:
+                    started = message.get("started_at")
+                    if message.get("type") == "started" and scheduler is not None:
+                        assert isinstance(started, float)
+                        scheduler.start(started)  # the load's clock, one for all
+                    if message.get("type") == "waiting":
+                        console.print_line(
+                            f"master at {message['master']}: waiting for "
+                            f"{message['workers']} worker(s)"
+                        )
+                    if on_message is not None:
+                        on_message(message)
+                    view.update(message)
+
+                return launch(spec, relay)
+        finally:
+            if scheduler is not None:
+                scheduler.stop()
+                self.fault_failures += scheduler.failures
+                self.lateness_ms += scheduler.lateness_ms
+
+    @staticmethod
+    def interrupted(outcome: EngineOutcome) -> bool:
+        return outcome.interrupted or outcome.returncode == EXIT_INTERRUPTED
+
+    def collect_spans(self, outcome: EngineOutcome) -> None:
+        """An SDK sends its spans in batches: the last ones arrive after the last answer."""
+        if self.receiver is not None and self.otlp is not None:
+            self.receiver.finish(0.0 if self.interrupted(outcome) else self.otlp.grace)
+            self.run["otlp"] = {
+                "endpoint": self.receiver.endpoint, "received": self.receiver.received,
+            }  # fmt: skip
+
+    def stage_problems(self, outcome: EngineOutcome) -> list[str]:
+        """What broke during one engine run: the engine itself, a fault (each named once)."""
+        problems = [f"a fault failed: {f}" for f in self.fault_failures]
+        self.fault_failures = []
+        if outcome.returncode not in (EXIT_OK, EXIT_INTERRUPTED):
+            problems.insert(
+                0,
+                f"the load engine failed (exit {outcome.returncode}); engine.log ends:\n"
+                f"{outcome.log_tail.strip()}",
+            )
+        return problems
+
+    def _close(self) -> None:
+        try:
+            self.stack.close()
+        finally:
+            signal.signal(signal.SIGTERM, self.previous)
+            if self.rig is not None:
+                self.leftovers = self.rig.close()
+                for item in self.leftovers:
+                    console.print_warning(
+                        f"could not undo {item}; `agentscale chaos reset` will retry"
+                    )
+
+    def record_faults(self) -> list[str]:
+        """After the stack is closed: the fault problems of the whole run, written in run.json
+        with the stage's traffic counts."""
+        problems = [f"a fault failed: {f}" for f in self.fault_failures] + [
+            f"a fault could not be removed: {item}" for item in self.leftovers
+        ]
+        faults = self.run["faults"]
+        if self.rig is not None and faults is not None:
+            faults["lateness_ms_max"] = max(self.lateness_ms, default=None)
+            faults["failures"] = problems
+            if self.rig.traffic:
+                faults["traffic"] = self.rig.traffic
+        return problems
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """What each dependency is (llm, tool, ...), for error classes."""
+        kinds = dict(KINDS) if self.loaded.scenario.target.url == "demo" else {}
+        if self.profile is not None:
+            kinds.update({d.name: d.kind for d in self.profile.profile.dependencies})
+        return kinds
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """Dependency by the address the agent calls it at, for spans that name a peer."""
+        routes = self.run.get("demo", {}).get("routes") or {}
+        addresses = {address: name for name, address in routes.items()}
+        if self.rig is not None:
+            addresses.update({r.agent_address: name for name, r in self.rig.routes.items()})
+        return addresses
+
+
 def _run(
     loaded: LoadedScenario,
     options: LoadOptions,
@@ -169,136 +384,14 @@ def _run(
     run: RunInfo,
 ) -> Candidate:
     scenario = loaded.scenario
-    target = scenario.target
-    console.print_line(f"agentscale {__version__} · {scenario.name} → {target.url}")
+    console.print_line(f"agentscale {__version__} · {scenario.name} → {scenario.target.url}")
     console.print_line(f"run folder: {run_dir}")
-    # Until the engine runs (and forwards signals itself), SIGTERM unwinds like Ctrl-C, so the
-    # fault set-up below is always undone.
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    rig: FaultRig | None = None
-    scheduler: FaultScheduler | None = None
-    receiver: SpanReceiver | None = None
-    otlp = otlp_settings(scenario)
-    try:
-        with contextlib.ExitStack() as stack:
-            routes: dict[str, str] = {}
-            demo_targets = DEPENDENCIES if target.url == "demo" else ()
-            if profile is not None:
-                rig = FaultRig(profile.profile, run_dir, options.toxiproxy_url, demo_targets)
-                routes = rig.prepare()
-            if otlp is not None:
-                receiver = stack.enter_context(SpanReceiver(run_dir, otlp.listen))
-                run["otlp"] = {"endpoint": receiver.endpoint}
-                console.print_line(
-                    f"spans: OTLP/HTTP receiver at {receiver.endpoint} "
-                    f"(OTEL_EXPORTER_OTLP_ENDPOINT={receiver.endpoint})"
-                )
-            target_url = None
-            if target.url == "demo":
-                demo = target.demo or DemoOptions()
-                process = stack.enter_context(
-                    DemoProcess(
-                        demo_profile(demo.profile),
-                        demo.time_scale,
-                        run_dir / "demo.log",
-                        routes=routes,
-                        options=demo,
-                        otlp_endpoint=receiver.endpoint if receiver else None,
-                    )
-                )
-                target_url = process.agent_url + ("/stream" if demo.stream else "")
-                run["demo"] = process.description
-                console.print_line(
-                    f"demo stack ({process.description['profile']}, time scale "
-                    f"{demo.time_scale:g}) at {target_url}"
-                )
-            if rig is not None and profile is not None and run["faults"] is not None:
-                rig.connect(run.get("demo", {}).get("services"))
-                scheduler = FaultScheduler(
-                    rig, profile.profile, EventLog(run_dir / "events.jsonl", time.time())
-                )
-                run["faults"] = {
-                    **run["faults"],
-                    "profile": profile.profile.name,
-                    "routes": {n: r.__dict__ for n, r in rig.routes.items()},
-                    "windows": [(w.name, w.at, w.end) for w in profile.profile.windows],
-                }
-                console.print_line(
-                    f"faults: {profile.profile.name}, {len(profile.profile.windows)} window(s)"
-                )
-            write_run(run_dir, run)
-            spec = EngineSpec(
-                scenario_path=loaded.path.resolve(),
-                run_dir=run_dir.resolve(),
-                duration=duration,
-                seed=run["seed"],
-                target_url=target_url,
-                windows=[(w.name, w.at, w.end) for w in profile.profile.windows] if profile else [],
-                allow_remote=options.allow_remote,
-                parent_pid=os.getpid(),
-                canaries={name: t["canary"] for name, t in run["tenants"].items()},
-                workers=options.workers,
-                remote_workers=options.remote_workers,
-                master_bind=options.master_bind,
-                trace_nonce=run["trace_nonce"],
-                propagate=(scenario.telemetry.propagate if scenario.telemetry else "traceparent")
-                == "traceparent",
-            )
-            outcome = _drive(spec, f"{scenario.name} ({scenario.load.model} model)", scheduler)
-            if receiver is not None and otlp is not None:
-                # An SDK sends its spans in batches: the last ones arrive after the last answer.
-                stopped = outcome.interrupted or outcome.returncode == EXIT_INTERRUPTED
-                receiver.finish(0.0 if stopped else otlp.grace)
-                run["otlp"] = {"endpoint": receiver.endpoint, "received": receiver.received}
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        leftovers = _tear_down(rig, scheduler)
-    fault_problems = [f"a fault failed: {f}" for f in (scheduler.failures if scheduler else [])] + [
-        f"a fault could not be removed: {item}" for item in leftovers
-    ]
-    if scheduler is not None and run["faults"] is not None:
-        run["faults"]["lateness_ms_max"] = max(scheduler.lateness_ms, default=None)
-        run["faults"]["failures"] = fault_problems
-    if rig is not None and run["faults"] is not None and rig.traffic:
-        run["faults"]["traffic"] = rig.traffic
-    kinds = dict(KINDS) if target.url == "demo" else {}
-    if profile is not None:
-        kinds.update({d.name: d.kind for d in profile.profile.dependencies})
-    addresses = {
-        address: name for name, address in (run.get("demo", {}).get("routes") or {}).items()
-    }
-    if rig is not None:
-        addresses.update({r.agent_address: name for name, r in rig.routes.items()})
-    return finish(run_dir, run, loaded, outcome, fault_problems, kinds, addresses)
-
-
-def _drive(spec: EngineSpec, title: str, scheduler: FaultScheduler | None) -> EngineOutcome:
-    """Run the engine with the live view; faults start on the load's own clock."""
-    with console.LiveView(title) as view:
-
-        def on_message(message: dict[str, object]) -> None:
-            started = message.get("started_at")
-            if message.get("type") == "started" and scheduler is not None:
-                assert isinstance(started, float)
-                scheduler.start(started)  # the load's clock, one for all
-            if message.get("type") == "waiting":
-                console.print_line(
-                    f"master at {message['master']}: waiting for {message['workers']} worker(s)"
-                )
-            view.update(message)
-
-        return launch(spec, on_message)
-
-
-def _tear_down(rig: FaultRig | None, scheduler: FaultScheduler | None) -> list[str]:
-    if scheduler is not None:
-        scheduler.stop()
-    if rig is None:
-        return []
-    leftovers = rig.close()
-    for item in leftovers:
-        console.print_warning(f"could not undo {item}; `agentscale chaos reset` will retry")
-    return leftovers
+    with RunStack(loaded, options, profile, run_dir, run) as stack:
+        spec = stack.spec(duration=duration, seed=run["seed"])
+        outcome = stack.drive(spec, f"{scenario.name} ({scenario.load.model} model)")
+        stack.collect_spans(outcome)
+    fault_problems = stack.record_faults()
+    return finish(run_dir, run, loaded, outcome, fault_problems, stack.kinds, stack.addresses)
 
 
 def finish(

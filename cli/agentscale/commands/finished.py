@@ -11,10 +11,12 @@ from agentscale.analysis.build import build_scorecard
 from agentscale.commands.outcome import present
 from agentscale.config.faults import FaultProfile
 from agentscale.config.loader import parse_document
+from agentscale.errors import ConfigError, Location
 from agentscale.gate import baseline as baselines
 from agentscale.gate.verdict import Candidate, judge
 from agentscale.records.frames import damaged_run, is_run_folder, load_frames, not_a_run_folder
-from agentscale.records.runfolder import read_run
+from agentscale.records.runfolder import read_json, read_run
+from agentscale.report.capacity import write_capacity_report
 from agentscale.report.data import scenario_as_run
 from agentscale.report.write import write_report
 
@@ -23,6 +25,14 @@ def open_run(run_dir: Path) -> Candidate:
     """A finished run as the gate sees it; the engine's reasons for an invalid run carry over."""
     if not is_run_folder(run_dir):
         raise not_a_run_folder(run_dir)
+    if (run_dir / "capacity.json").is_file():
+        # Its stages are loads at different rates: one scorecard of them all would mean nothing.
+        raise ConfigError(
+            "this folder holds a capacity search, not one load run",
+            location=Location(run_dir),
+            hint="`agentscale report` rewrites its report; gate a new search on it with "
+            "`agentscale capacity SCENARIO --baseline FOLDER`",
+        )
     with damaged_run(run_dir):
         info = read_run(run_dir)
         verdict = info.get("verdict") or {}
@@ -88,6 +98,11 @@ def report(run_dir: Path, kind: str, baseline: Path | None, out: Path | None) ->
     if not is_run_folder(run_dir):
         raise not_a_run_folder(run_dir)
     with damaged_run(run_dir):
-        written = write_report(run_dir, kind, baseline, out)
+        if (run_dir / "capacity.json").is_file():
+            written = write_capacity_report(
+                run_dir, read_json(run_dir / "capacity.json"), read_run(run_dir), kind, out
+            )
+        else:
+            written = write_report(run_dir, kind, baseline, out)
     console.print_line(f"report: {written}")
     return 0

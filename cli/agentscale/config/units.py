@@ -109,3 +109,15 @@ def parse_comparison(value: object) -> Comparison:
                 value *= 1000.0  # thresholds on latencies are in milliseconds
             return Comparison(op, value)  # type: ignore[arg-type]
     raise ValueError(f"{value!r} is not a comparison; write '< 8000' or '>= 0.95'")
+
+
+RATE_HINT = "write a rate like 2rps, 120rps or 0.5 (requests/s)"
+_RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(rps|/s|r/s)?\s*$", re.IGNORECASE)
+
+
+def parse_rate(value: str) -> float:
+    """An arrival rate in requests/s: ``2rps``, ``2/s`` or ``2``."""
+    match = _RATE.match(value)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{value!r} is not a rate above zero; {RATE_HINT}")
+    return float(match.group(1))

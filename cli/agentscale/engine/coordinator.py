@@ -29,10 +29,11 @@ from agentscale.config.loader import LoadedScenario, parse_document
 from agentscale.config.scenario import Scenario
 from agentscale.config.traffic import levels
 from agentscale.engine import early
-from agentscale.engine.spec import EngineSpec
+from agentscale.engine.outputs import record_writers
+from agentscale.engine.spec import EngineSpec, staged
 from agentscale.errors import EXIT_INTERRUPTED, EXIT_OK, RunInvalid
 from agentscale.processes import stop
-from agentscale.records.writer import REQUEST_COLUMNS, STEP_COLUMNS, EventLog, PartWriter
+from agentscale.records.writer import EventLog
 
 JOIN_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 60.0
@@ -86,11 +87,12 @@ def worker_setup(data: dict[str, Any], folder: Path) -> tuple[EngineSpec, Loaded
         np.asarray(replay, dtype=float) if replay is not None else None,
     )
     spec = EngineSpec(scenario_path=scenario_path, run_dir=folder, **data["spec"])
-    return spec, loaded
+    return spec, staged(loaded, spec)
 
 
 SHARED_SPEC = {"duration", "seed", "target_url", "windows", "allow_remote", "canaries",
-               "progress_every", "flush_every", "trace_nonce", "propagate"}  # fmt: skip
+               "progress_every", "flush_every", "trace_nonce", "propagate", "rate", "stage",
+               "seq_base"}  # fmt: skip
 
 
 class Coordinator:
@@ -100,8 +102,7 @@ class Coordinator:
         run_dir = spec.run_dir
         self.wall0 = time.time()
         self.events = EventLog(run_dir / "events.jsonl", self.wall0)
-        self.requests = PartWriter(run_dir / "requests.parquet", REQUEST_COLUMNS)
-        self.steps = PartWriter(run_dir / "steps.parquet", STEP_COLUMNS)
+        self.requests, self.steps = record_writers(spec)
         self.expected = spec.workers + spec.remote_workers
         self.index: dict[str, int] = {}  # worker id -> its share of the schedule
         self.hello: set[str] = set()  # workers whose handlers are registered
@@ -239,6 +240,7 @@ class Coordinator:
         self.events.write(
             "run_started", model=self.load.model, duration=duration, seed=self.spec.seed,
             started_at=start, users=self.port.user_count(), workers=len(self.index),
+            stage=self.spec.stage,
         )  # fmt: skip
         self.emit("started", started_at=start, duration=duration, workers=len(self.index))
         # Workers drain for up to the target timeout; past this, one that has not reported its

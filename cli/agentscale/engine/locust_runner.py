@@ -33,7 +33,7 @@ from agentscale.config.loader import LoadedScenario, load_scenario
 from agentscale.engine.coordinator import Coordinator, worker_setup
 from agentscale.engine.loop import SPAWN_RATE, Engine, Finished
 from agentscale.engine.outputs import LocalOutput, WorkerOutput
-from agentscale.engine.spec import EngineSpec
+from agentscale.engine.spec import EngineSpec, staged
 from agentscale.errors import EXIT_OK, AgentscaleError
 from agentscale.telemetry.judge import (
     AnswerTooLarge,
@@ -325,7 +325,9 @@ def configure(user: type[FastHttpUser], loaded: LoadedScenario, target_url: str)
 
 
 def run(spec: EngineSpec) -> int:
-    loaded = load_scenario(spec.scenario_path, allow_remote=spec.allow_remote, for_run=True)
+    loaded = staged(
+        load_scenario(spec.scenario_path, allow_remote=spec.allow_remote, for_run=True), spec
+    )
     holder = Holder()
     user = user_class(holder)
     configure(user, loaded, spec.target_url or loaded.scenario.target.url)
@@ -338,7 +340,7 @@ def run(spec: EngineSpec) -> int:
         master = environment.create_master_runner(host, port)
         return Coordinator(spec, loaded, LocustMaster(master, host)).run()
     runner = environment.create_local_runner()
-    holder.engine = Engine(spec, loaded, LocalOutput(spec.run_dir, time.time()), runner)
+    holder.engine = Engine(spec, loaded, LocalOutput(spec, time.time()), runner)
     return holder.engine.run()
 
 

@@ -133,7 +133,7 @@ class Engine:
         if self.stopping:
             raise Finished()  # (a conversation under way finishes first: is_stopping)
         k, n = self.share
-        seq, intended = k + n * self.seq, self.clock.now()
+        seq, intended = self.spec.seq_base + k + n * self.seq, self.clock.now()
         self.seq += 1
         if self.conversations:
             self.exchange.converse(send, seq, intended, None, self.think, self.is_stopping)
@@ -164,6 +164,7 @@ class Engine:
         senders = [names[i] for i in who.tolist()]
         k, n = self.share
         mine = range(k, len(offsets), n)  # every n-th arrival: the shares add up exactly
+        base = self.spec.seq_base  # a capacity stage's arrivals follow the stages before it
         self.planned = len(mine)
         self.events.write("arrivals_planned", count=self.planned, duration=self.duration)
         cap = self.load.max_concurrency if not self.worker else self.runner.user_count
@@ -180,10 +181,10 @@ class Engine:
             else:
                 gevent.sleep(0)  # behind schedule: let the users take what is queued
             if self.outstanding >= cap:
-                self.exchange.record_dropped(seq, intended, senders[seq])
+                self.exchange.record_dropped(base + seq, intended, senders[seq])
                 continue
             self.outstanding += 1
-            self.queue.put((seq, intended, senders[seq]))
+            self.queue.put((base + seq, intended, senders[seq]))
 
     def control_closed(self) -> None:
         shape, current = self.load.shape, -1
@@ -315,6 +316,7 @@ class Engine:
             self.events.write(
                 "run_started", model=model, duration=self.duration, seed=self.spec.seed,
                 started_at=self.clock.wall(self.start), users=self.runner.user_count,
+                stage=self.spec.stage,
             )  # fmt: skip
             self.emit("started", started_at=self.clock.wall(self.start), duration=self.duration)
         helpers.append(gevent.spawn(self.watch_phases))

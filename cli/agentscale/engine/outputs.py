@@ -5,12 +5,12 @@ own), or the master (a worker). No Locust import: a worker's runner is reached t
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any, Protocol
 
 import gevent
 import orjson
 
+from agentscale.engine.spec import EngineSpec
 from agentscale.records.writer import REQUEST_COLUMNS, STEP_COLUMNS, EventLog, PartWriter, RowBuffer
 
 
@@ -27,13 +27,23 @@ class RunnerPort(Protocol):
     def send_message(self, msg_type: str, data: Any = None) -> None: ...
 
 
+def record_writers(spec: EngineSpec) -> tuple[PartWriter, PartWriter]:
+    """The run folder's request and step writers. A capacity stage's parts are named for it
+    (one engine a stage writes into the same folder) and its requests carry its number."""
+    prefix = "part-" if spec.stage is None else f"part-s{spec.stage:03d}-"
+    return (
+        PartWriter(spec.run_dir / "requests.parquet", REQUEST_COLUMNS, prefix,
+                   constants={"stage": spec.stage}),
+        PartWriter(spec.run_dir / "steps.parquet", STEP_COLUMNS, prefix),
+    )  # fmt: skip
+
+
 class LocalOutput:
     """A run on its own: records to the run folder, progress to the CLI on stdout."""
 
-    def __init__(self, run_dir: Path, wall0: float) -> None:
-        self.events: EventLog | WorkerEvents = EventLog(run_dir / "events.jsonl", wall0)
-        self.requests = PartWriter(run_dir / "requests.parquet", REQUEST_COLUMNS)
-        self.steps = PartWriter(run_dir / "steps.parquet", STEP_COLUMNS)
+    def __init__(self, spec: EngineSpec, wall0: float) -> None:
+        self.events: EventLog | WorkerEvents = EventLog(spec.run_dir / "events.jsonl", wall0)
+        self.requests, self.steps = record_writers(spec)
 
     def flush(self) -> None:
         """Write the records in a native thread: encoding parquet there keeps the arrival

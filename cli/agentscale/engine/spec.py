@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentscale.config.loader import LoadedScenario
+from agentscale.config.shapes import Constant
 
 
 class EngineSpec(BaseModel):
@@ -26,3 +30,20 @@ class EngineSpec(BaseModel):
     parent_pid: int | None = None
     trace_nonce: str = "0000000000000001"  # the first half of every trace id of the run
     propagate: bool = True  # send traceparent and baggage with each request
+    # A capacity stage: one constant open-model rate instead of the scenario's load shape,
+    # its number in the records' stage column, and its first sequence number (request ids
+    # and trace ids stay unique across the stages of one run folder).
+    rate: float | None = Field(None, gt=0)
+    stage: int | None = None
+    seq_base: int = 0
+
+
+def staged(loaded: LoadedScenario, spec: EngineSpec) -> LoadedScenario:
+    """The scenario as this engine runs it: a capacity stage's constant rate replaces the load
+    shape (open model), the rest as written."""
+    if spec.rate is None:
+        return loaded
+    scenario = loaded.scenario
+    shape = Constant(kind="constant", rps=spec.rate)
+    load = scenario.load.model_copy(update={"model": "open", "shape": shape})
+    return dataclasses.replace(loaded, scenario=scenario.model_copy(update={"load": load}))

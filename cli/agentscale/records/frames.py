@@ -169,8 +169,10 @@ def read_frames(
     started_at: float | None,
     duration: float,
     windows: list[tuple[str, float, float]],
+    stage: int | None = None,
 ) -> RunFrames:
-    """The records of ``run_dir``; ``started_at`` None: the first intended start."""
+    """The records of ``run_dir``; ``started_at`` None: the first intended start. ``stage``:
+    only the records of that stage of a capacity search, as its engine wrote them."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -186,7 +188,8 @@ def read_frames(
     ) -> pa.Table:
         # A run stopped in its first second may not have written one or both folders yet;
         # only agentscale's own parts are read, whatever else lies in the folder.
-        parts = sorted(str(p) for p in (run_dir / name).glob("part-*.parquet"))
+        pattern = "part-*.parquet" if stage is None else f"part-s{stage:03d}-*.parquet"
+        parts = sorted(str(p) for p in (run_dir / name).glob(pattern))
         if not parts:
             return pa.table({column: pa.array([], kind) for column, kind in schema})
         if columns is None:

@@ -70,6 +70,8 @@ REQUEST_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("turn", pa.int32()),  # from 1
     ("session_turns", pa.int32()),  # turns the session was to have
     ("thread_id", pa.string()),  # the thread id the turn carried (learned from an answer)
+    # A capacity search's stage (agentscale capacity); null for a run of agentscale load.
+    ("stage", pa.int32()),
 )
 STEP_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("request_id", pa.string()),
@@ -139,18 +141,28 @@ class RowBuffer:
 
 
 class PartWriter(RowBuffer):
-    """A row buffer written as a part file per ``flush``."""
+    """A row buffer written as a part file per ``flush``. ``constants``: columns with one value
+    for every row this writer writes, left out of the rows; ``prefix`` names its parts."""
 
-    def __init__(self, folder: Path, columns: tuple[tuple[str, pa.DataType], ...]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        columns: tuple[tuple[str, pa.DataType], ...],
+        prefix: str = "part-",
+        constants: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.folder = folder
-        self.columns = columns
+        self.constants = constants or {}
+        self.columns = tuple(c for c in columns if c[0] not in self.constants)
+        self.kinds = dict(columns)
         self.schema = _schema(columns)
+        self.prefix = prefix
         self.parts = 0
         folder.mkdir(parents=True, exist_ok=True)
         # An empty first part: readers get the schema even from an empty run, and the
         # conversion path is warmed up before the load starts (no stall at the first flush).
-        self._write(self._table([()] * len(columns)))
+        self._write(self._table([()] * len(self.columns)))
 
     def write(self, rows: list[tuple[Any, ...]]) -> int:
         """Write ``rows`` as one part; safe to call from another thread, one call at a time."""
@@ -163,10 +175,17 @@ class PartWriter(RowBuffer):
         return self.write(self.take())
 
     def _table(self, columns: list[tuple[Any, ...]]) -> pa.Table:
-        return to_table(self.columns, columns)
+        table = to_table(self.columns, columns)
+        if not self.constants:
+            return table
+        for name, value in self.constants.items():
+            kind = self.kinds[name]
+            column = pa.repeat(pa.scalar(value, kind), len(table))
+            table = table.append_column(pa.field(name, kind), column)
+        return table.select(self.schema.names)
 
     def _write(self, table: pa.Table) -> None:
-        name = f"part-{self.parts:06d}.parquet"
+        name = f"{self.prefix}{self.parts:06d}.parquet"
         aside = self.folder / f".{name}.tmp"
         pq.write_table(table, aside, compression="snappy")
         os.replace(aside, self.folder / name)

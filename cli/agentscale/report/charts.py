@@ -37,6 +37,9 @@ def line_chart(
     windows: Sequence[tuple[str, float, float]] = (),
     x_max: float | None = None,
     stacked: bool = False,
+    x_unit: str = "s",
+    markers: bool = False,
+    y_max: float | None = None,
 ) -> Markup:
     """Lines (or stacked areas) over time in seconds; fault windows shaded and named. The
     legend wraps onto more rows rather than run past the chart's right edge."""
@@ -44,7 +47,7 @@ def line_chart(
     values = [v for s in series.values() for v in s if v is not None]
     if stacked:
         values = [sum(s[i] or 0 for s in series.values()) for i in range(len(x))] or [0]
-    y_max = _nice(max(values, default=1.0) * 1.05)
+    y_max = y_max or _nice(max(values, default=1.0) * 1.05)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     height = HEIGHT + (legend_rows(len(series)) - 1) * LEGEND_ROW
 
@@ -72,10 +75,12 @@ def line_chart(
             f'class="grid"/><text x="{LEFT - 6}" y="{y + 4:.1f}" class="ytick">'
             f"{value:,.4g}</text>"
         )
+    digits = 0 if x_max >= 10 else 2
     for i in range(6):
         t = x_max * i / 5
         parts.append(
-            f'<text x="{px(t):.1f}" y="{HEIGHT - BOTTOM + 16}" class="xtick">{t:,.0f}s</text>'
+            f'<text x="{px(t):.1f}" y="{HEIGHT - BOTTOM + 16}" class="xtick">'
+            f"{t:,.{digits}f}{escape(x_unit)}</text>"
         )
     parts.append(
         f'<text x="14" y="{TOP + plot_h / 2:.0f}" class="unit" transform="rotate(-90 14 '
@@ -102,6 +107,11 @@ def line_chart(
                 parts.append(
                     f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.6"/>'
                 )
+                if markers:
+                    parts += [
+                        f'<circle cx="{px(t):.1f}" cy="{py(v):.1f}" r="3" fill="{color}"/>'
+                        for t, v in run
+                    ]
         row, column = divmod(index, LEGEND_PER_ROW)
         x0, y0 = LEFT + 6 + column * LEGEND_STEP, HEIGHT - 14 + row * LEGEND_ROW
         parts.append(

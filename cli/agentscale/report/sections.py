@@ -12,6 +12,7 @@ from agentscale.analysis.figures import Card, ConversationFigures, shown
 from agentscale.formatting import change, num, pct, usd
 from agentscale.gate.checks import Check
 from agentscale.gate.cifiles import UNGATED_HINT, describe, headline
+from agentscale.records.runfolder import RunInfo
 from agentscale.report import tenants
 from agentscale.report.charts import bar_pairs, line_chart, waterfall
 from agentscale.report.data import ReportData
@@ -117,6 +118,31 @@ def key_figures(data: ReportData) -> Table:
 def method_rows(data: ReportData) -> list[list[str]]:
     run = data.run
     load = run.get("load", {})
+    rows = run_rows(run)
+    rows.insert(
+        2,
+        [
+            "load",
+            f"{load.get('model')} model, {_shape(load.get('shape'))}, {load.get('duration')} s, "
+            f"max concurrency {load.get('max_concurrency')}",
+        ],
+    )
+    faults = run.get("faults")
+    rows.append(
+        [
+            "reproduce",
+            f"agentscale load {run['scenario']['file']} --seed {run.get('seed')}"
+            f" --duration {load.get('duration')}s"
+            + (f" --workers {run['workers']}" if run.get("workers") else "")
+            + (f" --faults {faults.get('file')}" if faults else ""),
+        ]
+    )
+    return rows
+
+
+def run_rows(run: RunInfo) -> list[list[str]]:
+    """What any run folder says of how it was measured: scenario, dataset, seed, target,
+    environment, versions, demo stack, faults."""
     env = run.get("environment", {})
     rows = [
         ["scenario", f"{run['scenario']['name']} ({run['scenario']['sha256'][:12]})"],
@@ -124,11 +150,6 @@ def method_rows(data: ReportData) -> list[list[str]]:
             "dataset",
             f"{run['dataset']['file']} ({run['dataset']['sha256'][:12]}, "
             f"{run['dataset']['items']} items)",
-        ],
-        [
-            "load",
-            f"{load.get('model')} model, {_shape(load.get('shape'))}, {load.get('duration')} s, "
-            f"max concurrency {load.get('max_concurrency')}",
         ],
         ["seed", str(run.get("seed"))],
         ["target", f"{run['target']['method']} {run['target']['url']}"],
@@ -146,15 +167,6 @@ def method_rows(data: ReportData) -> list[list[str]]:
     faults = run.get("faults")
     if faults:
         rows.append(["faults", f"{faults.get('profile')} ({faults.get('file')})"])
-    rows.append(
-        [
-            "reproduce",
-            f"agentscale load {run['scenario']['file']} --seed {run.get('seed')}"
-            f" --duration {load.get('duration')}s"
-            + (f" --workers {run['workers']}" if run.get("workers") else "")
-            + (f" --faults {faults.get('file')}" if faults else ""),
-        ]
-    )
     return rows
 
 
@@ -445,10 +457,11 @@ def _window_notes(spans: dict[str, Card]) -> list[str]:
     if during is not None and "dependency_requests" in during:
         amplification = during.get("amplification")
         per = f"{amplification:.2f}" if amplification is not None else "not measured"
+        limited = during.get("rate_limited", 0)
+        refused = f", {limited:,} of them refused with 429 by the rate limit" if limited else ""
         notes.append(
             f"The dependency got {during['dependency_requests']:,} request(s) while the window "
-            f"was in place: {per} per agent request sent in it (amplification), "
-            f"{during.get('rate_limited', 0):,} of them refused with 429 by the rate limit."
+            f"was in place: {per} per agent request sent in it (amplification){refused}."
         )
     for when in ("before", "after"):
         if when not in spans:
