@@ -110,7 +110,7 @@ def test_an_slo_the_lowest_rate_breaks_ends_at_once(tmp_path, server):
         "--start", "5rps", "--stage", "2s", "--min-requests", "10", "--out", str(tmp_path / "o"),
     )  # fmt: skip
     assert result.code == 1, result.output
-    assert "Even the lowest rate, 5 requests/s, breaks the SLO" in result.stdout
+    assert "Even the lowest rate, 5 requests/s, fails (latency_p95_ms" in result.stdout
     found = json.loads((only_run(tmp_path / "o") / "capacity.json").read_text())
     assert found["result"] == "lowest_failed" and len(found["stages"]) == 1
     assert found["sustainable_rps"] is None
@@ -188,6 +188,24 @@ def test_the_search_doubles_then_bisects_to_the_precision():
     broke = search.Search(start=10, maximum=30, precision=0.05)
     broke.record(broke.next() or 0, False)
     assert broke.next() is None and broke.result == "lowest_failed"
+    # A slow agent (a hundredth of a request a second) and a precision finer than the rates
+    # can be written: the search still ends, and never tries a rate twice.
+    for start, precision in ((0.01, 0.05), (5.25, 0.00001)):
+        slow = search.Search(start=start, maximum=100, precision=precision)
+        seen = []
+        while (rate := slow.next()) is not None:
+            assert rate not in seen and len(seen) < 80
+            seen.append(rate)
+            slow.record(rate, rate <= start * 1.37)
+        assert slow.result == "found" and slow.converged
+
+
+def test_a_stage_where_nothing_succeeded_never_holds():
+    card = {"requests": 40, "successes": 0, "dropped": 0, "latency_p95_ms": 12.0,
+            "coverage": {}}  # fmt: skip
+    slo = search.Slo("latency_p95_ms", search.parse_comparison("< 1000"))
+    outcome = search.judge_stage(card, 40, [slo], None, [])  # type: ignore[arg-type]
+    assert not outcome.passed and outcome.failures == ["no request succeeded"]
 
 
 def test_a_trend_rises_only_when_latency_keeps_climbing():

@@ -182,7 +182,8 @@ def capacity(
     """Find the highest rate the target sustains under an SLO, the knee, and the step that
     gives way first; with --peak, the replicas needed."""
     from agentscale.analysis.capacity import parse_slos
-    from agentscale.commands.capacity import CapacityOptions, run_capacity
+    from agentscale.commands.capacity import run_capacity
+    from agentscale.commands.capacity_stage import CapacityOptions
     from agentscale.commands.load import LoadOptions
     from agentscale.config.units import RATE_HINT, parse_fraction, parse_rate
 
@@ -192,13 +193,15 @@ def capacity(
         except ValueError as error:
             raise ConfigError(str(error), field=field, hint=RATE_HINT) from None
 
-    def share(text: str, field: str, low: float, high: float) -> float:
+    def share(text: str, field: str, high: float, *, zero: bool) -> float:
         try:
             value = parse_fraction(text)
         except ValueError as error:
             raise ConfigError(str(error), field=field, hint="e.g. 5% or 0.05") from None
-        if not low < value <= high:
-            raise ConfigError(f"{text!r} is out of range ({low:g}, {high:g}]", field=field)
+        low_ok = value >= 0 if zero else value > 0
+        if not low_ok or value > high:
+            span = f"from {'0' if zero else 'above 0'} to {high:.0%}"
+            raise ConfigError(f"{text!r} is out of range ({span})", field=field)
         return value
 
     try:
@@ -229,11 +232,11 @@ def capacity(
         maximum=highest,
         stage=seconds,
         min_requests=min_requests,
-        precision=share(precision, "--precision", 0.0, 1.0),
+        precision=share(precision, "--precision", 1.0, zero=False),
         peak=rate(peak, "--peak") if peak is not None else None,
-        headroom=share(headroom, "--headroom", -1e-9, 10.0),
+        headroom=share(headroom, "--headroom", 10.0, zero=True),
         baseline=baseline,
-        tolerance=share(tolerance, "--tolerance", -1e-9, 1.0),
+        tolerance=share(tolerance, "--tolerance", 1.0, zero=True),
         force=force,
     )
     return run_capacity(scenario, options)

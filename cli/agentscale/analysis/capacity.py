@@ -11,6 +11,7 @@ are within ``precision`` of each other.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import math
@@ -22,6 +23,7 @@ import numpy as np
 from agentscale.analysis.figures import Card, figure, reported
 from agentscale.config.metrics import SLO_FIGURES
 from agentscale.config.units import Comparison, parse_comparison
+from agentscale.formatting import num
 
 DROP_LIMIT = 0.001  # share of a stage's arrivals that may be dropped before it fails
 RISE_RATIO = 1.5  # last third's median latency over the first's, for a queue building up
@@ -114,12 +116,14 @@ def judge_stage(
     outcome = StageOutcome(passed=True, invalid=list(problems))
     if not card["requests"]:
         outcome.invalid.append("no request was sent")
+    elif not card["successes"]:
+        outcome.failures.append("no request succeeded")
     for slo in slos:
         value = figure(card, slo.name)
         if not reported(card, slo.name) or value is None:
             outcome.invalid.append(f"the SLO {slo} cannot be judged: the agent reported no data")
         elif not slo.rule.holds(value):
-            outcome.failures.append(f"{slo.name} {value:,.4g} breaks {slo}")
+            outcome.failures.append(f"{slo.name} {num(value)} breaks {slo}")
     dropped = card["dropped"]
     if planned and dropped / planned > DROP_LIMIT:
         outcome.failures.append(
@@ -154,14 +158,22 @@ class Search:
             return min(self.good * self.factor, self.maximum)
         if self.good is None or self.converged:
             return None
-        return round((self.good + self.bad) / 2, 3)
+        middle = float(f"{(self.good + self.bad) / 2:.4g}")  # rates as people write them
+        if not self.good < middle < self.bad or middle in (r for r, _ in self.tried):
+            middle = (self.good + self.bad) / 2  # closer than 4 digits tell apart
+        if not self.good < middle < self.bad:
+            return None  # as close as numbers go: the search is over
+        return middle
 
     @property
     def converged(self) -> bool:
         return (
             self.good is not None
             and self.bad is not None
-            and self.bad / self.good <= 1 + self.precision + 1e-9
+            and (
+                self.bad / self.good <= 1 + self.precision + 1e-9
+                or not self.good < (self.good + self.bad) / 2 < self.bad
+            )
         )
 
     def record(self, rate: float, passed: bool) -> None:
@@ -217,6 +229,7 @@ class Bottleneck:
     share: tuple[float, float]  # of the slowest 5% of requests
     reference_rps: float
     compared_rps: float
+    runner_up: tuple[str, float] | None = None  # a step whose p95 grew nearly as much (ms)
 
     @property
     def growth_ms(self) -> float:
@@ -226,13 +239,15 @@ class Bottleneck:
 
 OUTSIDE = "(outside the reported steps)"
 EXPLAINS = 0.5  # a step must account for this much of the end-to-end p95's growth
+NEAR = 0.9  # a second step whose growth is within 10% of the first's is named beside it
 
 
 def bottleneck(reference: Level, compared: Level) -> Bottleneck | None:
     """The step whose p95 grew the most from ``reference`` (the lowest rate) to ``compared``
     (the knee); ties go to the step whose share of the slowest 5% grew the most. When no
-    reported step accounts for half of the end-to-end p95's growth, the time outside the
-    reported steps is named (a queue inside the agent its trace does not show)."""
+    reported step's p95 grew by half as much as the end-to-end p95 and the reported steps
+    hold less than half of the slowest 5%'s time at ``compared``, the time outside them is
+    named: a queue, lock or pool inside the agent that its trace does not show."""
     if not compared.steps:
         return None  # the agent reports no steps: nothing to name
     found: list[tuple[float, float, Bottleneck]] = []
@@ -244,14 +259,19 @@ def bottleneck(reference: Level, compared: Level) -> Bottleneck | None:
             name, kind, (before, p95), (before_share, share), reference.rate, compared.rate
         )
         found.append((item.growth_ms, share - before_share, item))
-    best = max(found, key=lambda entry: (entry[0], entry[1]))[2] if found else None
+    found.sort(key=lambda entry: (entry[0], entry[1]), reverse=True)
+    best = found[0][2] if found else None
     grown = (compared.p95_ms or 0.0) - (reference.p95_ms or 0.0)
-    seen = any(kind == "unattributed" for kind, _, _ in compared.steps.values())
-    if not seen and grown > 0 and (best is None or best.growth_ms < EXPLAINS * grown):
+    weak = best is None or best.growth_ms < EXPLAINS * grown
+    if grown > 0 and weak and compared.outside_share > 0.5:
         return Bottleneck(
             OUTSIDE, "unattributed", (reference.p95_ms, compared.p95_ms),
             (reference.outside_share, compared.outside_share), reference.rate, compared.rate,
         )  # fmt: skip
+    if best is not None and len(found) > 1 and best.growth_ms > 0:
+        second = found[1][2]
+        if second.growth_ms >= NEAR * best.growth_ms:
+            best = dataclasses.replace(best, runner_up=(second.step, second.growth_ms))
     return best
 
 
@@ -260,9 +280,12 @@ SHARED_KINDS = {"llm": "the shared model endpoint", "tool": "a tool", "retrieval
 
 def shared_by_replicas(step: Bottleneck, rate_limited: set[str]) -> str | None:
     """What the replicas share in this bottleneck, in words; None when more replicas add to it
-    (a step inside the agent: guardrails, its own queue)."""
+    (a step inside the agent: guardrails, its own queue). ``rate_limited``: the dependencies
+    under a rate-limit window, and ``kind:<kind>`` for the kinds among them (a model step's
+    name is not its endpoint's)."""
     if step.kind == "llm":
-        limit = ", under a rate limit" if step.step in rate_limited else ""
+        limited = step.step in rate_limited or "kind:llm" in rate_limited
+        limit = ", under a rate limit" if limited else ""
         return f"the shared model endpoint ({step.step}{limit})"
     if step.kind in ("tool", "retrieval"):
         limit = ", under a rate limit" if step.step in rate_limited else ""

@@ -323,7 +323,7 @@ class RunStack:
         """What broke during one engine run: the engine itself, a fault (each named once)."""
         problems = [f"a fault failed: {f}" for f in self.fault_failures]
         self.fault_failures = []
-        if outcome.returncode not in (EXIT_OK, EXIT_INTERRUPTED):
+        if outcome.returncode not in (EXIT_OK, EXIT_INTERRUPTED) and not outcome.interrupted:
             problems.insert(
                 0,
                 f"the load engine failed (exit {outcome.returncode}); engine.log ends:\n"
@@ -459,7 +459,7 @@ def finish(
             console.print_warning(f"{loss.describe()} (on_target_loss: continue)")
         else:
             problems.append(loss.describe())
-    if outcome.returncode not in (EXIT_OK, EXIT_INTERRUPTED):
+    if outcome.returncode not in (EXIT_OK, EXIT_INTERRUPTED) and not interrupted:
         problems.insert(
             0,
             f"the load engine failed (exit {outcome.returncode}); engine.log ends:\n"

@@ -320,6 +320,7 @@ def profile_problems(
     demo_targets: Collection[str],
     duration: float | None,
     allow_remote: Collection[str] | None = None,
+    span: tuple[str, str] = ("the run", "run longer"),
 ) -> None:
     """``ConfigErrors`` for windows on unknown targets, past the run's end, or undoing each
     other, and expectations of windows that do not exist. ``allow_remote`` (for a run): a
@@ -356,8 +357,8 @@ def profile_problems(
         if duration is not None and window.end > duration + 1e-9:
             error(
                 ("windows", i, "for"),
-                f"the window ends at {window.end:g}s, past the end of the run ({duration:g}s)",
-                hint="shorten the window, start it earlier, or run longer",
+                f"the window ends at {window.end:g}s, past the end of {span[0]} ({duration:g}s)",
+                hint=f"shorten the window, start it earlier, or {span[1]}",
             )
         for j, other in enumerate(profile.windows[:i]):
             exclusive = window.down or window.http is not None

@@ -117,6 +117,7 @@ def load_fault_profile(
     demo_targets: Collection[str] = (),
     duration: float | None = None,
     allow_remote: Collection[str] | None = None,
+    span: tuple[str, str] = ("the run", "run longer"),
 ) -> LoadedProfile:
     """``demo_targets``: the dependencies the demo stack declares when the target is ``demo``;
     ``duration``: the run's, so that no window is planned past its end; ``allow_remote``: for
@@ -124,5 +125,5 @@ def load_fault_profile(
     document, profile = parse_document(
         path, FaultProfile, hint="--faults takes a fault profile (kind: FaultProfile)"
     )
-    profile_problems(document, profile, demo_targets, duration, allow_remote)
+    profile_problems(document, profile, demo_targets, duration, allow_remote, span)
     return LoadedProfile(path, document, profile)

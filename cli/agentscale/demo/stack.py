@@ -100,8 +100,11 @@ def serve(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopped.set)
         watcher = asyncio.create_task(watch_parent(stopped)) if watch else None
-        on_ready(stack.describe(settings))
         try:
+            try:
+                on_ready(stack.describe(settings))
+            except BrokenPipeError:
+                stopped.set()  # who started the stack is gone before it was ready: stop
             await stopped.wait()
         finally:
             if watcher is not None:

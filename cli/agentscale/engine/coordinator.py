@@ -30,7 +30,7 @@ from agentscale.config.scenario import Scenario
 from agentscale.config.traffic import levels
 from agentscale.engine import early
 from agentscale.engine.outputs import record_writers
-from agentscale.engine.spec import EngineSpec, staged
+from agentscale.engine.spec import EngineSpec, log_suffix, staged
 from agentscale.errors import EXIT_INTERRUPTED, EXIT_OK, RunInvalid
 from agentscale.processes import stop
 from agentscale.records.writer import EventLog
@@ -181,7 +181,7 @@ class Coordinator:
     def _spawn_local_workers(self) -> None:
         host, port = self.port.address
         for k in range(self.spec.workers):
-            log = (self.spec.run_dir / f"worker-{k}.log").open("wb")
+            log = (self.spec.run_dir / f"worker{log_suffix(self.spec)}-{k}.log").open("wb")
             self.processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "agentscale", "worker", "--master", f"{host}:{port}"],

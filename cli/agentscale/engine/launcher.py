@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from agentscale.engine.spec import EngineSpec
+from agentscale.engine.spec import EngineSpec, log_suffix
 from agentscale.processes import stop
 
 STOP_GRACE_S = 20.0
@@ -32,9 +32,9 @@ class EngineOutcome:
 
 def launch(spec: EngineSpec, on_message: Callable[[dict[str, Any]], None]) -> EngineOutcome:
     run_dir = spec.run_dir
-    spec_path = run_dir / "engine.spec.json"
+    spec_path = run_dir / f"engine{log_suffix(spec)}.spec.json"
     spec_path.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
-    log_path = run_dir / "engine.log"
+    log_path = run_dir / f"engine{log_suffix(spec)}.log"
     interrupted = False
     with log_path.open("wb") as log:
         child = subprocess.Popen(

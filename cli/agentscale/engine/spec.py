@@ -38,6 +38,11 @@ class EngineSpec(BaseModel):
     seq_base: int = 0
 
 
+def log_suffix(spec: EngineSpec) -> str:
+    """What names a stage's own files (engine-s003.log): every stage keeps its logs."""
+    return "" if spec.stage is None else f"-s{spec.stage:03d}"
+
+
 def staged(loaded: LoadedScenario, spec: EngineSpec) -> LoadedScenario:
     """The scenario as this engine runs it: a capacity stage's constant rate replaces the load
     shape (open model), the rest as written."""

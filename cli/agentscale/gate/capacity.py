@@ -36,6 +36,13 @@ def load_capacity(path: Path | None, scenario: str, force: bool) -> dict[str, An
     ):
         raise ConfigError("not a capacity file (no agentscale/capacity schema)",
                           location=Location(file), hint=CAPACITY_HINT)  # fmt: skip
+    if found.get("result") not in ("found", "max_reached"):
+        raise ConfigError(
+            f"this capacity search did not finish (result {found.get('result')!r}): what it "
+            "held is a lower bound, not a capacity to gate on",
+            location=Location(file),
+            hint="save a search that found its rate (or held --max) as the baseline",
+        )
     rate = found.get("sustainable_rps")
     if not isinstance(rate, int | float) or isinstance(rate, bool) or rate <= 0:
         raise ConfigError(
@@ -71,8 +78,11 @@ def compare_capacity(
         status = "regressed"
     elif change > allowed:
         status = "improved"
-    if candidate.get("result") == "max_reached" and after >= before:
-        status = "pass" if change <= allowed else "improved"  # a floor, not a measure
+    detail = None
+    if candidate.get("result") == "max_reached" and change < -allowed:
+        # Every rate tried held: the search stopped at --max, below the baseline's rate.
+        status = "inconclusive"
+        detail = "--max is below the saved rate: raise it to measure a drop"
     return {
         "name": "capacity: sustainable_rps",
         "file": str(path) if path else baseline.get("_path"),
@@ -81,4 +91,5 @@ def compare_capacity(
         "change": round(change, 4),
         "tolerance": f"max decrease {allowed:.0%}",
         "status": status,
+        "detail": detail,
     }

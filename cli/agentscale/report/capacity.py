@@ -4,6 +4,7 @@ sections, as for a load run."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,86 +26,104 @@ RESULTS = {
 }
 
 
-def rps(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.4g} requests/s"
-
-
 def answer_lines(found: dict[str, Any]) -> list[str]:
     """The answer in sentences, as the terminal, the report and summary.md give it."""
     result = found["result"]
     settings = found["settings"]
+    unit = settings.get("unit", "requests/s")
+
+    def rps(value: float | None) -> str:
+        return "-" if value is None else f"{num(value)} {unit}"
+
     lines = []
+    good, bad = found.get("sustainable_rps"), found.get("first_failed_rps")
     if result == "lowest_failed":
         first = next(iter(found["stages"]), None)
         why = "; ".join(first["reasons"]) if first else "no stage ran"
         lines.append(
-            f"Even the lowest rate, {rps(settings['start_rps'])}, breaks the SLO ({why}): lower "
-            "--start, loosen --slo, or look at the agent at rest first."
+            f"Even the lowest rate, {rps(settings['start_rps'])}, fails ({why}): lower --start, "
+            "loosen --slo, or look at the agent at rest first."
         )
     elif result == "max_reached":
         lines.append(
-            f"The target held the highest rate tried, {rps(found['sustainable_rps'])} (--max): "
-            "its capacity is at least that."
+            f"The target held the highest rate tried, {rps(good)} (--max): its capacity is at "
+            "least that."
         )
-    elif found.get("sustainable_rps") is not None:
+    elif result == "found":
         lines.append(
-            f"Highest sustainable rate: {rps(found['sustainable_rps'])}; "
-            f"{rps(found['first_failed_rps'])} failed"
+            f"Highest sustainable rate: {rps(good)}; {rps(bad)} failed"
             + (
                 f" (bisected to within {settings['precision']:.0%})."
                 if found.get("converged")
                 else " (the search stopped before it converged)."
             )
         )
-    if result in ("invalid", "interrupted") and found.get("sustainable_rps") is not None:
-        lines.append(f"So far the target held {rps(found['sustainable_rps'])}.")
-    knee = found.get("knee_rps")
-    lines.append(
-        f"Knee: p95 grew faster than the rate from {rps(knee)} on."
-        if knee is not None
-        else "Knee: none among the rates tried (p95 never grew faster than the rate)."
-    )
-    step = found.get("bottleneck")
-    if step and step["step"] == OUTSIDE:
-        before, after = step["p95_ms"]
+    elif good is not None:  # invalid or interrupted: what held so far is a lower bound
+        failed = f"; {rps(bad)} failed" if bad is not None else ""
+        lines.append(f"So far the target held {rps(good)}{failed}; the search did not finish.")
+    if found.get("knee_judged", True):
+        knee = found.get("knee_rps")
         lines.append(
-            f"Bottleneck: time outside the steps the agent reports: end-to-end p95 grew from "
-            f"{num(before)} ms at {rps(step['reference_rps'])} to {num(after)} ms at "
-            f"{rps(step['compared_rps'])} while no reported step grew by half as much; the "
-            f"slowest 5% spent {pct(step['slowest_share'][0])}, then "
-            f"{pct(step['slowest_share'][1])} of their time outside steps (a queue, a lock or a "
-            f"worker pool inside the agent). Lever: {step['lever']}."
+            f"Knee: p95 grew faster than the rate from {rps(knee)} on."
+            if knee is not None
+            else "Knee: none among the rates tried (p95 never grew faster than the rate)."
         )
-    elif step:
-        before, after = step["p95_ms"]
-        lines.append(
-            f"Bottleneck: {step['step']} ({step['kind']}): its p95 grew from {num(before)} ms at "
-            f"{rps(step['reference_rps'])} to {num(after)} ms at {rps(step['compared_rps'])}, "
-            f"and its share of the slowest 5% from {pct(step['slowest_share'][0])} to "
-            f"{pct(step['slowest_share'][1])}. Lever: {step['lever']}."
-        )
-    elif found["stages"]:
-        lines.append(
-            "Bottleneck: not reported (the agent's trace names no steps, or no stage gave way)."
-        )
+    if result != "lowest_failed":  # one stage: nothing to compare it with
+        lines += _bottleneck_lines(found.get("bottleneck"), bool(found["stages"]), rps)
     replicas = found.get("replicas")
     if replicas:
+        bound = "at most " if replicas.get("at_most") else ""
         lines.append(
             f"For a peak of {rps(replicas['peak_rps'])} with {replicas['headroom']:.0%} headroom: "
-            f"{replicas['needed']} replica(s) at {rps(found['sustainable_rps'])} each."
+            f"{bound}{replicas['needed']} replica(s) at {rps(good)} each."
         )
         if replicas.get("warning"):
             lines.append(f"Warning: {replicas['warning']}")
     lines += [f"Cross-check: {gap}" for gap in found.get("littles_law", [])]
     check = found.get("baseline")
     if check:
+        note = f" ({check['detail']})" if check.get("detail") else ""
         lines.append(
             f"Against the saved capacity {check['file']}: {rps(check['baseline_rps'])} → "
             f"{rps(check['candidate_rps'])} ({check['change']:+.1%}, {check['tolerance']}): "
-            f"{check['status']}."
+            f"{check['status']}{note}."
         )
     lines += [f"Invalid: {reason}" for reason in found.get("invalid_reasons", [])]
     return lines
+
+
+def _bottleneck_lines(
+    step: dict[str, Any] | None, any_stage: bool, rps: Callable[[float | None], str]
+) -> list[str]:
+    if not step:
+        if not any_stage:
+            return []
+        return [
+            "Bottleneck: not reported (the agent's trace names no steps, or no stage gave way)."
+        ]
+    before, after = step["p95_ms"]
+    grew = f"from {num(before)} ms at {rps(step['reference_rps'])} to {num(after)} ms at " + rps(
+        step["compared_rps"]
+    )
+    shares = f"{pct(step['slowest_share'][0])}, then {pct(step['slowest_share'][1])}"
+    if step["step"] == OUTSIDE:
+        return [
+            f"Bottleneck: time outside the steps the agent reports: end-to-end p95 grew {grew} "
+            f"while no reported step grew by half as much, and the slowest 5% spent {shares} of "
+            f"their time outside steps (a queue, a lock or a worker pool inside the agent). "
+            f"Lever: {step['lever']}."
+        ]
+    what = (
+        "the time the agent's trace leaves unattributed (its own, between the steps it names)"
+        if step["kind"] == "unattributed"
+        else f"{step['step']} ({step['kind']})"
+    )
+    near = step.get("runner_up")
+    beside = f"; {near[0]} grew nearly as much (+{num(near[1])} ms)" if near else ""
+    return [
+        f"Bottleneck: {what}: its p95 grew {grew}, and its share of the slowest 5% went "
+        f"{shares}{beside}. Lever: {step['lever']}."
+    ]
 
 
 def _stage_table(found: dict[str, Any]) -> Table:
@@ -171,26 +190,41 @@ def _percent(value: float | None) -> float | None:
 def capacity_sections(found: dict[str, Any], run: RunInfo) -> list[Section]:
     settings = found["settings"]
     method = run_rows(run)
+    unit = settings.get("unit", "requests/s")
     method.insert(2, [
         "search",
-        f"SLO {', '.join(settings['slo'])}; from {rps(settings['start_rps'])} doubling to at "
-        f"most {rps(settings['max_rps'])}, then bisection to {settings['precision']:.0%}; "
+        f"SLO {', '.join(settings['slo'])}; from {num(settings['start_rps'])} {unit} doubling "
+        f"to at most {num(settings['max_rps'])}, then bisection to {settings['precision']:.0%}; "
         f"stages of at least {settings['stage_s']:g} s and {settings['min_requests']} "
         "arrivals, open model",
     ])  # fmt: skip
-    faults = run.get("faults")
-    method.append([
-        "reproduce",
-        f"agentscale capacity {run['scenario']['file']} --slo \"{', '.join(settings['slo'])}\" "
-        f"--start {settings['start_rps']:g}rps --max {settings['max_rps']:g}rps "
-        f"--stage {settings['stage_s']:g}s --seed {run.get('seed')}"
-        + (f" --faults {faults.get('file')}" if faults else ""),
-    ])  # fmt: skip
+    method.append(["reproduce", reproduce(run, settings)])
     return [
         Section("Capacity", bullets=answer_lines(found), charts=_charts(found)),
         Section("Stages", tables=[_stage_table(found)]),
         Section("Measurement method", tables=[Table(["what", "how"], method)]),
     ]
+
+
+def reproduce(run: RunInfo, settings: dict[str, Any]) -> str:
+    """The command that runs this search again, with every setting it had."""
+    faults = (run.get("faults") or {}).get("file") or settings.get("faults")
+    parts = [
+        f"agentscale capacity {run['scenario']['file']}",
+        f'--slo "{", ".join(settings["slo"])}"',
+        f"--start {settings['start_rps']:g}rps --max {settings['max_rps']:g}rps",
+        f"--stage {settings['stage_s']:g}s --min-requests {settings['min_requests']}",
+        f"--precision {settings['precision'] * 100:g}% --seed {run.get('seed')}",
+    ]
+    if settings.get("peak_rps") is not None:
+        parts.append(
+            f"--peak {settings['peak_rps']:g}rps --headroom {settings['headroom'] * 100:g}%"
+        )
+    if settings.get("workers"):
+        parts.append(f"--workers {settings['workers']}")
+    if faults:
+        parts.append(f"--faults {faults}")
+    return " ".join(parts)
 
 
 def write_capacity_report(
