@@ -101,7 +101,7 @@ class Blocks:
             return np.full(REPLICATES, low)
         shift = 1.0 - low  # geometric bins need positive values
         edges = np.geomspace(1.0, high + shift, BINS + 1) - shift
-        slot = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, BINS - 1)
+        slot = _slots(values, edges, shift, high)
         histogram = np.bincount(blocks * BINS + slot, minlength=self.count * BINS).reshape(
             self.count, BINS
         )
@@ -115,6 +115,17 @@ class Blocks:
         result: np.ndarray = edges[found] + part * (edges[found + 1] - edges[found])
         result[cumulative[:, -1] == 0] = np.nan
         return result
+
+
+def _slots(values: np.ndarray, edges: np.ndarray, shift: float, high: float) -> np.ndarray:
+    """The geometric bin of each value, as ``searchsorted(edges, side="right") - 1`` clipped
+    to the bins would give, from a logarithm (a pass over the values, not a binary search
+    each) corrected by one bin where rounding put a value beside its bin."""
+    scaled = np.log(values + shift) * (BINS / np.log(high + shift))
+    slot: np.ndarray = np.clip(scaled.astype(np.int64), 0, BINS - 1)
+    slot -= (values < edges[slot]) & (slot > 0)
+    slot += (values >= edges[slot + 1]) & (slot < BINS - 1)
+    return slot
 
 
 def tidy(replicates: np.ndarray) -> list[float]:

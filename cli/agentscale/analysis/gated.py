@@ -111,35 +111,35 @@ def _steps(
     figures: dict[str, GatedFigure],
     reps: dict[str, np.ndarray],
 ) -> None:
-    steps = frames.steps
-    if steps.empty:
+    s = frames.step_arrays
+    if not s.req.size:
         return
-    keep = sent[steps["req"].to_numpy()]
-    chosen = steps if keep.all() else steps[keep]  # no copy of millions of rows when all sent
-    if chosen.empty:
-        return
-    where_all = blocks.of_request[chosen["req"].to_numpy()]
-    latency_all = chosen["latency_ms"].to_numpy(dtype=float, na_value=np.nan)
-    # Categorical codes, never strings: these columns have millions of rows.
-    codes = pd.Categorical(chosen["name"])
-    kinds = chosen["kind"]
-    outcome = chosen["outcome"]
-    failed_all = outcome.isin(list(FAILED_OUTCOMES)).to_numpy(dtype=float)
-    failed_all[outcome.isna().to_numpy()] = np.nan
-    hit_all = (chosen["cache"] == "hit").to_numpy(dtype=bool, na_value=False)
-    attempts_all = chosen["attempts"].to_numpy(dtype=float, na_value=np.nan)
-    tokens_in_all = chosen["input_tokens"].to_numpy(dtype=float, na_value=np.nan)
-    tokens_out_all = chosen["output_tokens"].to_numpy(dtype=float, na_value=np.nan)
+    keep = sent[s.req]
+    # Categorical codes, never strings: these columns have millions of rows. Only the name
+    # and the latency are taken for every step; a tool's or a model's own columns only for
+    # its rows.
+    names = s.code_of("name")
+    chosen = None if keep.all() else np.flatnonzero(keep)  # no copy when all were sent
+    if chosen is not None:
+        if not chosen.size:
+            return
+        names = names[chosen]
+    kinds = s.code_of("kind")
+    failed_codes = [s.code("outcome", value) for value in FAILED_OUTCOMES]
+    hit = s.code("cache", "hit")
     # One sort, then a slice per name: a pass over every step per name would be quadratic.
-    order = np.argsort(codes.codes, kind="stable")
-    bounds = np.searchsorted(codes.codes[order], np.arange(len(codes.categories) + 1))
-    for code, name in enumerate(codes.categories):
+    order = np.argsort(names, kind="stable")
+    labels = s.names_of("name")
+    bounds = np.searchsorted(names[order], np.arange(len(labels) + 1))
+    for code, name in enumerate(labels):
         rows = order[bounds[code] : bounds[code + 1]]
         if rows.size < MIN_CALLS_KEPT:
             continue
-        kind = str(kinds.iloc[rows[0]])
-        where = where_all[rows]
-        latency = latency_all[rows]
+        if chosen is not None:
+            rows = chosen[rows]
+        kind = s.categories["kind"][kinds[rows[0]]] if kinds[rows[0]] >= 0 else "nan"
+        where = blocks.of_request[s.req[rows]]
+        latency = s.latency[rows]
         known = latency[~np.isnan(latency)]
         if known.size >= MIN_CALLS_KEPT:
             _keep(figures, reps, "step", str(name), kind, "p95_ms",
@@ -147,21 +147,23 @@ def _steps(
                   blocks.quantile(latency, where, 95))  # fmt: skip
         if kind == "tool":
             # A cache hit never reached the tool: it has no attempts and cannot fail there.
-            called = rows[~hit_all[rows]]
-            where = where_all[called]
-            failed = failed_all[called]
+            called = rows[s.code_of("cache")[rows] != hit]
+            where = blocks.of_request[s.req[called]]
+            outcome = s.code_of("outcome")[called]
+            failed = np.isin(outcome, failed_codes).astype(float)
+            failed[outcome < 0] = np.nan
             if not np.isnan(failed).all():
                 _keep(figures, reps, "step", str(name), kind, "error_rate",
                       float(np.nanmean(failed)), int((~np.isnan(failed)).sum()),
                       blocks.mean(failed, where))  # fmt: skip
-            attempts = attempts_all[called]
+            attempts = s.attempts[called].astype(float)
             if not np.isnan(attempts).all():
                 _keep(figures, reps, "step", str(name), kind, "attempts_per_call",
                       float(np.nanmean(attempts)), int((~np.isnan(attempts)).sum()),
                       blocks.mean(attempts, where))  # fmt: skip
         if kind == "llm":
-            tokens_in, tokens_out = tokens_in_all[rows], tokens_out_all[rows]
-            tokens = tokens_in + tokens_out  # a call with a count missing: unknown, not 0
+            # A call with a count missing: unknown, not 0.
+            tokens = s.subset("input_tokens", rows) + s.subset("output_tokens", rows)
             known_calls = int((~np.isnan(tokens)).sum())
             if known_calls:
                 _keep(figures, reps, "step", str(name), kind, "tokens_per_call",

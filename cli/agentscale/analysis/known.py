@@ -11,6 +11,14 @@ def quantile(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if values.size else None
 
 
+def quantiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float | None]:
+    """Several quantiles of the reported values in one pass."""
+    values = values[~np.isnan(values)]
+    if not values.size:
+        return [None] * len(qs)
+    return [float(v) for v in np.percentile(values, qs)]
+
+
 def mean(values: np.ndarray) -> float | None:
     values = values[~np.isnan(values)]
     return float(values.mean()) if values.size else None

@@ -6,6 +6,7 @@ Steps are tied to their request by position once (``attach_steps``), so that eve
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any, TypedDict
 
@@ -27,8 +28,9 @@ from agentscale.analysis.figures import (
 from agentscale.analysis.gated import gated_figures
 from agentscale.analysis.known import mean as _mean
 from agentscale.analysis.known import quantile as _q
+from agentscale.analysis.known import quantiles as _qs
 from agentscale.analysis.known import total as _total
-from agentscale.records.frames import RunFrames
+from agentscale.records.frames import RunFrames, StepArrays
 
 SCHEMA = "agentscale/scorecard/v1"
 
@@ -61,6 +63,10 @@ def card(frames: RunFrames, mask: np.ndarray, seconds: float) -> Card:
     ttft = a["ttft_ms"][sent_mask]
     streamed = int((~np.isnan(a["ttfb_ms"][sent_mask])).sum())
     gaps = _gaps(frames, sent_mask)
+    lat = _percentiles(latency)
+    ttft_p50, ttft_p95 = _qs(ttft, (50, 95))
+    calls_p50, calls_p95 = _qs(tool_calls, (50, 95))
+    gap_p50, gap_p95 = _qs(gaps, (50, 95))
     figures: Card = {
         "requests": n,
         "successes": successes,
@@ -70,18 +76,18 @@ def card(frames: RunFrames, mask: np.ndarray, seconds: float) -> Card:
         "dropped": int((mask & a["dropped"]).sum()),
         "cancelled": int((mask & a["cancelled"]).sum()),
         "throughput_rps": n / seconds if seconds > 0 else None,
-        "latency_ms": _percentiles(latency),
+        "latency_ms": lat,
         "service_ms": _percentiles(service),
-        "latency_p50_ms": _q(latency, 50),
-        "latency_p95_ms": _q(latency, 95),
-        "latency_p99_ms": _q(latency, 99),
+        "latency_p50_ms": lat["p50"],
+        "latency_p95_ms": lat["p95"],
+        "latency_p99_ms": lat["p99"],
         "input_tokens_mean": _mean(tokens_in),
         "input_tokens_p95": _q(tokens_in, 95),
         "output_tokens_mean": _mean(tokens_out),
         "output_tokens_p95": _q(tokens_out, 95),
         "tool_calls_per_request": _mean(tool_calls),
-        "tool_calls_p50": _q(tool_calls, 50),
-        "tool_calls_p95": _q(tool_calls, 95),
+        "tool_calls_p50": calls_p50,
+        "tool_calls_p95": calls_p95,
         "retries_per_tool_call": float(np.nansum(retries)) / calls if calls else None,
         "cost_usd": spend,
         "cost_per_request_usd": spend / n if spend is not None and n else None,
@@ -99,11 +105,11 @@ def card(frames: RunFrames, mask: np.ndarray, seconds: float) -> Card:
         "guardrails": steps["guardrails"],
         "cache_hit_rate": steps["cache_hit_rate"],
         "slowest_5pct_share": steps["slowest_5pct_share"],
-        "ttft_p50_ms": _q(ttft, 50),
-        "ttft_p95_ms": _q(ttft, 95),
+        "ttft_p50_ms": ttft_p50,
+        "ttft_p95_ms": ttft_p95,
         "ttfb_p95_ms": _q(a["ttfb_ms"][sent_mask], 95),
-        "inter_event_p50_ms": _q(gaps, 50),
-        "inter_event_p95_ms": _q(gaps, 95),
+        "inter_event_p50_ms": gap_p50,
+        "inter_event_p95_ms": gap_p95,
         "inter_event_max_ms": float(gaps.max()) if gaps.size else None,
         "stream_events_mean": _mean(a["stream_events"][sent_mask]),
         # How many requests reported the data behind the figures: 0 is "not reported".
@@ -142,15 +148,13 @@ class _StepPart(TypedDict):
 
 
 def _percentiles(values: np.ndarray) -> Percentiles:
-    return {"p50": _q(values, 50), "p95": _q(values, 95), "p99": _q(values, 99)}
+    p50, p95, p99 = _qs(values, (50, 95, 99))
+    return {"p50": p50, "p95": p95, "p99": p99}
 
 
 def _step_figures(frames: RunFrames, sent_mask: np.ndarray, latency: np.ndarray) -> _StepPart:
-    steps = frames.steps
-    if len(steps) and not sent_mask.all():
-        chosen = steps.iloc[np.flatnonzero(sent_mask[steps["req"].to_numpy()])]
-    else:
-        chosen = steps
+    """The per-step figures of the requests ``sent_mask`` selects, on the steps' arrays: one
+    pass over the rows in (kind, name) order, never a copy of the steps frame per group."""
     out: _StepPart = {
         "cached_steps": 0,
         "steps": {},
@@ -160,61 +164,98 @@ def _step_figures(frames: RunFrames, sent_mask: np.ndarray, latency: np.ndarray)
         "cache_hit_rate": None,
         "slowest_5pct_share": {},
     }
-    if chosen.empty:
+    s = frames.step_arrays
+    if not s.req.size:
         return out
-    by_name = chosen.groupby(["kind", "name"], observed=True)["latency_ms"]
-    stats = by_name.agg(["count", "mean"]).join(by_name.quantile(0.95).rename("p95"))
-    out["steps"] = {}
-    for key, row in stats.iterrows():
-        pair: tuple[Any, Any] = key  # type: ignore[assignment]  # grouped by two columns
-        kind, name = pair
-        out["steps"][str(name)] = {
-            "kind": str(kind),
-            "count": int(row["count"]),
-            "p95_ms": _num(row["p95"]),
-            "mean_ms": _num(row["mean"]),
+    # Everything below reads the steps in (kind, name) order: a group is a contiguous run.
+    chosen = sent_mask[s.in_order("req")]
+    every = bool(chosen.all())
+
+    def pick(values: np.ndarray) -> np.ndarray:
+        return values if every else values[chosen]
+
+    rows, pairs, lat = pick(s.order), pick(s.in_order("pair")), pick(s.in_order("latency"))
+    if not rows.size:
+        return out
+    first = int(np.searchsorted(pairs, 0))  # steps without a kind or a name sort first
+    cuts = [first, *(np.flatnonzero(np.diff(pairs[first:])) + 1 + first).tolist(), pairs.size]
+    names = max(len(s.names_of("name")), 1)
+    kinds = s.names_of("kind")
+    tool, retrieval = s.code("kind", "tool"), s.code("kind", "retrieval")
+    guardrail = s.code("kind", "guardrail")
+    found: list[np.ndarray] = []
+    guards: list[np.ndarray] = []
+    for low, high in itertools.pairwise(cuts):
+        if low == high:
+            continue
+        kind_code, name_code = divmod(int(pairs[low]), names)
+        name = s.categories["name"][name_code]
+        values = lat[low:high]
+        known = values[~np.isnan(values)]
+        out["steps"][name] = {
+            "kind": kinds[kind_code],
+            "count": int(known.size),
+            "p95_ms": float(np.percentile(known, 95)) if known.size else None,
+            "mean_ms": float(known.mean()) if known.size else None,
         }
-    tools = chosen[chosen["kind"] == "tool"]
-    if not tools.empty:
-        # Attempts the agent did not report are not "one attempt": unknown retries stay NaN.
-        extra = (tools["attempts"].astype(float).clip(lower=1) - 1).rename("retries")
-        grouped = pd.DataFrame(
-            {"name": tools["name"], "retries": extra, "outcome": tools["outcome"]}
-        ).groupby("name", observed=True)
-        for name, group in grouped:
-            reasons = tools.loc[group.index][extra.loc[group.index] > 0]["error"]
-            known = group["retries"].notna().any()
-            out["tools"][str(name)] = {
-                "calls": len(group),
-                "retries": int(group["retries"].sum()) if known else None,
-                "retries_per_call": float(group["retries"].mean()) if known else None,
-                "outcomes": {
-                    str(k): int(v) for k, v in group["outcome"].value_counts().items() if v
-                },
-                "retry_reasons": {str(k): int(v) for k, v in reasons.value_counts().items() if v},
-            }
-    retrieval = chosen[chosen["kind"] == "retrieval"]
-    if not retrieval.empty:
+        if kind_code == tool:
+            out["tools"][name] = _tool(s, rows[low:high])
+        elif kind_code == retrieval:
+            found.append(rows[low:high])
+        elif kind_code == guardrail:
+            guards.append(rows[low:high])
+    if found:
+        retrieved = np.concatenate(found)
         out["retrieval"] = {
-            "top_k_mean": _num(retrieval["top_k"].mean()),
-            "chunk_tokens_mean": _num(retrieval["chunk_tokens"].mean()),
+            "top_k_mean": _nanmean(s.top_k[retrieved].astype(float)),
+            "chunk_tokens_mean": _nanmean(s.subset("chunk_tokens", retrieved)),
         }
-    cached = chosen["cache"].isin(["hit", "miss"])
-    # Coverage counts requests, as every other coverage figure does (not their cached steps).
-    out["cached_steps"] = int(chosen.loc[cached, "req"].nunique())
+    cache = pick(s.in_order("cache"))
+    hit, miss = s.code("cache", "hit"), s.code("cache", "miss")
+    cached = (cache == hit) | (cache == miss)
     if cached.any():
-        out["cache_hit_rate"] = float((chosen.loc[cached, "cache"] == "hit").mean())
-    guards = chosen[chosen["kind"] == "guardrail"]
-    if not guards.empty:
-        blocks = guards[guards["action"] == "block"]["rule"].value_counts()
-        redactions = guards[guards["action"] == "redact"]["rule"].value_counts()
+        # Coverage counts requests, as every other coverage figure does (not their steps).
+        seen = np.zeros(len(frames.requests), dtype=bool)
+        seen[pick(s.in_order("req"))[cached]] = True
+        out["cached_steps"] = int(seen.sum())
+        out["cache_hit_rate"] = float((cache[cached] == hit).mean())
+    if guards:
+        guarded = np.concatenate(guards)
+        action = s.code_of("action")[guarded]
+        rule = s.code_of("rule")[guarded]
         out["guardrails"] = {
-            "blocks": {str(k): int(v) for k, v in blocks.items() if v},
-            "redactions": {str(k): int(v) for k, v in redactions.items() if v},
+            "blocks": _counts(rule[action == s.code("action", "block")], s, "rule"),
+            "redactions": _counts(rule[action == s.code("action", "redact")], s, "rule"),
         }
-    out["slowest_5pct_share"] = slowest_share(chosen, frames.requests, sent_mask, latency)
+    out["slowest_5pct_share"] = _slowest(s, rows, len(frames.requests), sent_mask, latency)
     _unattributed(frames, sent_mask, latency, out)
     return out
+
+
+def _tool(s: StepArrays, rows: np.ndarray) -> ToolFigures:
+    # Attempts the agent did not report are not "one attempt": unknown retries stay NaN.
+    extra = np.clip(s.attempts[rows].astype(float), 1, None) - 1
+    known = ~np.isnan(extra)
+    retried = rows[known & (extra > 0)]
+    return {
+        "calls": int(rows.size),
+        "retries": int(extra[known].sum()) if known.any() else None,
+        "retries_per_call": float(extra[known].mean()) if known.any() else None,
+        "outcomes": _counts(s.code_of("outcome")[rows], s, "outcome"),
+        "retry_reasons": _counts(s.code_of("error")[retried], s, "error"),
+    }
+
+
+def _counts(codes: np.ndarray, s: StepArrays, column: str) -> dict[str, int]:
+    """How often each value occurs (nulls left out), most frequent first."""
+    counts = np.bincount(codes[codes >= 0], minlength=len(s.names_of(column)))
+    order = sorted((-int(n), code) for code, n in enumerate(counts) if n)
+    return {s.categories[column][code]: -n for n, code in order}
+
+
+def _nanmean(values: np.ndarray) -> float | None:
+    known = values[~np.isnan(values)]
+    return float(known.mean()) if known.size else None
 
 
 UNATTRIBUTED = "(unattributed)"
@@ -227,8 +268,7 @@ def _unattributed(
     instrumentation is blind."""
     if "unattributed_ms" not in frames.requests:
         return
-    values = frames.requests["unattributed_ms"].to_numpy(dtype=float, na_value=np.nan)
-    mine = values[sent_mask]
+    mine = frames.arrays["unattributed_ms"][sent_mask]
     known = mine[~np.isnan(mine)]
     if not known.size:
         return
@@ -250,19 +290,33 @@ def slowest_share(
     steps: pd.DataFrame, requests: pd.DataFrame, sent_mask: np.ndarray, latency: np.ndarray
 ) -> dict[str, float]:
     """Each step's share of the time of the slowest 5% of requests (by latency)."""
+    return _slowest(StepArrays(steps), np.arange(len(steps)), len(requests), sent_mask, latency)
+
+
+def _slowest(
+    s: StepArrays, rows: np.ndarray, requests: int, sent_mask: np.ndarray, latency: np.ndarray
+) -> dict[str, float]:
+    """``slowest_share`` on the steps' arrays; ``rows``: the steps of the requests
+    ``sent_mask`` selects, whose latencies are ``latency``."""
     if latency.size == 0 or np.isnan(latency).all():
         return {}
     threshold = np.nanpercentile(latency, 95)
-    positions = np.flatnonzero(sent_mask)
-    slow = positions[latency >= threshold]
-    total = float(np.nansum(latency[latency >= threshold]))
+    slow_latency = latency >= threshold
+    total = float(np.nansum(latency[slow_latency]))
     if total <= 0:
         return {}
-    is_slow = np.zeros(len(requests), dtype=bool)
-    is_slow[slow] = True
-    chosen = steps.iloc[np.flatnonzero(is_slow[steps["req"].to_numpy()])]
-    shares = chosen.groupby("name", observed=True)["latency_ms"].sum() / total
-    return {str(k): round(float(v), 4) for k, v in shares.sort_values(ascending=False).items()}
+    is_slow = np.zeros(requests, dtype=bool)
+    is_slow[np.flatnonzero(sent_mask)[slow_latency]] = True
+    mine = rows[is_slow[s.req[rows]]]
+    names = s.code_of("name")[mine]
+    named = names >= 0
+    weights = np.nan_to_num(s.latency[mine][named])
+    count = len(s.names_of("name"))
+    sums = np.bincount(names[named], weights=weights, minlength=count)
+    present = np.bincount(names[named], minlength=count) > 0
+    shares = [(round(float(sums[c]) / total, 4), c) for c in np.flatnonzero(present)]
+    shares.sort(key=lambda item: -item[0])
+    return {s.categories["name"][int(c)]: share for share, c in shares}
 
 
 def _num(value: Any) -> float | None:

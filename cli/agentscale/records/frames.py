@@ -4,6 +4,7 @@ columns as numpy arrays, and the run's timing. Every figure downstream reads fro
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -55,7 +56,100 @@ NUMERIC = (
     "ttft_ms",
     "ttfb_ms",
     "stream_events",
+    "unattributed_ms",
 )
+
+
+class StepArrays:
+    """The steps' columns as numpy arrays and categorical codes, each made once per steps
+    frame when first used, with the rows ordered by (kind, name) once: every group of the
+    scorecard then takes a slice of that order instead of sorting or copying millions of
+    rows again. Codes are 16-bit (names are folded to ``MAX_NAMES`` a kind)."""
+
+    def __init__(self, steps: pd.DataFrame) -> None:
+        self.steps = steps
+        self.req: np.ndarray = (
+            steps["req"].to_numpy(dtype=np.int32) if "req" in steps else np.zeros(0, np.int32)
+        )
+        self.codes: dict[str, np.ndarray] = {}
+        self.categories: dict[str, list[str]] = {}
+
+    def floats(self, name: str) -> np.ndarray:
+        """A numeric column as floats, NaN where the agent did not say (made on each call:
+        callers keep what they use)."""
+        if name not in self.steps:
+            return np.full(len(self.steps), np.nan)
+        return self.steps[name].to_numpy(dtype=float, na_value=np.nan)
+
+    def subset(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """A numeric column's values at ``rows``, as floats (NaN: not said), without
+        converting the whole column."""
+        if name not in self.steps:
+            return np.full(rows.size, np.nan)
+        column = self.steps[name]
+        if column.dtype.kind in "fiu":
+            found: np.ndarray = column.to_numpy()[rows].astype(float)
+            return found
+        return column.iloc[rows].to_numpy(dtype=float, na_value=np.nan)
+
+    @functools.cached_property
+    def latency(self) -> np.ndarray:
+        return self.floats("latency_ms")
+
+    @functools.cached_property
+    def attempts(self) -> np.ndarray:
+        return self.floats("attempts").astype(np.float32)  # small counts: exact in 32 bits
+
+    @functools.cached_property
+    def top_k(self) -> np.ndarray:
+        return self.floats("top_k").astype(np.float32)
+
+    def code_of(self, column: str) -> np.ndarray:
+        """The codes of a categorical column (-1: null)."""
+        if column not in self.codes:
+            found = self.steps.get(column)
+            if found is None:
+                values = pd.Categorical([None] * len(self.steps))
+            else:
+                values = found.array if found.dtype == "category" else pd.Categorical(found)
+            self.codes[column] = np.asarray(values.codes, dtype=np.int16)
+            self.categories[column] = [str(c) for c in values.categories]
+        return self.codes[column]
+
+    def names_of(self, column: str) -> list[str]:
+        self.code_of(column)
+        return self.categories[column]
+
+    def code(self, column: str, value: str) -> int:
+        """The code of ``value`` in ``column`` (-2 when no row holds it: matches nothing)."""
+        found = self.names_of(column)
+        return found.index(value) if value in found else -2
+
+    @functools.cached_property
+    def pair(self) -> np.ndarray:
+        """kind code * names + name code; -1 where either is null."""
+        kind = self.code_of("kind").astype(np.int32)
+        name = self.code_of("name").astype(np.int32)
+        names = max(len(self.categories["name"]), 1)
+        return np.where((kind >= 0) & (name >= 0), kind * names + name, -1).astype(np.int32)
+
+    @functools.cached_property
+    def order(self) -> np.ndarray:
+        """Row positions sorted by ``pair`` (stable; a radix sort on 16-bit pairs)."""
+        pair = self.pair
+        small = pair.size == 0 or int(pair.max()) < np.iinfo(np.int16).max
+        keys = pair.astype(np.int16) if small else pair
+        return np.argsort(keys, kind="stable").astype(np.int32)
+
+    def in_order(self, name: str) -> np.ndarray:
+        """A column (``req``, ``pair``, ``latency`` or a categorical's codes) in ``order``: a
+        group's rows are then a contiguous run, read sequentially."""
+        key = f"sorted {name}"
+        if key not in self.codes:
+            values = {"req": self.req, "pair": self.pair, "latency": self.latency}.get(name)
+            column = values if values is not None else self.code_of(name)
+            self.codes[key] = column[self.order]
+        return self.codes[key]
 
 
 def epoch_seconds(times: pd.Series) -> np.ndarray:
@@ -74,6 +168,7 @@ class RunFrames:
     duration: float  # seconds of load
     windows: list[tuple[str, float, float]]  # fault windows: name, start, end (offsets)
     _arrays: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    _step_arrays: StepArrays | None = field(default=None, repr=False)
     error_classes: list[str] | None = None
     notes: list[str] = field(default_factory=list)  # what was done to the records, and why
     injected: pd.DataFrame | None = None  # faults_injected.parquet: the HTTP stage's faults
@@ -107,9 +202,17 @@ class RunFrames:
             self._arrays = arrays
         return self._arrays
 
+    @property
+    def step_arrays(self) -> StepArrays:
+        """The steps as arrays, remade whenever ``steps`` is another frame (spans joined)."""
+        if self._step_arrays is None or self._step_arrays.steps is not self.steps:
+            self._step_arrays = StepArrays(self.steps)
+        return self._step_arrays
+
     def reset(self) -> None:
         """Forget the arrays made from the frames (after the frames changed)."""
         self._arrays = None
+        self._step_arrays = None
         self.error_classes = None
 
     @property
@@ -205,11 +308,13 @@ def read_frames(
         return found.select(columns)
 
     # Strings as dictionaries, and steps tied to their requests by Arrow's own hash lookup:
-    # millions of rows load in seconds.
-    wanted = [name for name, _ in REQUEST_COLUMNS]
+    # millions of rows load in seconds. Each table is converted column by column, freeing
+    # what it converted (self_destruct), so the records are never in memory twice.
+    wanted = [name for name, _ in REQUEST_COLUMNS if name not in ON_DISK]
     requests_table = table(
-        "requests.parquet", REQUEST_COLUMNS, columns=wanted, read_dictionary=REQUEST_CATEGORIES
-    )
+        "requests.parquet", REQUEST_COLUMNS, columns=[*wanted, "event_gaps_ms"],
+        read_dictionary=REQUEST_CATEGORIES,
+    )  # fmt: skip
     # Each streamed answer's gaps, flat, with the position of their request: exact pooled
     # percentiles without a Python list per row.
     gaps_column = requests_table["event_gaps_ms"]
@@ -220,17 +325,28 @@ def read_frames(
             pc.list_parent_indices(gaps_column).to_numpy(zero_copy_only=False).astype(np.int64),
             flat.to_numpy(zero_copy_only=False).astype(np.float64),
         )
-    requests = requests_table.drop_columns(["event_gaps_ms"]).to_pandas()
-    steps_table = table(
-        "steps.parquet",
-        STEP_SCHEMA,
-        columns=["request_id", *STEP_COLUMNS],
-        read_dictionary=list(STEP_CATEGORIES),
-    )
-    positions = pc.index_in(steps_table["request_id"], value_set=requests_table["request_id"])
-    steps = steps_table.drop_columns(["request_id"]).to_pandas()
-    steps["req"] = positions.to_numpy(zero_copy_only=False)
-    steps = steps[steps["req"].notna()].astype({"req": "int64"})
+    del gaps_column
+    ids = requests_table["request_id"]
+    requests_table = requests_table.select(wanted)
+    step_ids = table("steps.parquet", STEP_SCHEMA, columns=["request_id"])["request_id"]
+    located = pc.fill_null(pc.index_in(step_ids, value_set=ids), -1)
+    positions = located.to_numpy(zero_copy_only=False).astype(np.int64)
+    del step_ids, located, ids
+    requests = _pandas(requests_table)
+    del requests_table
+    # A few columns at a time: the steps are never whole in Arrow and in pandas at once.
+    pieces = []
+    for start in range(0, len(STEP_COLUMNS), 4):
+        chunk = list(STEP_COLUMNS[start : start + 4])
+        cats = [c for c in chunk if c in STEP_CATEGORIES]
+        pieces.append(_pandas(table("steps.parquet", STEP_SCHEMA, columns=chunk,
+                                    read_dictionary=cats or None)))  # fmt: skip
+    steps = pd.concat(pieces, axis=1) if pieces else pd.DataFrame()
+    del pieces
+    steps["req"] = positions
+    if (positions < 0).any():  # steps of requests that are not in the records
+        steps = steps[positions >= 0]
+    del positions
     steps = chosen_source(requests, steps)
     notes = fold_names(steps)
     if started_at is None:
@@ -241,9 +357,24 @@ def read_frames(
     )
     if injected_parts:
         injected = pq.read_table(injected_parts).to_pandas()
+    pa.default_memory_pool().release_unused()  # what the conversions freed goes back now
     return RunFrames(
         requests, steps, started_at, duration, windows, notes=notes, injected=injected, gaps=gaps
     )
+
+
+# Request columns the figures never read: left in the part files (rewrite_requests carries
+# them over), never a Python object per row in memory.
+ON_DISK = ("event_gaps_ms", "faults")
+
+
+def _pandas(found: Any) -> pd.DataFrame:
+    import pyarrow as pa
+
+    frame: pd.DataFrame = found.to_pandas(self_destruct=True, split_blocks=True)
+    del found
+    pa.default_memory_pool().release_unused()  # what the conversion freed goes back now
+    return frame
 
 
 def rewrite_requests(run_dir: Path, requests: pd.DataFrame) -> None:
@@ -256,19 +387,22 @@ def rewrite_requests(run_dir: Path, requests: pd.DataFrame) -> None:
 
     schema = pa.schema([pa.field(name, kind) for name, kind in REQUEST_COLUMNS])
     folder = run_dir / "requests.parquet"
-    kept = [name for name in schema.names if name != "event_gaps_ms"]
+    kept = [name for name in schema.names if name not in ON_DISK]
     table = pa.Table.from_pandas(
         requests[kept], schema=pa.schema([schema.field(n) for n in kept]), preserve_index=False
     )
-    # The gaps never went into the frame (see load_frames): taken over from the parts, whose
+    # The columns that never went into the frame (ON_DISK): taken over from the parts, whose
     # rows are in the frame's order.
     parts = sorted(str(p) for p in folder.glob("part-*.parquet"))
-    gaps = pa.nulls(len(table), schema.field("event_gaps_ms").type)
-    if parts and "event_gaps_ms" in pq.ParquetDataset(parts).schema.names:
-        found = pq.read_table(parts, columns=["event_gaps_ms"])["event_gaps_ms"]
-        if len(found) == len(table):
-            gaps = found.combine_chunks()
-    table = table.append_column(schema.field("event_gaps_ms"), gaps).select(schema.names)
+    present = set(pq.ParquetDataset(parts).schema.names) if parts else set()
+    for name in ON_DISK:
+        column = pa.nulls(len(table), schema.field(name).type)
+        if name in present:
+            found = pq.read_table(parts, columns=[name])[name]
+            if len(found) == len(table):
+                column = found.combine_chunks()
+        table = table.append_column(schema.field(name), column)
+    table = table.select(schema.names)
     aside = run_dir / ".requests.parquet.new"
     old = run_dir / ".requests.parquet.old"
     shutil.rmtree(aside, ignore_errors=True)
@@ -284,8 +418,12 @@ def chosen_source(requests: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
     the agent's spans; both are kept in steps.parquet)."""
     if "source" not in steps or "steps_source" not in requests or steps.empty:
         return steps
-    wanted = requests["steps_source"].astype(object).fillna("body").to_numpy()
-    source = steps["source"].astype(object).fillna("body").to_numpy()
+    # On booleans, never on millions of strings: a step counts when its source is the one
+    # its request's steps come from (otlp, or the body: also when either says nothing).
+    wanted = (requests["steps_source"] == "otlp").to_numpy(dtype=bool, na_value=False)
+    source = (steps["source"] == "otlp").to_numpy(dtype=bool, na_value=False)
+    if not wanted.any() and not source.any():
+        return steps
     keep = source == wanted[steps["req"].to_numpy()]
     return steps if keep.all() else steps[keep]
 
