@@ -8,12 +8,15 @@ from __future__ import annotations
 import sys
 
 from agentscale.engine import early
-from agentscale.engine.spec import EngineSpec
-from agentscale.errors import EXIT_INTERRUPTED, AgentscaleError
 
 
 def main() -> int:
     early.watch()  # from here on, a stop signal is an interruption, never a traceback
+    # Everything else is imported once the signals are watched (pydantic and the schemas
+    # take a while: a Ctrl-C then must not surface as a traceback from an import).
+    from agentscale.engine.spec import EngineSpec
+    from agentscale.errors import EXIT_INTERRUPTED, AgentscaleError
+
     with open(sys.argv[1], encoding="utf-8") as file:
         spec = EngineSpec.model_validate_json(file.read())
     from agentscale.engine.locust_runner import run

@@ -77,6 +77,7 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
             idle = self.stream_idle  # type: ignore[attr-defined]
             ends = self.stream_end  # type: ignore[attr-defined]
             clock = time.perf_counter
+            timer = gevent.Timeout(timeout)
 
             def send(
                 method: str, path: str, body: bytes | None, headers: dict[str, str]
@@ -90,7 +91,8 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                 # socket read, so an answer dripping one byte at a time would never end (and
                 # the reader checks the clock itself: a socket that never blocks never lets
                 # this timeout fire).
-                with gevent.Timeout(timeout, False):
+                timer.start()  # one timer a user, restarted: no new one per request
+                try:
                     # geventhttpclient sends bytes as they are; Locust's hint says str only.
                     # A redirect is an answer, never followed: it could lead beyond loopback.
                     response = client.request(
@@ -128,6 +130,11 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                                 f"the connection ended mid-body ({type(error).__name__})"
                             )
                         return response.status_code or 0, content, problem, arrived
+                except gevent.Timeout as fired:
+                    if fired is not timer:
+                        raise
+                finally:
+                    timer.cancel()
                 if response is None or clock() - started >= timeout:
                     _close(response)
                     late = TimeoutError(f"no complete answer within {timeout:g}s")
@@ -340,8 +347,19 @@ def run(spec: EngineSpec) -> int:
         master = environment.create_master_runner(host, port)
         return Coordinator(spec, loaded, LocustMaster(master, host)).run()
     runner = environment.create_local_runner()
+    _without_locust_stats(environment)
     holder.engine = Engine(spec, loaded, LocalOutput(spec, time.time()), runner)
     return holder.engine.run()
+
+
+def _without_locust_stats(environment: Environment) -> None:
+    """agentscale records every request itself: Locust's own per-request statistics (a
+    histogram update per request, and on a worker their reports to the master) are work
+    nobody reads, in the hot path. The runner registered its listener last; it goes."""
+    handlers = environment.events.request._handlers  # no public way to list them
+    for handler in list(handlers):
+        if getattr(handler, "__qualname__", "").endswith("on_request"):
+            environment.events.request.remove_listener(handler)  # type: ignore[no-untyped-call]
 
 
 class LocustMaster:
@@ -392,6 +410,7 @@ def run_worker(master_host: str, master_port: int) -> int:
     user = user_class(holder)
     environment = Environment(user_classes=[user])
     runner = environment.create_worker_runner(master_host, master_port)
+    _without_locust_stats(environment)
     folder = Path(tempfile.mkdtemp(prefix="agentscale-worker-"))
 
     def on_setup(environment: Environment, msg: Any, **_kw: Any) -> None:

@@ -39,6 +39,7 @@ from agentscale.telemetry.judge import Judge
 from agentscale.telemetry.pricing import PriceBook
 
 SPAWN_RATE = 10_000.0  # users/s: the shape, not Locust's ramp, decides how many run
+BURST = 16  # arrivals the scheduler hands over at once when it is behind schedule
 
 
 class Finished(Exception):
@@ -170,6 +171,7 @@ class Engine:
         cap = self.load.max_concurrency if not self.worker else self.runner.user_count
         now = self.clock.now
         all_offsets = offsets.tolist()
+        burst = 0
         for seq in mine:
             offset = all_offsets[seq]
             if self.stopping:
@@ -178,8 +180,15 @@ class Engine:
             delay = intended - now()
             if delay > 0:
                 gevent.sleep(delay)
+                burst = 0
+            elif burst >= BURST:
+                # Behind schedule: let the users take what is queued, but only every BURST
+                # arrivals; a yield per arrival hands the hub a whole round of ready users
+                # each time, and the schedule falls further behind.
+                gevent.sleep(0)
+                burst = 0
             else:
-                gevent.sleep(0)  # behind schedule: let the users take what is queued
+                burst += 1
             if self.outstanding >= cap:
                 self.exchange.record_dropped(base + seq, intended, senders[seq])
                 continue

@@ -165,30 +165,44 @@ def read_steps(raw: Any, warnings: list[str]) -> list[Step]:
 
 
 def read_step(raw: dict[str, Any], index: int, warnings: list[str]) -> Step:
+    # Per request and step, in the load engine's hot path: a value of the expected type and
+    # range is taken as it is; only an unusual one goes through the checks that warn.
     slots: list[Any] = [None] * 17 + ["body"]
     for key, value in raw.items():
         spec = _FIELDS.get(key)
         if spec is None or value is None:
             continue
         slot, how = spec
+        kind = type(value)
         if how == "text":
-            slots[slot] = text(value)
+            if kind is str and len(value) <= TEXT and value.isascii() and value.isprintable():
+                slots[slot] = value
+            else:
+                slots[slot] = text(value)
+        elif how == "ms":
+            if (kind is float or kind is int) and 0 <= value <= MAX_MS:
+                slots[slot] = float(value)
+            else:
+                slots[slot] = millis(value, f"steps[{index}].{key}", warnings)
         elif how == "long":
             slots[slot] = text(value, LONG_TEXT)
-        elif how == "ms":
-            slots[slot] = millis(value, f"steps[{index}].{key}", warnings)
         elif how == "alias":
             if slots[slot] is None and raw.get(TOKEN_ALIASES[key]) is None:
                 slots[slot] = count(value, f"steps[{index}].{key}", warnings, MAX_TOKENS)
+        elif kind is int and 0 <= value <= _LIMITS[how]:
+            slots[slot] = value
         else:
             slots[slot] = count(value, f"steps[{index}].{key}", warnings, _LIMITS[how])
-    kind = slots[1]
-    slots[0] = kind if kind in STEP_KINDS else "other"
+    given = slots[1]
+    slots[0] = given if given in STEP_KINDS else "other"
     cached, tokens_in = slots[11], slots[9]
     if cached is not None and tokens_in is not None and cached > tokens_in:
         warnings.append(f"steps[{index}].cached_input_tokens: {cached} > input_tokens {tokens_in}")
         slots[11] = tokens_in
-    return Step._make(slots)
+    return _new_step(Step, slots)
+
+
+_new_step = tuple.__new__  # a NamedTuple from a list without _make's extra call
 
 
 def longer_than(steps: list[Step], limit_ms: float, warnings: list[str]) -> list[Step]:
