@@ -31,8 +31,10 @@ lint: setup
 	$(BIN)/ruff format --check cli tests benchmarks
 	$(BIN)/mypy
 
+# Two test processes, a file each at a time: most of a test's time is a real load waiting on
+# real servers, so the second core halves the wall time (CI has 15 minutes for all of it).
 test: lint
-	$(BIN)/pytest -q --durations=20
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=20
 
 # The showcase: two minutes of spiky traffic at the reference agent stack (target.url: demo)
 # while its CRM tool answers 503s, gated against the committed baseline; ends with the report.
@@ -40,13 +42,9 @@ demo: setup
 	$(BIN)/agentscale load scenarios/spiky_burst.yaml --faults fault_profiles/tool_5xx.yaml \
 	  --baseline reports/baselines/spiky-burst-tool-5xx.json
 
+# Every benchmark, then one table of figures and goals (BENCH_MINUTES=5 shortens the soak).
 bench: setup
-	$(BIN)/python benchmarks/overhead.py
-	$(BIN)/python benchmarks/open_model.py
-	$(BIN)/python benchmarks/demo_stack.py
-	$(BIN)/python benchmarks/scorecard.py
-	$(BIN)/python benchmarks/distributed.py
-	$(BIN)/python benchmarks/streaming.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

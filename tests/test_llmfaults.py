@@ -276,6 +276,14 @@ def test_a_field_of_another_kind_is_refused_with_its_place(tmp_path):
     )  # fmt: skip
     result = agentscale("validate", str(clash))  # the kind's value is also a field's name
     assert "windows.0.http.status: Input should be less than or equal to 599" in result.stderr
+    listed = profile(
+        tmp_path,
+        None,
+        [{"name": "w", "target": "llm", "at": "1s", "for": "5s", "http": {"kind": []}}],
+    )
+    result = agentscale("validate", str(listed))  # a tag that is no string (found by the fuzz)
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert "windows.0.http.kind" in result.stderr
 
 
 def test_chaos_apply_rate_limits_without_load_and_undoes_it(tmp_path, server, toxiproxy):

@@ -150,7 +150,8 @@ TAGS = ("kind", "type")  # the discriminators of the schemas' unions
 
 
 def _tags(node: dict[Any, Any]) -> tuple[Any, ...]:
-    return tuple(node.get(tag) for tag in TAGS if tag in node)
+    """The tag values a mapping spells (only strings: ``kind: []`` is no tag, and unhashable)."""
+    return tuple(v for tag in TAGS if isinstance(v := node.get(tag), str))
 
 
 def _known_fields(model: type[BaseModel], loc: tuple[str | int, ...], data: Any) -> list[str]:
