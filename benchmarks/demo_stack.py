@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from fast_target import pin
+from results import record
 
 HERE = Path(__file__).resolve().parent
 DATASET = HERE.parent / "scenarios" / "datasets" / "support_golden.jsonl"
@@ -80,6 +81,7 @@ def main() -> None:
                 f"{closed['success']:.1%}, p50 {closed['p50']:.1f} ms, "
                 f"p99 {closed['p99']:.1f} ms"
             )
+            record("demo_stack", "closed, 64 users: agent requests/s", closed["rps"], "-", True)
             for rate in RATES:
                 m = run(work, url, "open", f"{{kind: constant, rps: {rate}}}")
                 print(

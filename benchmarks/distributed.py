@@ -17,10 +17,12 @@ from pathlib import Path
 
 from bench_scenario import write_scenario
 from fast_target import last_core, nginx
+from results import record
 
 USERS = int(os.environ.get("BENCH_USERS", "40"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+GOAL = 1.8
 
 
 def run(url: str, work: Path, workers: int) -> tuple[float, int]:
@@ -57,7 +59,8 @@ def main() -> None:
           f"{last_core()}")  # fmt: skip
     print(f"1 worker:  {one:,.0f} requests/s (median of {ROUNDS})")
     print(f"2 workers: {two:,.0f} requests/s (median of {ROUNDS})")
-    print(f"ratio 2 workers / 1 worker: {two / one:.2f}")
+    print(f"ratio 2 workers / 1 worker: {two / one:.2f} (goal at least {GOAL})")
+    record("distributed", "2 workers / 1 worker", two / one, f">= {GOAL}", two / one >= GOAL)
 
 
 if __name__ == "__main__":

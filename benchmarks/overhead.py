@@ -17,11 +17,13 @@ from pathlib import Path
 
 from bench_scenario import write_scenario
 from fast_target import last_core, nginx, pin
+from results import record
 
 HERE = Path(__file__).resolve().parent
 USERS = int(os.environ.get("BENCH_USERS", "20"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+GOAL = 0.9
 
 
 def bare(url: str, work: Path) -> float:
@@ -70,7 +72,10 @@ def main() -> None:
     print(f"\n{USERS} users, {SECONDS} s, generator pinned to core 0, nginx on core {last_core()}")
     print(f"bare Locust FastHttpUser: {bare_median:,.0f} requests/s (median of {ROUNDS})")
     print(f"agentscale load engine:   {own_median:,.0f} requests/s (median of {ROUNDS})")
-    print(f"ratio agentscale / bare:  {own_median / bare_median:.2f}")
+    ratio = own_median / bare_median
+    print(f"ratio agentscale / bare:  {ratio:.3f} (goal at least {GOAL})")
+    record("overhead", f"agentscale / bare Locust (median of {ROUNDS})", ratio,
+           f">= {GOAL}", ratio >= GOAL)  # fmt: skip
 
 
 if __name__ == "__main__":

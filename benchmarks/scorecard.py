@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from results import record
+
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "1000000"))
 STEPS_PER_REQUEST = 5
 DURATION = 600.0
@@ -141,10 +143,13 @@ def main() -> None:
         if done.returncode != 0:
             raise SystemExit(done.stderr[-2000:])
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        peak_gb = peak_kib * 1024 / 1e9
         print(
-            f"agentscale scorecard: {elapsed:.1f} s, peak memory {peak_kib / 1024**2:.2f} GiB "
-            "(reading the records included)"
+            f"agentscale scorecard: {elapsed:.1f} s, peak memory {peak_gb:.2f} GB "
+            f"({peak_kib / 1024**2:.2f} GiB; reading the records included)"
         )
+        record("scorecard", f"{REQUESTS:,} requests: seconds", elapsed, "<= 5", elapsed <= 5)
+        record("scorecard", f"{REQUESTS:,} requests: peak GB", peak_gb, "<= 1.5", peak_gb <= 1.5)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import psutil
 
 from bench_scenario import write_scenario
 from fast_target import nginx
+from results import record
 
 MINUTES = float(os.environ.get("BENCH_MINUTES", "30"))
 EVERY = float(os.environ.get("BENCH_EVERY", "60"))
@@ -77,6 +78,9 @@ def main() -> None:
               f"master {master_growth:+.1f} MB, engine {engine_growth:+.1f} MB "
               f"(per 30 min: {master_growth * scale:+.1f} / {engine_growth * scale:+.1f}; "
               f"goal under {GOAL_MB:.0f})")  # fmt: skip
+    for who, growth in (("master", master_growth * scale), ("engine", engine_growth * scale)):
+        record("soak", f"{who} RSS growth per 30 min, MB ({MINUTES:g} min run)", growth,
+               f"<= {GOAL_MB:.0f}", growth <= GOAL_MB)  # fmt: skip
 
 
 if __name__ == "__main__":

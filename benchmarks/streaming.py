@@ -22,6 +22,7 @@ import yaml
 
 from bench_scenario import write_scenario
 from fast_target import EVENTS, last_core, nginx, pin
+from results import record
 
 USERS = int(os.environ.get("BENCH_USERS", "20"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
@@ -70,6 +71,7 @@ def main() -> None:
     for way, rate in medians.items():
         events = f" = {rate * (EVENTS + 1):,.0f} events/s" if WAYS[way][1] == "sse" else ""
         print(f"{way:22} {rate:8,.0f} requests/s{events}  (ratio to plain {rate / plain:.2f})")
+        record("streaming", f"{way}: requests/s", rate, "-", True)
 
 
 if __name__ == "__main__":
