@@ -284,7 +284,12 @@ def test_a_target_that_dies_mid_run_is_named(tmp_path, on_loss):
     document["load"]["on_target_loss"] = on_loss
     path = write_scenario(tmp_path, document)
     process = spawn("load", str(path), "--out", str(tmp_path / "r"))
-    time.sleep(3.5)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the load's own start, however slow the machine
+        if any("run_started" in p.read_text() for p in (tmp_path / "r").glob("*/*/events.jsonl")):
+            break
+        time.sleep(0.05)
+    time.sleep(2.5)
     target.process.kill()
     target.process.wait()
     stdout, stderr = process.communicate(timeout=60)
