@@ -115,6 +115,7 @@ class Coordinator:
         self.local: dict[str, subprocess.Popen[bytes]] = {}  # worker id -> local process
         self.interrupted = False
         self.received = 0
+        self.writes_itself: set[str] = set()  # local workers: their parts go to the folder
         self.last_sent = (0, 0.0)  # for the achieved rate between progress lines
         self.closing = gevent.event.Event()
         for kind, handler in (
@@ -131,6 +132,10 @@ class Coordinator:
     # --- messages from the workers ---------------------------------------------------------
     def _on_hello(self, worker: str, data: dict[str, Any]) -> None:
         self.hello.add(worker)
+        if data.get("host") == socket.gethostname() and data.get("pid") in {
+            p.pid for p in self.processes
+        }:
+            self.writes_itself.add(worker)
 
     def _on_ready(self, worker: str, data: dict[str, Any]) -> None:
         self.ready.add(worker)
@@ -216,7 +221,10 @@ class Coordinator:
     def _set_up_workers(self) -> None:
         base = setup_message(self.spec, self.loaded)
         for worker, k in self.index.items():
-            self.port.send("as_setup", {**base, "index": k, "count": len(self.index)}, worker)
+            own = {"local_dir": str(self.spec.run_dir)} if worker in self.writes_itself else {}
+            self.port.send(
+                "as_setup", {**base, "index": k, "count": len(self.index), **own}, worker
+            )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while len(self.ready) < len(self.index):
             if self.failures:
@@ -276,7 +284,8 @@ class Coordinator:
         cpus = [c for d in self.done.values() for c in d.get("cpu") or []]
         self.events.write(
             "run_ended", ended_at=time.time(), load_ended_at=load_ended or time.time(),
-            **totals, records=self.received,
+            **totals,
+            records=self.received + sum(int(d.get("written") or 0) for d in self.done.values()),
             unpriced_models=sorted({m for d in self.done.values() for m in d.get("unpriced", [])}),
             price_sources={k: v for d in self.done.values()
                            for k, v in (d.get("price_sources") or {}).items()},

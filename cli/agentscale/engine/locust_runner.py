@@ -418,7 +418,9 @@ def run_worker(master_host: str, master_port: int) -> int:
             spec, loaded = worker_setup(msg.data, folder)
             configure(user, loaded, spec.target_url or loaded.scenario.target.url)
             share = (int(msg.data["index"]), int(msg.data["count"]))
-            holder.engine = Engine(spec, loaded, WorkerOutput(runner), runner, share)
+            local = msg.data.get("local_dir")
+            output = WorkerOutput(runner, spec, Path(local) if local else None, share[0])
+            holder.engine = Engine(spec, loaded, output, runner, share)
         except AgentscaleError as error:
             runner.send_message("as_failed", {"error": error.render()})
             return
@@ -436,7 +438,8 @@ def run_worker(master_host: str, master_port: int) -> int:
     runner.register_message("as_setup", on_setup)
     runner.register_message("as_go", on_go)
     runner.register_message("as_stop", on_stop)
-    runner.send_message("as_hello", {})
+    # Who it is: a worker on the master's machine writes its records into the run folder.
+    runner.send_message("as_hello", {"pid": os.getpid(), "host": socket.gethostname()})
     parent = os.environ.get(PARENT_ENV)
     if parent and parent.isdigit():
         gevent.spawn(_quit_when_orphaned, runner, int(parent))

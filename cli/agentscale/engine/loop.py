@@ -355,6 +355,7 @@ class Engine:
                 "planned": self.planned, "completed": self.exchange.completed,
                 "dropped": self.exchange.dropped, "cancelled": cancelled,
                 "unjudged": self.exchange.unjudged,
+                "written": getattr(self.output, "written", 0),
                 "load_ended_at": self.clock.wall(scheduled_end),
                 "unpriced": sorted(self.exchange.prices.unpriced),
                 "price_sources": self.exchange.prices.sources, "cpu": self.cpu,
