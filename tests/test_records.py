@@ -55,3 +55,23 @@ def test_a_value_of_the_wrong_type_is_nulled_and_the_rest_kept(tmp_path):
     writer.flush()
     frame = pd.read_parquet(tmp_path / "requests.parquet")
     assert len(frame) == 2 and frame["input_tokens"].isna().all()
+
+
+def test_a_part_encoded_in_slices_is_the_part_written_at_once_and_pauses_between(tmp_path):
+    """The engine encodes a second's rows in slices, giving its loop a turn between them: the
+    part must hold exactly what one write of the same rows holds, bad values nulled alike."""
+    rows = [row(i) for i in range(1_000)]
+    bad = list(rows[700])
+    bad[list(dict(REQUEST_COLUMNS)).index("input_tokens")] = "lots"
+    rows[700] = tuple(bad)
+    at_once = PartWriter(tmp_path / "once", REQUEST_COLUMNS)
+    at_once.write(rows)
+    sliced = PartWriter(tmp_path / "sliced", REQUEST_COLUMNS)
+    pauses = []
+    written = sliced.store(sliced.encode(rows, pause=lambda: pauses.append(1)))
+    assert written == 1_000 and len(pauses) == 4  # slices of 256 rows
+    assert sliced.store(sliced.encode([], pause=lambda: pauses.append(1))) == 0
+    assert len(pauses) == 4 and len(list((tmp_path / "sliced").glob("part-*"))) == 2
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "sliced"), pd.read_parquet(tmp_path / "once")
+    )

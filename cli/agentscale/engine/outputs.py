@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import gevent
 import orjson
+import pyarrow as pa
 
 from agentscale.engine.spec import EngineSpec
 from agentscale.records.writer import REQUEST_COLUMNS, STEP_COLUMNS, EventLog, PartWriter, RowBuffer
@@ -26,6 +27,16 @@ class RunnerPort(Protocol):
     def quit(self) -> None: ...
 
     def send_message(self, msg_type: str, data: Any = None) -> None: ...
+
+
+def encode(writer: PartWriter) -> pa.Table | None:
+    """The rows ``writer`` holds, as a table built on the engine's loop between arrivals."""
+    return writer.encode(writer.take(), pause=_pause)
+
+
+def _pause() -> None:
+    # A timer, not sleep(0): the loop then polls and fires the arrivals due before resuming.
+    gevent.sleep(0.0001)
 
 
 def record_writers(
@@ -53,10 +64,14 @@ class LocalOutput:
         self.requests, self.steps = record_writers(spec)
 
     def flush(self) -> None:
-        """Write the records in a native thread: encoding parquet there keeps the arrival
-        scheduler on time (it releases the GIL while it works)."""
-        requests, steps = self.requests.take(), self.steps.take()
-        gevent.get_hub().threadpool.apply(self.write, (requests, steps))
+        """Encode the records here in slices (the scheduler runs between them), then write
+        the parquet in a native thread (it releases the GIL while it works)."""
+        tables = encode(self.requests), encode(self.steps)
+        gevent.get_hub().threadpool.apply(self.store, tables)
+
+    def store(self, requests: pa.Table | None, steps: pa.Table | None) -> None:
+        self.requests.store(requests)
+        self.steps.store(steps)
 
     def write(self, requests: list[Any], steps: list[Any]) -> None:
         self.requests.write(requests)
@@ -107,11 +122,18 @@ class WorkerOutput:
             self.requests, self.steps = RowBuffer(), RowBuffer()
 
     def flush(self) -> None:
-        requests, steps = self.requests.take(), self.steps.take()
         if self.writers is not None:
-            gevent.get_hub().threadpool.apply(self._write, (requests, steps))
-        elif requests or steps:
+            tables = encode(self.writers[0]), encode(self.writers[1])
+            gevent.get_hub().threadpool.apply(self._store, tables)
+            return
+        requests, steps = self.requests.take(), self.steps.take()
+        if requests or steps:
             self.runner.send_message("as_rows", {"requests": requests, "steps": steps})
+
+    def _store(self, requests: pa.Table | None, steps: pa.Table | None) -> None:
+        assert self.writers is not None
+        self.written += self.writers[0].store(requests)
+        self.writers[1].store(steps)
 
     def _write(self, requests: list[Any], steps: list[Any]) -> None:
         assert self.writers is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -140,6 +141,9 @@ class RowBuffer:
         return rows
 
 
+SLICE = 256  # rows encoded between two pauses: well under a millisecond
+
+
 class PartWriter(RowBuffer):
     """A row buffer written as a part file per ``flush``. ``constants``: columns with one value
     for every row this writer writes, left out of the rows; ``prefix`` names its parts."""
@@ -170,6 +174,28 @@ class PartWriter(RowBuffer):
             return 0
         self._write(self._table(list(zip(*rows, strict=True))))
         return len(rows)
+
+    def encode(self, rows: list[tuple[Any, ...]], pause: Callable[[], None]) -> pa.Table | None:
+        """``rows`` as one table, built ``SLICE`` rows at a time with ``pause()`` between.
+
+        Turning Python values into Arrow holds the GIL: done for a second's rows in a thread,
+        it kept an engine's arrival scheduler waiting 25-55 ms at 3,000 requests/s (130-200 ms
+        when flushing every 5 s). In slices on the engine's own loop, nothing waits longer than
+        one slice; ``store`` then writes the table, which releases the GIL, in a thread."""
+        if not rows:
+            return None
+        tables = []
+        for start in range(0, len(rows), SLICE):
+            tables.append(self._table(list(zip(*rows[start : start + SLICE], strict=True))))
+            pause()
+        return pa.concat_tables(tables)
+
+    def store(self, table: pa.Table | None) -> int:
+        """Write a table from ``encode`` as one part (safe from another thread)."""
+        if table is None:
+            return 0
+        self._write(table)
+        return int(table.num_rows)
 
     def flush(self) -> int:
         return self.write(self.take())
