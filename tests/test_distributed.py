@@ -84,9 +84,14 @@ def test_a_worker_that_dies_mid_run_makes_it_invalid_unless_the_scenario_says_co
         path = write_scenario(tmp_path, document, name=f"{policy}.yaml")
         killer = _kill_a_worker_after(3.0)
         out = tmp_path / policy
-        result = agentscale("load", str(path), "--workers", "2", "--out", str(out))
+        scratch = tmp_path / f"tmp-{policy}"  # the run's temporary files, the killed worker's too
+        scratch.mkdir()
+        result = agentscale(
+            "load", str(path), "--workers", "2", "--out", str(out), env={"TMPDIR": str(scratch)}
+        )
         killer.join()
         assert result.code == expected, result.output
+        assert list(scratch.iterdir()) == []
         run_dir = only_run(out)
         lost = _events(run_dir, "worker_lost")
         assert len(lost) == 1 and "exit" in lost[0]["reason"]

@@ -9,10 +9,12 @@ die. It never imports Locust: ``MasterPort`` is the adapter ``locust_runner`` pr
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +32,7 @@ from agentscale.config.scenario import Scenario
 from agentscale.config.traffic import levels
 from agentscale.engine import early
 from agentscale.engine.outputs import record_writers
-from agentscale.engine.spec import EngineSpec, log_suffix, staged
+from agentscale.engine.spec import WORKER_DIR_ENV, EngineSpec, log_suffix, staged
 from agentscale.errors import EXIT_INTERRUPTED, EXIT_OK, RunInvalid
 from agentscale.processes import stop
 from agentscale.records.writer import EventLog
@@ -112,6 +114,7 @@ class Coordinator:
         self.progress: dict[str, dict[str, Any]] = {}
         self.failures: list[str] = []
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.scratch: Path | None = None  # the local workers' scratch folders
         self.local: dict[str, subprocess.Popen[bytes]] = {}  # worker id -> local process
         self.interrupted = False
         self.received = 0
@@ -176,6 +179,8 @@ class Coordinator:
         finally:
             self.port.quit()  # every worker, local or remote, leaves with the master
             self._stop_local_workers()
+            if self.scratch is not None:
+                shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _interrupt(self) -> None:
         if not self.interrupted:
@@ -185,7 +190,10 @@ class Coordinator:
 
     def _spawn_local_workers(self) -> None:
         host, port = self.port.address
+        self.scratch = Path(tempfile.mkdtemp(prefix="agentscale-workers-"))
         for k in range(self.spec.workers):
+            scratch = self.scratch / str(k)
+            scratch.mkdir()
             log = (self.spec.run_dir / f"worker{log_suffix(self.spec)}-{k}.log").open("wb")
             self.processes.append(
                 subprocess.Popen(
@@ -194,7 +202,11 @@ class Coordinator:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    env={**os.environ, "AGENTSCALE_PARENT_PID": str(os.getpid())},
+                    env={
+                        **os.environ,
+                        "AGENTSCALE_PARENT_PID": str(os.getpid()),
+                        WORKER_DIR_ENV: str(scratch),
+                    },
                 )
             )
             log.close()

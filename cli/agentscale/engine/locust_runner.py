@@ -33,7 +33,7 @@ from agentscale.config.loader import LoadedScenario, load_scenario
 from agentscale.engine.coordinator import Coordinator, worker_setup
 from agentscale.engine.loop import SPAWN_RATE, Engine, Finished
 from agentscale.engine.outputs import LocalOutput, WorkerOutput
-from agentscale.engine.spec import EngineSpec, staged
+from agentscale.engine.spec import WORKER_DIR_ENV, EngineSpec, staged
 from agentscale.errors import EXIT_OK, AgentscaleError
 from agentscale.telemetry.judge import (
     AnswerTooLarge,
@@ -411,7 +411,8 @@ def run_worker(master_host: str, master_port: int) -> int:
     environment = Environment(user_classes=[user])
     runner = environment.create_worker_runner(master_host, master_port)
     _without_locust_stats(environment)
-    folder = Path(tempfile.mkdtemp(prefix="agentscale-worker-"))
+    given = os.environ.get(WORKER_DIR_ENV)  # a local worker: its master removes it
+    folder = Path(given) if given else Path(tempfile.mkdtemp(prefix="agentscale-worker-"))
 
     def on_setup(environment: Environment, msg: Any, **_kw: Any) -> None:
         try:

@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentscale.config.loader import LoadedScenario
 from agentscale.config.shapes import Constant
 
+# A local worker's scratch folder (its copy of the scenario and dataset), made and removed by
+# the master that starts it: a worker killed with SIGKILL cannot remove its own.
+WORKER_DIR_ENV = "AGENTSCALE_WORKER_DIR"
+
 
 class EngineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
