@@ -100,6 +100,28 @@ def test_closed_model_follows_the_users_of_the_shape(tmp_path, server):
     assert requests["lag_ms"].quantile(0.99) < 1 and requests["lag_ms"].max() < 50
 
 
+def test_the_target_timeout_is_per_request_however_long_a_user_has_been_busy(tmp_path, server):
+    """One user, answers of 300 ms, a timeout of 1 s: a dozen requests add up to four times the
+    timeout, and none of them may time out (a timer re-armed with what was left of it did)."""
+    for model, shape in (("closed", {"kind": "constant", "users": 1}),
+                         ("open", {"kind": "constant", "rps": 3})):  # fmt: skip
+        document = scenario_dict(
+            server.url("/slow?ms=300"),
+            target__timeout="1s",
+            load__model=model,
+            load__shape=shape,
+            load__duration="4s",
+            load__max_concurrency=1 if model == "open" else None,
+        )
+        (tmp_path / model).mkdir()
+        result, run_dir = run(tmp_path / model, document)
+        requests, _, _ = frames(run_dir)
+        sent = requests[~requests["dropped"]]
+        assert len(sent) >= 10 and sent["service_ms"].sum() > 3_000, (model, len(sent))
+        assert sent["error_class"].isna().all(), (model, sent["error_class"].value_counts())
+        assert result.code == 0, result.output
+
+
 def test_arrivals_without_a_free_slot_are_dropped_and_make_the_run_invalid(tmp_path, server):
     document = scenario_dict(
         server.url("/slow?ms=500"),
@@ -180,6 +202,25 @@ def test_ctrl_c_stops_cleanly_with_130_and_keeps_the_records(tmp_path, server):
     requests, _, info = frames(run_dir)
     assert info["status"] == "interrupted" and info["verdict"]["result"] == "interrupted"
     assert 30 <= len(requests) <= 80  # about 2.5 s at 20 requests/s, all kept
+
+
+def test_ctrl_c_during_the_drain_gives_the_requests_in_flight_2_s_not_the_timeout(tmp_path, server):
+    """The load is over and its answers take 20 s (timeout 30 s): a Ctrl-C while the engine
+    waits for them stops it about 2 s later, the requests still out recorded as cancelled."""
+    document = scenario_dict(
+        server.url("/slow?ms=20000"), target__timeout="30s", load__duration="2s"
+    )
+    process, run_dir = start(tmp_path, document)
+    time.sleep(3.5)  # the arrivals are over; the engine is draining
+    began = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stdout + stderr
+    assert time.monotonic() - began < 8
+    requests, _, info = frames(run_dir)
+    assert info["status"] == "interrupted"
+    assert len(requests) >= 30 and requests["request_id"].is_unique
+    assert (requests["error_class"] == "cancelled").all(), requests["error_class"].value_counts()
 
 
 def test_sigterm_also_stops_cleanly(tmp_path, server):

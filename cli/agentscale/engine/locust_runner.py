@@ -77,7 +77,6 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
             idle = self.stream_idle  # type: ignore[attr-defined]
             ends = self.stream_end  # type: ignore[attr-defined]
             clock = time.perf_counter
-            timer = gevent.Timeout(timeout)
 
             def send(
                 method: str, path: str, body: bytes | None, headers: dict[str, str]
@@ -91,7 +90,10 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                 # socket read, so an answer dripping one byte at a time would never end (and
                 # the reader checks the clock itself: a socket that never blocks never lets
                 # this timeout fire).
-                timer.start()  # one timer a user, restarted: no new one per request
+                # A new timer each time: a libev timer stopped and started again counts down
+                # only what was left of it, so one timer a user made the timeout a budget
+                # for all of that user's requests.
+                timer = gevent.Timeout.start_new(timeout)
                 try:
                     # geventhttpclient sends bytes as they are; Locust's hint says str only.
                     # A redirect is an answer, never followed: it could lead beyond loopback.
