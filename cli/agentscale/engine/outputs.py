@@ -73,12 +73,9 @@ class LocalOutput:
         self.requests.store(requests)
         self.steps.store(steps)
 
-    def write(self, requests: list[Any], steps: list[Any]) -> None:
-        self.requests.write(requests)
-        self.steps.write(steps)
-
     def close(self) -> None:
-        self.write(self.requests.take(), self.steps.take())
+        self.requests.flush()
+        self.steps.flush()
 
     def emit(self, kind: str, **fields: Any) -> None:
         sys.stdout.write(orjson.dumps({"type": kind, **fields}).decode() + "\n")
@@ -135,14 +132,10 @@ class WorkerOutput:
         self.written += self.writers[0].store(requests)
         self.writers[1].store(steps)
 
-    def _write(self, requests: list[Any], steps: list[Any]) -> None:
-        assert self.writers is not None
-        self.written += self.writers[0].write(requests)
-        self.writers[1].write(steps)
-
     def close(self) -> None:
         if self.writers is not None:
-            self._write(self.requests.take(), self.steps.take())
+            self.written += self.writers[0].flush()
+            self.writers[1].flush()
         else:
             self.flush()
 

@@ -144,6 +144,10 @@ class RowBuffer:
 SLICE = 256  # rows encoded between two pauses: well under a millisecond
 
 
+def _go_on() -> None:
+    """No pause: a write outside the engine's loop (the master, the end of a run)."""
+
+
 class PartWriter(RowBuffer):
     """A row buffer written as a part file per ``flush``. ``constants``: columns with one value
     for every row this writer writes, left out of the rows; ``prefix`` names its parts."""
@@ -170,10 +174,7 @@ class PartWriter(RowBuffer):
 
     def write(self, rows: list[tuple[Any, ...]]) -> int:
         """Write ``rows`` as one part; safe to call from another thread, one call at a time."""
-        if not rows:
-            return 0
-        self._write(self._table(list(zip(*rows, strict=True))))
-        return len(rows)
+        return self.store(self.encode(rows, pause=_go_on))
 
     def encode(self, rows: list[tuple[Any, ...]], pause: Callable[[], None]) -> pa.Table | None:
         """``rows`` as one table, built ``SLICE`` rows at a time with ``pause()`` between.
