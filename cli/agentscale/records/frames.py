@@ -125,8 +125,7 @@ class StepArrays:
         found = self.names_of(column)
         return found.index(value) if value in found else -2
 
-    @functools.cached_property
-    def pair(self) -> np.ndarray:
+    def _pair(self) -> np.ndarray:
         """kind code * names + name code; -1 where either is null."""
         kind = self.code_of("kind").astype(np.int32)
         name = self.code_of("name").astype(np.int32)
@@ -134,19 +133,31 @@ class StepArrays:
         return np.where((kind >= 0) & (name >= 0), kind * names + name, -1).astype(np.int32)
 
     @functools.cached_property
-    def order(self) -> np.ndarray:
-        """Row positions sorted by ``pair`` (stable; a radix sort on 16-bit pairs)."""
-        pair = self.pair
+    def _sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        pair = self._pair()
         small = pair.size == 0 or int(pair.max()) < np.iinfo(np.int16).max
         keys = pair.astype(np.int16) if small else pair
-        return np.argsort(keys, kind="stable").astype(np.int32)
+        order = np.argsort(keys, kind="stable").astype(np.int32)
+        return order, np.concatenate([[0], np.cumsum(np.bincount(pair + 1))]).astype(np.int64)
+
+    @property
+    def order(self) -> np.ndarray:
+        """Row positions sorted by (kind, name) pair (stable; a radix sort on 16-bit pairs)."""
+        return self._sorted[0]
+
+    @property
+    def pair_bounds(self) -> np.ndarray:
+        """Where each pair's run starts in ``order``: [0] for the steps without a kind or a
+        name (-1, first), [1 + p] for pair p, and the row count last. Kept instead of the
+        sorted pairs, which would be another column of millions of rows."""
+        return self._sorted[1]
 
     def in_order(self, name: str) -> np.ndarray:
-        """A column (``req``, ``pair``, ``latency`` or a categorical's codes) in ``order``: a
+        """A column (``req``, ``latency`` or a categorical's codes) in ``order``: a
         group's rows are then a contiguous run, read sequentially."""
         key = f"sorted {name}"
         if key not in self.codes:
-            values = {"req": self.req, "pair": self.pair, "latency": self.latency}.get(name)
+            values = {"req": self.req, "latency": self.latency}.get(name)
             column = values if values is not None else self.code_of(name)
             self.codes[key] = column[self.order]
         return self.codes[key]
