@@ -148,7 +148,7 @@ def crm_503(tmp_path: Path, at: str = "5s", seconds: str = "6s") -> Path:
                 "target": "crm_lookup",
                 "at": at,
                 "for": seconds,
-                "http": {"status": 503, "rate": 0.6, "retry_after": 1},
+                "http": {"status": 503, "rate": 1.0, "retry_after": 1},
             }
         ],
         name="crm.yaml",

@@ -7,6 +7,7 @@ import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import psutil
@@ -45,20 +46,28 @@ def test_two_local_workers_split_the_open_schedule_exactly(server, tmp_path):
     assert not _worker_processes()  # the workers are gone
 
 
-def _worker_processes() -> list[psutil.Process]:
+def _worker_processes(tmpdir: Path | None = None) -> list[psutil.Process]:
+    """agentscale's workers on this machine; with ``tmpdir``, only those of the run started
+    with that TMPDIR (another test file's run may have workers of its own at the same time)."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
         if "worker" in cmdline and "--master" in cmdline and "agentscale" in " ".join(cmdline):
+            if tmpdir is not None:
+                try:
+                    if process.environ().get("TMPDIR") != str(tmpdir):
+                        continue
+                except psutil.Error:
+                    continue
             found.append(process)
     return found
 
 
-def _kill_a_worker_after(seconds: float) -> threading.Thread:
+def _kill_a_worker_after(seconds: float, tmpdir: Path) -> threading.Thread:
     def kill() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            workers = _worker_processes()
+            workers = _worker_processes(tmpdir)
             if len(workers) == 2:
                 time.sleep(seconds)
                 workers[0].kill()
@@ -82,10 +91,10 @@ def test_a_worker_that_dies_mid_run_makes_it_invalid_unless_the_scenario_says_co
             gates={"min_requests": 10},
         )
         path = write_scenario(tmp_path, document, name=f"{policy}.yaml")
-        killer = _kill_a_worker_after(3.0)
         out = tmp_path / policy
         scratch = tmp_path / f"tmp-{policy}"  # the run's temporary files, the killed worker's too
         scratch.mkdir()
+        killer = _kill_a_worker_after(3.0, scratch)
         result = agentscale(
             "load", str(path), "--workers", "2", "--out", str(out), env={"TMPDIR": str(scratch)}
         )

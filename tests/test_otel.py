@@ -119,8 +119,10 @@ def test_a_framework_agent_is_seen_through_its_spans_and_a_slow_tool_shows(tmp_p
     assert during["p95_ms"] > before["p95_ms"] + 300, (before, during)
     html = (run / "report.html").read_text()
     section = html[html.index("Slowest requests, step by step") :]
-    slowest = section[: section.index("</svg>")]
-    assert ">crm_lookup<" in slowest and ">crm_slow<" in slowest  # the tool, in the window
+    charts = section.split("</svg>")[:5]  # the five slowest requests' waterfalls
+    # The tool, in the window, in one of them at least: on a loaded machine a request held up
+    # by the machine itself (latency counts from the intended start) can be the slowest one.
+    assert any(">crm_lookup<" in chart and ">crm_slow<" in chart for chart in charts)
     info = json.loads((run / "run.json").read_text())["otlp"]
     assert info["unknown_trace_spans"] == 0 and info["spans"] == len(spans)
 

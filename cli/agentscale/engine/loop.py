@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 import gevent
 import gevent.event
-import gevent.queue
 import numpy as np
 import psutil
 
@@ -29,6 +28,7 @@ from agentscale.config.template import RequestTemplate
 from agentscale.config.traffic import arrivals, levels, own_shapes, shared_weights
 from agentscale.engine import early
 from agentscale.engine.exchange import Clock, Exchange
+from agentscale.engine.handoff import Handoff
 from agentscale.engine.outputs import Output, RunnerPort, WorkerOutput
 from agentscale.engine.plan import Planner
 from agentscale.engine.session import Sessions
@@ -100,7 +100,7 @@ class Engine:
             seed=spec.seed + 104729 * share[0],
         )
         self.conversations = scenario.workload.sessions is not None
-        self.queue: gevent.queue.Queue[tuple[int, float, str | None] | None] = gevent.queue.Queue()
+        self.queue: Handoff[tuple[int, float, str | None] | None] = Handoff()
         self.outstanding = 0
         self.stopping = False
         self.sessions_closed = False
