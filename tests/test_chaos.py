@@ -163,11 +163,16 @@ def test_demo_under_503s_retries_and_opens_breakers_in_the_window_only(tmp_path)
     assert applied["late_ms"] < 250 and removed["late_ms"] < 250
     started = requests["intended_start"].min()
     offset = (requests["sent_at"] - started).dt.total_seconds()
-    before_window = requests[offset < applied["actual_at"]]
+    # Answered before the fault came: a request sent just before it may meet it at its tool.
+    answered = offset + requests["latency_ms"] / 1000
+    before_window = requests[answered < applied["actual_at"] - 0.1]
     in_window = requests[requests["faults"].apply(lambda f: "crm_503" in list(f))]
     assert len(before_window) > 50 and len(in_window) > 80
     assert before_window["retries"].sum() == 0 and before_window["circuit_opens"].sum() == 0
-    assert in_window["retries"].sum() > 10 and in_window["circuit_opens"].sum() >= 1
+    # Every CRM call fails in the window: the first ones are retried, then the breaker opens
+    # and the agent falls back (a degraded answer) instead of calling the tool.
+    assert in_window["retries"].sum() >= 1 and in_window["circuit_opens"].sum() >= 1
+    assert in_window["fallbacks"].sum() >= len(in_window) // 2
     assert (in_window["status"] == "degraded").any()
     info = json.loads((run_dir / "run.json").read_text())
     assert info["faults"]["profile"] == "test" and info["verdict"]["result"] == "pass"
