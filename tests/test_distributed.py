@@ -63,20 +63,51 @@ def _worker_processes(tmpdir: Path | None = None) -> list[psutil.Process]:
     return found
 
 
-def _kill_a_worker_after(seconds: float, tmpdir: Path) -> threading.Thread:
+def _kill_a_worker_after(seconds: float, tmpdir: Path, out: Path) -> threading.Thread:
+    """Kill one of the run's two workers ``seconds`` after the load started (its
+    ``run_started`` event): mid-load however long the workers took to join on a loaded
+    machine."""
+
     def kill() -> None:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             workers = _worker_processes(tmpdir)
-            if len(workers) == 2:
+            started = any("run_started" in e.read_text() for e in out.glob("*/*/events.jsonl"))
+            if len(workers) == 2 and started:
                 time.sleep(seconds)
                 workers[0].kill()
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
 
     thread = threading.Thread(target=kill, daemon=True)
     thread.start()
     return thread
+
+
+def test_a_local_worker_that_dies_before_joining_fails_the_run_at_once(server, tmp_path):
+    """Not after the minute the master waits for workers to join: its own child has exited."""
+    path = write_scenario(tmp_path, scenario_dict(server.url("/agent"), load__duration="5s"))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+
+    def kill_the_first() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            workers = _worker_processes(scratch)
+            if workers:  # as soon as it exists: long before it can have joined
+                workers[0].kill()
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_the_first, daemon=True)
+    killer.start()
+    began = time.monotonic()
+    result = agentscale("load", str(path), "--workers", "2", "--out", str(tmp_path / "out"),
+                        env={"TMPDIR": str(scratch)})  # fmt: skip
+    killer.join()
+    assert result.code == 3, result.output
+    assert "before it joined the master" in result.output
+    assert time.monotonic() - began < 40  # the join timeout alone is 60 s
 
 
 def test_a_worker_that_dies_mid_run_makes_it_invalid_unless_the_scenario_says_continue(
@@ -94,7 +125,7 @@ def test_a_worker_that_dies_mid_run_makes_it_invalid_unless_the_scenario_says_co
         out = tmp_path / policy
         scratch = tmp_path / f"tmp-{policy}"  # the run's temporary files, the killed worker's too
         scratch.mkdir()
-        killer = _kill_a_worker_after(3.0, scratch)
+        killer = _kill_a_worker_after(1.5, scratch, out)
         result = agentscale(
             "load", str(path), "--workers", "2", "--out", str(out), env={"TMPDIR": str(scratch)}
         )

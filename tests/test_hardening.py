@@ -272,6 +272,59 @@ def test_a_signal_in_the_first_second_exits_130_without_a_traceback(tmp_path, se
         assert "Traceback" not in (info.parent / "engine.log").read_text()
 
 
+def _cli_after(code: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    """``agentscale version`` run by ``agentscale.cli.main`` after ``code``, in a process of
+    its own started with ``-m`` as `agentscale` is: the places where a stop lands that no
+    timing can aim at."""
+    script = f"import sys\nfrom agentscale import cli\n{code}\n"
+    script += "sys.argv = ['agentscale', 'version']\ncli.main()\n"
+    (folder / "stopped_cli.py").write_text(script)
+    environment = {
+        **os.environ,
+        "PYTHONPATH": f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    return subprocess.run([sys.executable, "-m", "stopped_cli"], capture_output=True, text=True,
+                          timeout=60, env=environment)  # fmt: skip
+
+
+def test_a_stop_that_landed_in_generated_code_still_exits_130(tmp_path):
+    """dataclasses and pydantic build classes with exec(): a Ctrl-C that lands in one, caught,
+    left CPython's mark of an unhandled KeyboardInterrupt, and the CLI died of SIGINT (-2)."""
+    landed = textwrap.dedent("""
+        cli.STOPPED.append(2)
+        try:
+            exec("raise KeyboardInterrupt")
+        except KeyboardInterrupt:
+            pass
+    """)
+    done = _cli_after(landed, tmp_path)
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr
+
+
+def test_a_stop_lost_in_a_finalizer_prints_nothing_and_stops_the_launch(tmp_path):
+    """Raised inside __del__, a KeyboardInterrupt cannot propagate: no "Exception ignored"
+    traceback, and the engine is not started for a run the user asked to stop."""
+    lost = textwrap.dedent("""
+        class Finalized:
+            def __del__(self):
+                cli.STOPPED.append(2)
+                raise KeyboardInterrupt
+        Finalized()
+    """)
+    done = _cli_after(lost, tmp_path)
+    assert done.returncode == 130 and done.stderr == "", done.stderr
+    from agentscale import stops
+    from agentscale.engine.launcher import launch
+
+    stops.requested.append(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            launch(None, lambda _message: None)  # type: ignore[arg-type]
+    finally:
+        stops.requested.clear()
+
+
 # --- 4. error classes from the real client ---------------------------------------------------
 @pytest.mark.parametrize(
     ("route", "expected"),

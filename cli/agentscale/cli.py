@@ -8,7 +8,7 @@ import sys
 import threading
 from types import FrameType
 
-STOPPED: list[int] = []  # stop signals received: whatever they break, the run was interrupted
+from agentscale.stops import requested as STOPPED  # whatever they break, the run was interrupted
 
 
 def _remember(signum: int, _frame: FrameType | None) -> None:
@@ -28,9 +28,17 @@ def _catch_stops(handler: object) -> None:
             signal.signal(signum, handler)  # type: ignore[arg-type]
 
 
+def _unraisable(info: sys.UnraisableHookArgs) -> None:
+    # A stop raised inside a finalizer cannot propagate: Python would print it as "Exception
+    # ignored" with a traceback. It is in ``STOPPED`` all the same, where the run sees it.
+    if info.exc_type is not KeyboardInterrupt:
+        sys.__unraisablehook__(info)
+
+
 # Before the imports below, a stop is only remembered (raising inside an import can break the
 # import machinery); ``run`` then ends at once with 130.
 _catch_stops(_remember)
+sys.unraisablehook = _unraisable
 
 from enum import StrEnum
 from pathlib import Path
@@ -527,4 +535,11 @@ def run(argv: list[str]) -> int:
 
 
 def main() -> None:
-    sys.exit(run(sys.argv[1:]))
+    code = run(sys.argv[1:])
+    if STOPPED:
+        # A stop raised inside an exec() of generated code (dataclasses and pydantic build
+        # their classes that way, so an import can be in one) leaves CPython's mark of an
+        # unhandled KeyboardInterrupt set even once it was caught: the interpreter would end
+        # by killing itself with SIGINT instead of exiting 130. The next exec() clears it.
+        exec("None")
+    sys.exit(code)

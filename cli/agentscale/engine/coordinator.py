@@ -218,6 +218,13 @@ class Coordinator:
         # Locust's "connected" comes before a worker has registered our message handlers; a
         # setup sent then is dropped as unknown. A worker says hello once it can listen.
         while len(self.hello.intersection(self.port.connected())) < self.expected:
+            gone = [p for p in self.processes if p.poll() is not None]
+            if gone:  # a local worker that died before it joined never will: say so now
+                raise RunInvalid(
+                    f"a local worker exited (code {gone[0].returncode}) before it joined the "
+                    f"master; {len(self.port.connected())} of {self.expected} workers joined",
+                    hint="see worker-*.log in the run folder",
+                )
             if time.monotonic() > deadline or self.interrupted:
                 raise RunInvalid(
                     f"{len(self.port.connected())} of {self.expected} workers joined the master "

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from agentscale import stops
 from agentscale.engine.spec import EngineSpec, log_suffix
 from agentscale.processes import stop
 
@@ -31,6 +32,8 @@ class EngineOutcome:
 
 
 def launch(spec: EngineSpec, on_message: Callable[[dict[str, Any]], None]) -> EngineOutcome:
+    if stops.requested:  # a stop whose KeyboardInterrupt was lost on the way here
+        raise KeyboardInterrupt
     run_dir = spec.run_dir
     spec_path = run_dir / f"engine{log_suffix(spec)}.spec.json"
     spec_path.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
@@ -62,6 +65,8 @@ def launch(spec: EngineSpec, on_message: Callable[[dict[str, Any]], None]) -> En
                     continue
                 if not line:
                     break
+                if stops.requested and not interrupted:
+                    forward(signal.SIGINT, None)  # its KeyboardInterrupt was lost (see stops)
                 try:
                     on_message(orjson.loads(line))
                 except orjson.JSONDecodeError:

@@ -1,0 +1,7 @@
+"""The stop signals (Ctrl-C, SIGTERM) the command line has received, for the code that must
+see a stop even where its KeyboardInterrupt was lost: raised inside a finalizer or a weakref
+callback, Python prints "Exception ignored" and carries on as if nothing had happened."""
+
+from __future__ import annotations
+
+requested: list[int] = []
