@@ -15,6 +15,7 @@ ORDER = [
     "jsondata",
     "formatting",
     "processes",
+    "stops",
     "config",
     "telemetry",
     "records",
