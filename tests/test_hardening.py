@@ -253,10 +253,12 @@ def _catches_sigterm(pid: int) -> bool:
     return bool(int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
 
 
-@pytest.mark.parametrize("delay", [0.0, 1.2])
-def test_a_signal_in_the_first_second_exits_130_without_a_traceback(tmp_path, server, delay):
+@pytest.mark.parametrize(("delay", "again"), [(0.0, None), (1.2, None), (1.0, 0.2)])
+def test_a_signal_in_the_first_second_exits_130_without_a_traceback(tmp_path, server, delay, again):
     """From the moment agentscale can take a signal: before that the interpreter itself is
-    still starting (on a loaded machine, for more than 0.3 s) and the default action applies."""
+    still starting (on a loaded machine, for more than 0.3 s) and the default action applies.
+    ``again``: a second Ctrl-C that long after the first, while the CLI shuts down (it used to
+    meet the default action the interpreter puts back then, and die by SIGINT)."""
     path = write_scenario(tmp_path, scenario_dict(server.url("/agent"), load__duration="20s"))
     process = spawn("load", str(path), "--out", str(tmp_path / "r"))
     deadline = time.monotonic() + 20
@@ -264,6 +266,9 @@ def test_a_signal_in_the_first_second_exits_130_without_a_traceback(tmp_path, se
         time.sleep(0.005)
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
+    if again is not None:
+        time.sleep(again)
+        process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stdout + stderr
     assert "Traceback" not in stdout + stderr

@@ -17,7 +17,10 @@ def _remember(signum: int, _frame: FrameType | None) -> None:
 
 def _stop(signum: int, _frame: FrameType | None) -> None:
     STOPPED.append(signum)
-    raise KeyboardInterrupt
+    # Only the first stop interrupts: a second one, raised into the clean-up the first
+    # started, would cut it short (and could end the process by SIGINT instead of 130).
+    if len(STOPPED) == 1:
+        raise KeyboardInterrupt
 
 
 def _catch_stops(handler: object) -> None:
@@ -537,6 +540,10 @@ def run(argv: list[str]) -> int:
 def main() -> None:
     code = run(sys.argv[1:])
     if STOPPED:
+        # The interpreter puts the default actions back as it shuts down: a second Ctrl-C in
+        # that time would kill it by SIGINT. Stopping already, it ignores further stops.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
         # A stop raised inside an exec() of generated code (dataclasses and pydantic build
         # their classes that way, so an import can be in one) leaves CPython's mark of an
         # unhandled KeyboardInterrupt set even once it was caught: the interpreter would end

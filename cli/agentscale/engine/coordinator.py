@@ -368,9 +368,14 @@ class Coordinator:
         self.steps.write(steps)
 
     def _stop_local_workers(self) -> None:
-        # They leave with the master's quit message; one that does not is stopped.
+        # They leave with the master's quit message; one that does not is stopped. One that
+        # never said hello never got the message: it is stopped at once, not after 10 s.
         deadline = time.monotonic() + 10
+        joined = [id(process) for process in self.local.values()]
         for process in self.processes:
+            if id(process) not in joined:
+                stop(process, grace=1.0)
+                continue
             try:
                 process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:

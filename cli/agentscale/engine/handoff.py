@@ -20,7 +20,7 @@ T = TypeVar("T")
 class Handoff(Generic[T]):
     def __init__(self) -> None:
         self.items: collections.deque[T] = collections.deque()  # put while no user was idle
-        self.idle: list[Any] = []  # greenlets  # the users waiting, the last one idle at the end
+        self.idle: list[Any] = []  # the users (greenlets) waiting, the last one idle at the end
         self.hub = gevent.get_hub()
 
     def qsize(self) -> int:
