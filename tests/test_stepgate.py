@@ -78,7 +78,9 @@ def test_a_slower_tool_and_a_failing_workflow_regress_by_name(tmp_path):
     tool = next(c for c in regressed if c["metric"] == "step crm_lookup p95_ms")
     assert 0.4 < tool["change_pct"] < 0.8 and tool["ci"][0] > 0 and tool["tolerance"]
     run = {c["metric"]: c for c in verdict["checks"] if c.get("scope") == "run"}
-    assert abs(run["latency_p95_ms"]["change_pct"]) < 0.05
+    # Within the run-level tolerance (10%): the run's p95 cannot show what the step's does
+    # (under 5% on an idle machine; 6.4% was seen on a loaded CI machine).
+    assert abs(run["latency_p95_ms"]["change_pct"]) < 0.10
     assert abs(run["success_rate"]["change"]) < 0.01
     flow = next(c for c in regressed if c["metric"] == "workflow refund success_rate")
     assert flow["baseline"] == 1.0 and 0.8 < flow["candidate"] < 0.9
