@@ -56,6 +56,8 @@ def test_hostile_scenarios_get_one_clear_message(tmp_path, server):
     _refused(agentscale("validate", control), "invalid YAML")
     nul = scenario("nul", workload__dataset="golden\x00.jsonl")
     _refused(agentscale("validate", nul), "workload.dataset", "cannot be used")
+    nul_faults = scenario("nul_faults", faults="crm\x00.yaml")  # found by test_fuzz
+    _refused(agentscale("validate", nul_faults), "faults", "cannot be used")
     fifo_dir = tmp_path / "fifo"
     fifo = scenario("fifo", workload__dataset="pipe.jsonl")
     os.mkfifo(fifo_dir / "pipe.jsonl")

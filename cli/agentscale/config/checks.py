@@ -182,8 +182,10 @@ def scenario_problems(
                     hint="known: " + ", ".join(sorted(known)),
                 )
 
-    if scenario.faults is not None and not (path.parent / scenario.faults).is_file():
-        error(("faults",), f"fault profile not found: {(path.parent / scenario.faults).resolve()}")
+    if scenario.faults is not None:
+        _found, problem = data_file(path.parent, scenario.faults, "fault profile")
+        if problem:
+            error(("faults",), problem, hint=PATH_HINT)
 
     if for_run:
         target = scenario.target
