@@ -23,7 +23,15 @@ from agentscale.chaos.scheduler import FaultScheduler
 from agentscale.config.faults import FaultProfile, Latency
 from agentscale.records.writer import EventLog, read_events
 from chaoskit import echo_dependency, ours, profile, wait_for_event
-from conftest import agentscale, only_run, scenario_dict, spawn, start_server, write_scenario
+from conftest import (
+    AGENTSCALE,
+    agentscale,
+    only_run,
+    scenario_dict,
+    spawn,
+    start_server,
+    write_scenario,
+)
 
 
 def _requests(run: Path) -> pd.DataFrame:
@@ -275,6 +283,50 @@ def test_a_signal_in_the_first_second_exits_130_without_a_traceback(tmp_path, se
     for info in (tmp_path / "r").glob("*/*/run.json"):
         assert json.loads(info.read_text())["status"] != "running"
         assert "Traceback" not in (info.parent / "engine.log").read_text()
+
+
+def _marked(mark: str) -> list[psutil.Process]:
+    """The live processes started with AGENTSCALE_TEST_MARK=mark in their environment."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("AGENTSCALE_TEST_MARK") == mark and _alive(process.pid):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_the_spare_engine_never_outlives_its_cli(tmp_path, server):
+    """`load` starts the engine's interpreter before it needs it (its imports overlap the
+    CLI's): a refused run kills it, and a CLI killed with -9 leaves it to leave by itself."""
+    path = write_scenario(tmp_path, scenario_dict(server.url("/agent"), load__duration="30s"))
+    mark = f"spare-{os.getpid()}-{time.monotonic_ns()}"
+    environment = {**os.environ, "AGENTSCALE_TEST_MARK": mark}
+    refused = subprocess.run(
+        [*AGENTSCALE, "load", str(path), "--baseline", str(tmp_path / "none.json")],
+        capture_output=True, text=True, env=environment, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert _marked(mark) == []
+
+    cli = subprocess.Popen(
+        [*AGENTSCALE, "load", str(path), "--out", str(tmp_path / "r")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        spares = [p for p in _marked(mark) if "--spare" in p.cmdline()]
+        if spares:
+            break
+        time.sleep(0.02)
+    assert spares, "no spare engine was started"
+    cli.kill()
+    cli.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _marked(mark):
+        time.sleep(0.1)
+    assert _marked(mark) == []
 
 
 def _cli_after(code: str, folder: Path) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -13,12 +13,14 @@ from rich.table import Table
 from rich.text import Text
 
 from agentscale.analysis.figures import NOT_REPORTED, Card, ConversationFigures, Scorecard, shown
-from agentscale.analysis.summary import Summary
 from agentscale.errors import AgentscaleError
 from agentscale.formatting import fixed, num, pct, plain, usd
 from agentscale.gate.checks import Verdict
 from agentscale.gate.cifiles import GROUPS, UNGATED_HINT, describe, headline
 from agentscale.records.runfolder import RunVerdict
+
+if TYPE_CHECKING:  # pandas stays out of commands that never score a run
+    from agentscale.analysis.summary import Summary
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

@@ -183,7 +183,7 @@ def _run_stage(
             stage.in_flight.append(float(message.get("in_flight") or 0))
 
     title = f"{loaded.scenario.name}: stage {stage.index} at {stage.rate:,.4g}/s"
-    outcome = stack.drive(spec, title, on_message)
+    outcome = stack.drive(spec, title, on_message, more=True)  # unused after the last stage
     stage.planned = _planned(stack.run_dir, stage.index)
     stage.interrupted = stack.interrupted(outcome)
     problems = stack.stage_problems(outcome)

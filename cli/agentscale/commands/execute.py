@@ -30,6 +30,7 @@ from agentscale.config.loader import LoadedProfile, LoadedScenario
 from agentscale.config.scenario import DemoOptions, Otlp, Scenario
 from agentscale.config.traffic import canaries
 from agentscale.demo import DEPENDENCIES, KINDS, DemoProcess, demo_profile
+from agentscale.engine import spare
 from agentscale.engine.launcher import EngineOutcome, launch
 from agentscale.engine.spec import EngineSpec
 from agentscale.errors import EXIT_INTERRUPTED, EXIT_OK, Interrupted
@@ -141,6 +142,7 @@ def run_once(
     duration: float,
     profile: LoadedProfile | None,
     faults_path: Path | None,
+    more: bool = False,
 ) -> Candidate:
     scenario = loaded.scenario
     run_dir = create_run_dir(options.out, scenario.name)
@@ -149,7 +151,7 @@ def run_once(
     write_run(run_dir, run)
     try:
         state.register_run(run_dir)  # killed with -9, the next run or chaos reset closes it
-        return _run(loaded, options, duration, profile, run_dir, run)
+        return _run(loaded, options, duration, profile, run_dir, run, more)
     except BaseException as error:
         # run.json never stays "running": a run stopped or broken before its end says so.
         stopped = isinstance(error, KeyboardInterrupt | Interrupted)
@@ -275,9 +277,11 @@ class RunStack:
         spec: EngineSpec,
         title: str,
         on_message: Callable[[dict[str, Any]], None] | None = None,
+        more: bool = False,
     ) -> EngineOutcome:
         """One engine run with the live view; the profile's windows start on its clock and
-        whatever is still in force when it ends is removed."""
+        whatever is still in force when it ends is removed. With ``more`` (another run
+        follows), the next engine starts importing while this one's records are scored."""
         scheduler = None
         if self.rig is not None and self.profile is not None:
             scheduler = FaultScheduler(
@@ -300,7 +304,10 @@ class RunStack:
                         on_message(message)
                     view.update(message)
 
-                return launch(spec, relay)
+                outcome = launch(spec, relay)
+            if more and not self.interrupted(outcome):
+                spare.prepare()
+            return outcome
         finally:
             if scheduler is not None:
                 scheduler.stop()
@@ -382,13 +389,14 @@ def _run(
     profile: LoadedProfile | None,
     run_dir: Path,
     run: RunInfo,
+    more: bool,
 ) -> Candidate:
     scenario = loaded.scenario
     console.print_line(f"agentscale {__version__} · {scenario.name} → {scenario.target.url}")
     console.print_line(f"run folder: {run_dir}")
     with RunStack(loaded, options, profile, run_dir, run) as stack:
         spec = stack.spec(duration=duration, seed=run["seed"])
-        outcome = stack.drive(spec, f"{scenario.name} ({scenario.load.model} model)")
+        outcome = stack.drive(spec, f"{scenario.name} ({scenario.load.model} model)", more=more)
         stack.collect_spans(outcome)
     fault_problems = stack.record_faults()
     return finish(run_dir, run, loaded, outcome, fault_problems, stack.kinds, stack.addresses)

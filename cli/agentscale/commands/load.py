@@ -55,7 +55,8 @@ def run_load(scenario_path: Path, options: LoadOptions) -> int:
     for attempt in range(options.repeat):
         if options.repeat > 1:
             console.print_line(f"run {attempt + 1} of {options.repeat}")
-        candidates.append(run_once(loaded, options, duration, profile, faults_path))
+        more = attempt < options.repeat - 1
+        candidates.append(run_once(loaded, options, duration, profile, faults_path, more))
         if candidates[-1].interrupted:
             break
     try:

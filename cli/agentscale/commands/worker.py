@@ -8,6 +8,9 @@ from __future__ import annotations
 
 
 def worker(master_host: str, master_port: int) -> int:
+    from agentscale.engine import early
+
+    early.without_pandas()  # what the engine does without, a worker does too
     from agentscale.engine.locust_runner import run_worker
 
     return run_worker(master_host, master_port)

@@ -183,9 +183,9 @@ def scenario_problems(
                 )
 
     if scenario.faults is not None:
-        _found, problem = data_file(path.parent, scenario.faults, "fault profile")
-        if problem:
-            error(("faults",), problem, hint=PATH_HINT)
+        _found, unreadable = data_file(path.parent, scenario.faults, "fault profile")
+        if unreadable:
+            error(("faults",), unreadable, hint=PATH_HINT)
 
     if for_run:
         target = scenario.target

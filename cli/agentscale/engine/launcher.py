@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -18,6 +17,7 @@ from typing import Any
 import orjson
 
 from agentscale import stops
+from agentscale.engine import spare
 from agentscale.engine.spec import EngineSpec, log_suffix
 from agentscale.processes import stop
 
@@ -40,8 +40,8 @@ def launch(spec: EngineSpec, on_message: Callable[[dict[str, Any]], None]) -> En
     log_path = run_dir / f"engine{log_suffix(spec)}.log"
     interrupted = False
     with log_path.open("wb") as log:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "agentscale.engine", str(spec_path)],
+        child = spare.take(spec_path, log_path) or subprocess.Popen(
+            spare.command(str(spec_path)),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=log,
