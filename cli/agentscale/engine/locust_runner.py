@@ -112,7 +112,11 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                             content = _read_whole(response, deadline, clock)
                         else:
                             answered = response.headers
-                            announced = str(answered.get("content-type") or "") if answered else ""
+                            announced = (
+                                str(answered.get("content-type") or "")
+                                if answered is not None
+                                else ""
+                            )
                             arrived = Arrived(Framer(kind, ends), clock(), announced)
                             content = _read_stream(response, arrived, idle, deadline, clock)
                     except TimeoutError:
@@ -179,7 +183,8 @@ def _stream_kind(mode: str, response: Any) -> StreamKind | None:
     error answer, whatever it calls itself."""
     if mode == "none" or response is None or not 200 <= (response.status_code or 0) < 300:
         return None
-    announced = kind_of(response.headers.get("content-type") if response.headers else None)
+    headers = response.headers
+    announced = kind_of(headers.get("content-type") if headers is not None else None)
     if mode == "auto":
         return announced
     return "sse" if mode == "sse" else "ndjson"
@@ -188,7 +193,9 @@ def _stream_kind(mode: str, response: Any) -> StreamKind | None:
 def _decoder(response: Any) -> Callable[[bytes], bytes] | None:
     """Incremental decompression for a Content-Encoding (agentscale, through Locust, asks for
     gzip, deflate and br)."""
-    encoding = str((response.headers or {}).get("content-encoding") or "").strip().lower()
+    headers = response.headers
+    encoding = str((headers.get("content-encoding") if headers is not None else "") or "")
+    encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return None
     if encoding in ("gzip", "x-gzip", "deflate"):
@@ -257,7 +264,7 @@ def _read_whole(response: Any, deadline: float, clock: Callable[[], float]) -> b
         raw is not None
         and raw.message_complete
         and getattr(response, "_cached_content", None) is None
-        and not (response.headers or {}).get("content-encoding")
+        and (response.headers is None or not response.headers.get("content-encoding"))
     ):
         # The common case: the whole answer came with its headers (the hot path).
         body = bytes(raw._body_buffer)
@@ -309,8 +316,10 @@ def _close(response: Any) -> None:
 
 def incomplete(headers: Any, content: bytes) -> BaseException | None:
     """An answer shorter than its Content-Length: the connection ended mid-body."""
-    declared = headers.get("content-length") if headers else None
-    encoded = headers.get("content-encoding") if headers else None
+    if headers is None:  # never ``if headers``: a Headers' len() walks every field
+        return None
+    declared = headers.get("content-length")
+    encoded = headers.get("content-encoding")
     if declared is None or encoded not in (None, "identity") or not declared.isdigit():
         return None
     if len(content) >= int(declared):
