@@ -329,6 +329,28 @@ def test_the_spare_engine_never_outlives_its_cli(tmp_path, server):
     assert _marked(mark) == []
 
 
+def test_an_engine_whose_cli_was_killed_keeps_its_records_and_leaves_quietly(tmp_path, server):
+    """kill -9 of the CLI mid-run: the engine's next progress line meets a closed pipe. It
+    used to die of that BrokenPipeError (two tracebacks in engine.log); it stops the run."""
+    document = scenario_dict(server.url("/agent"), load__duration="30s")
+    process = spawn("load", str(write_scenario(tmp_path, document)), "--out", str(tmp_path / "r"))
+    wait_for_event(tmp_path / "r", "run_started", timeout=30)
+    time.sleep(1.5)
+    engines = psutil.Process(process.pid).children()
+    process.kill()
+    process.communicate(timeout=10)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(e.pid) for e in engines):
+        time.sleep(0.1)
+    assert not [e for e in engines if _alive(e.pid)]
+    run = only_run(tmp_path / "r")
+    assert "Traceback" not in (run / "engine.log").read_text()
+    kinds = [e["type"] for e in read_events(run / "events.jsonl")]
+    assert "parent_gone" in kinds and "run_ended" in kinds
+    parts = list((run / "requests.parquet").glob("*.parquet"))
+    assert parts and sum(len(pd.read_parquet(p)) for p in parts) >= 20
+
+
 def _cli_after(code: str, folder: Path) -> subprocess.CompletedProcess[str]:
     """``agentscale version`` run by ``agentscale.cli.main`` after ``code``, in a process of
     its own started with ``-m`` as `agentscale` is: the places where a stop lands that no

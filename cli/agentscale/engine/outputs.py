@@ -4,6 +4,7 @@ own), or the master (a worker). No Locust import: a worker's runner is reached t
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,6 +63,7 @@ class LocalOutput:
     def __init__(self, spec: EngineSpec, wall0: float) -> None:
         self.events: EventLog | WorkerEvents = EventLog(spec.run_dir / "events.jsonl", wall0)
         self.requests, self.steps = record_writers(spec)
+        self.cli_gone = False
 
     def flush(self) -> None:
         """Encode the records here in slices (the scheduler runs between them), then write
@@ -78,8 +80,18 @@ class LocalOutput:
         self.steps.flush()
 
     def emit(self, kind: str, **fields: Any) -> None:
-        sys.stdout.write(orjson.dumps({"type": kind, **fields}).decode() + "\n")
-        sys.stdout.flush()
+        if self.cli_gone:
+            return
+        try:
+            sys.stdout.write(orjson.dumps({"type": kind, **fields}).decode() + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The CLI was killed: the parent watch ends the run, its records still written.
+            # stdout goes to /dev/null, so that the exit's own flush raises nothing either.
+            self.cli_gone = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
 
 class WorkerEvents:
