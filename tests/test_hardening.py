@@ -351,19 +351,21 @@ def test_an_engine_whose_cli_was_killed_keeps_its_records_and_leaves_quietly(tmp
     assert parts and sum(len(pd.read_parquet(p)) for p in parts) >= 20
 
 
-def _cli_after(code: str, folder: Path) -> subprocess.CompletedProcess[str]:
-    """``agentscale version`` run by ``agentscale.cli.main`` after ``code``, in a process of
-    its own started with ``-m`` as `agentscale` is: the places where a stop lands that no
-    timing can aim at."""
+def _cli_after(
+    code: str, folder: Path, *argv: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``agentscale ARGV`` (``version`` if none) run by ``agentscale.cli.main`` after
+    ``code``, in a process of its own started with ``-m`` as `agentscale` is: the places
+    where a stop lands that no timing can aim at."""
     script = f"import sys\nfrom agentscale import cli\n{code}\n"
-    script += "sys.argv = ['agentscale', 'version']\ncli.main()\n"
+    script += f"sys.argv = ['agentscale', *{list(argv or ['version'])!r}]\ncli.main()\n"
     (folder / "stopped_cli.py").write_text(script)
     environment = {
         **os.environ,
         "PYTHONPATH": f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
     }
     return subprocess.run([sys.executable, "-m", "stopped_cli"], capture_output=True, text=True,
-                          timeout=60, env=environment)  # fmt: skip
+                          timeout=timeout, env=environment)  # fmt: skip
 
 
 def test_a_stop_that_landed_in_generated_code_still_exits_130(tmp_path):
@@ -381,6 +383,30 @@ def test_a_stop_that_landed_in_generated_code_still_exits_130(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_stop_while_the_records_are_scored_says_so_and_keeps_them(tmp_path, server):
+    """The load had ended and every record was written: a Ctrl-C then used to exit 130 with
+    nothing printed, and run.json gave "KeyboardInterrupt" as the reason."""
+    stop_in_scoring = textwrap.dedent("""
+        from agentscale.commands import execute
+        def finish(*args, **kwargs):
+            cli.STOPPED.append(2)  # what the Ctrl-C handler does before it raises
+            raise KeyboardInterrupt
+        execute.finish = finish
+    """)
+    path = write_scenario(tmp_path, scenario_dict(server.url("/agent"), load__duration="2s"))
+    out = tmp_path / "r"
+    done = _cli_after(stop_in_scoring, tmp_path, "load", str(path), "--out", str(out), timeout=90)
+    assert done.returncode == 130, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "interrupted: stopped while the records were scored" in done.stdout
+    assert done.stderr.endswith("stopped by a signal (exit 130)\n")
+    run = only_run(out)
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["exit_code"] == 130
+    assert f"agentscale report {run}" in info["verdict"]["reasons"][0]
+    assert len(_requests(run)) == 40  # every record of the ended load is there
+
+
 def test_a_stop_lost_in_a_finalizer_prints_nothing_and_stops_the_launch(tmp_path):
     """Raised inside __del__, a KeyboardInterrupt cannot propagate: no "Exception ignored"
     traceback, and the engine is not started for a run the user asked to stop."""
@@ -392,7 +418,7 @@ def test_a_stop_lost_in_a_finalizer_prints_nothing_and_stops_the_launch(tmp_path
         Finalized()
     """)
     done = _cli_after(lost, tmp_path)
-    assert done.returncode == 130 and done.stderr == "", done.stderr
+    assert done.returncode == 130 and done.stderr == "stopped by a signal (exit 130)\n"
     from agentscale import stops
     from agentscale.engine.launcher import launch
 

@@ -86,6 +86,8 @@ def test_hostile_options_and_folders_get_one_clear_message(tmp_path, server):
     file_out = tmp_path / "a-file"
     file_out.write_text("")
     _refused(agentscale("load", str(path), "--out", str(file_out)), "--out")
+    # Not UTF-8 (a byte 0xff in a folder's name): refused, not a traceback from run.json.
+    _refused(agentscale("load", str(path), "--out", str(tmp_path) + "/bad\udcffbyte"), "--out")
     _refused(agentscale("load", str(path), "--seed", "-1"), "--seed")
     _refused(agentscale("load", str(path), "--seed", str(2**64)), "--seed")
     _refused(agentscale("load", str(path), "--workers", "1000"), "--workers")

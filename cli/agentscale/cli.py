@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import signal
 import sys
 import threading
@@ -114,6 +115,7 @@ def load(
     spare.prepare()  # the engine's imports overlap ours and the checks
     from agentscale.commands.load import LoadOptions, run_load
 
+    _utf8(scenario, "SCENARIO", out=out, faults=faults, baseline=baseline)
     seconds = _seconds(duration, "--duration")
     if seconds is not None and seconds <= 0:
         raise ConfigError("must be longer than zero", field="--duration")
@@ -220,6 +222,7 @@ def capacity(
             raise ConfigError(f"{text!r} is out of range ({span})", field=field)
         return value
 
+    _utf8(scenario, "SCENARIO", out=out, faults=faults, baseline=baseline)
     try:
         slos = parse_slos(slo)
     except ValueError as error:
@@ -256,6 +259,23 @@ def capacity(
         force=force,
     )
     return run_capacity(scenario, options)
+
+
+def _utf8(scenario: Path, name: str, **options: Path | None) -> None:
+    """Every path a run records (run.json, the report) is written as UTF-8: a file or folder
+    whose name is not valid UTF-8 is refused before anything starts, not a traceback later."""
+    given = {name: scenario} | {f"--{k.replace('_', '-')}": v for k, v in options.items()}
+    for field, path in given.items():
+        if path is None:
+            continue
+        try:
+            str(path.absolute()).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(
+                f"{os.fsencode(path.absolute())!r} is not valid UTF-8",
+                field=field,
+                hint="rename the file or folder (its path is recorded in run.json)",
+            ) from None
 
 
 def _seconds(text: str | None, field: str) -> float | None:
@@ -512,14 +532,20 @@ def version() -> int:
 def run(argv: list[str]) -> int:
     """Run the CLI and return its exit code; every error becomes a message and a code here."""
     _catch_stops(_stop)
-    if STOPPED:
-        return EXIT_INTERRUPTED
-    try:
-        code = _run(argv)
-    finally:
-        # A stop now comes after all the work: the spare (if unused) still goes, quietly.
-        with contextlib.suppress(KeyboardInterrupt):
-            spare.discard()
+    code = EXIT_INTERRUPTED
+    if not STOPPED:
+        try:
+            code = _run(argv)
+        finally:
+            # A stop now comes after all the work: the spare (if unused) still goes, quietly.
+            with contextlib.suppress(KeyboardInterrupt):
+                spare.discard()
+    if code == EXIT_INTERRUPTED and STOPPED:
+        # Never a silent exit: a stop before a run could say anything (or while it was
+        # scored) printed nothing else. Typer turns a KeyboardInterrupt into a plain 130.
+        with contextlib.suppress(KeyboardInterrupt, OSError):
+            sys.stderr.write("stopped by a signal (exit 130)\n")
+            sys.stderr.flush()
     return code
 
 
@@ -533,7 +559,7 @@ def _run(argv: list[str]) -> int:
         return error.exit_code
     except typer.Exit as done:
         return done.exit_code
-    except typer.Abort:
+    except typer.Abort:  # click's name for a KeyboardInterrupt inside a command
         return EXIT_INTERRUPTED
     except TyperException as error:  # usage errors from the (vendored) click parser
         show = getattr(error, "show", None)

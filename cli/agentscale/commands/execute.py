@@ -155,9 +155,15 @@ def run_once(
     except BaseException as error:
         # run.json never stays "running": a run stopped or broken before its end says so.
         stopped = isinstance(error, KeyboardInterrupt | Interrupted)
+        reason = str(error) or ("stopped by a signal" if stopped else type(error).__name__)
+        if isinstance(error, ScoringStopped):
+            reason = (f"stopped while the records were scored; they are complete, and "
+                      f"`agentscale report {run_dir}` scores them")  # fmt: skip
+            console.print_line(f"interrupted: {reason}")
         run["status"] = "interrupted" if stopped else "failed"
-        run["verdict"] = {"result": "interrupted" if stopped else "invalid",
-                          "reasons": [str(error) or type(error).__name__]}  # fmt: skip
+        run["verdict"] = {"result": "interrupted" if stopped else "invalid", "reasons": [reason]}
+        if stopped:
+            run["exit_code"] = EXIT_INTERRUPTED
         write_run(run_dir, run)
         raise
     finally:
@@ -399,7 +405,14 @@ def _run(
         outcome = stack.drive(spec, f"{scenario.name} ({scenario.load.model} model)", more=more)
         stack.collect_spans(outcome)
     fault_problems = stack.record_faults()
-    return finish(run_dir, run, loaded, outcome, fault_problems, stack.kinds, stack.addresses)
+    try:
+        return finish(run_dir, run, loaded, outcome, fault_problems, stack.kinds, stack.addresses)
+    except KeyboardInterrupt as stop:
+        raise ScoringStopped from stop
+
+
+class ScoringStopped(KeyboardInterrupt):
+    """A stop after the load had ended, while its records were read and scored."""
 
 
 def finish(
