@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import time
 import urllib.error
 import urllib.request
 from statistics import median
@@ -376,7 +375,10 @@ def test_a_fault_that_cannot_be_applied_makes_the_run_invalid(tmp_path, server):
         name="slow.yaml",
     )
     process, run_dir = start_load(tmp_path, api, at="4s", seconds="3s", duration=10, faults=slow)
-    time.sleep(1.5)
+    # Once the load runs (its proxies are in place), and 4 s before the window is due: a
+    # fixed 1.5 s after the start could fall in the setup on a loaded machine, which fails
+    # the run otherwise (exit 3, no verdict: the proxies could not be made).
+    wait_for_event(tmp_path / "r", "run_started", timeout=60)
     doomed.kill()  # the server is gone before the window is due
     doomed.wait()
     stdout, stderr = process.communicate(timeout=90)
