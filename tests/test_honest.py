@@ -46,6 +46,9 @@ def test_what_the_agent_never_reported_is_not_reported_anywhere_and_not_measured
     document = scenario_dict(
         server.url("/status_only"), load__duration="4s", load__shape={"kind": "constant", "rps": 30}
     )
+    # What this test is about is what the agent never reported; its p95 of 6 ms moved by 2 ms
+    # between two runs on a loaded CI machine (34%), so latency is gated loosely here.
+    document["gates"] = {"latency_p95_ms": {"max_increase": "200%"}}
     path = write_scenario(tmp_path, document)
     first = agentscale("load", str(path), "--faults", str(faults), "--out", str(tmp_path / "a"))
     base_run = only_run(tmp_path / "a")

