@@ -205,6 +205,8 @@ def test_ctrl_c_is_quick_records_in_flight_requests_as_cancelled_and_removes_fau
     took = time.monotonic() - stopped
     assert process.returncode == 130, stdout + stderr
     assert took < 8, took  # the engine's grace is 2 s; the rest is clean-up and the report
+    assert "verdict: interrupted (exit 130)" in stdout
+    assert "stopped by a signal" not in stderr  # the verdict said it already
     run = only_run(tmp_path / "r")
     requests = _requests(run)
     assert (requests["error_class"] == "cancelled").sum() >= 5

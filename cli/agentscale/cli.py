@@ -11,6 +11,7 @@ import sys
 import threading
 from types import FrameType
 
+from agentscale import stops
 from agentscale.stops import requested as STOPPED  # whatever they break, the run was interrupted
 
 
@@ -540,7 +541,7 @@ def run(argv: list[str]) -> int:
             # A stop now comes after all the work: the spare (if unused) still goes, quietly.
             with contextlib.suppress(KeyboardInterrupt):
                 spare.discard()
-    if code == EXIT_INTERRUPTED and STOPPED:
+    if code == EXIT_INTERRUPTED and STOPPED and not stops.announced:
         # Never a silent exit: a stop before a run could say anything (or while it was
         # scored) printed nothing else. Typer turns a KeyboardInterrupt into a plain 130.
         with contextlib.suppress(KeyboardInterrupt, OSError):

@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from agentscale import stops
 from agentscale.analysis.figures import NOT_REPORTED, Card, ConversationFigures, Scorecard, shown
 from agentscale.errors import AgentscaleError
 from agentscale.formatting import fixed, num, pct, plain, usd
@@ -403,6 +404,7 @@ def print_verdict(verdict: Verdict, run_dir: str) -> None:
         style = "bold"
     result = headline(verdict["result"], gated).lower()
     out.print(Text(f"verdict: {result} (exit {verdict['exit_code']})", style=style))
+    stops.announced.append(True)
     if not gated and verdict["result"] == "pass":
         out.print(Text(f"  {UNGATED_HINT}"), soft_wrap=True)
     for reason in verdict.get("invalid_reasons", []):

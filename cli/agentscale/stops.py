@@ -5,3 +5,7 @@ callback, Python prints "Exception ignored" and carries on as if nothing had hap
 from __future__ import annotations
 
 requested: list[int] = []
+
+# Whether the command printed its verdict (with its exit code) itself: a stop that ends it
+# then needs no word of its own.
+announced: list[bool] = []
