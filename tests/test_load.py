@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pandas as pd
 import psutil
@@ -123,6 +124,26 @@ def test_the_target_timeout_is_per_request_however_long_a_user_has_been_busy(tmp
         assert len(sent) >= 10 and sent["service_ms"].sum() > 3_000, (model, len(sent))
         assert sent["error_class"].isna().all(), (model, sent["error_class"].value_counts())
         assert result.code == 0, result.output
+
+
+def test_each_user_keeps_the_cookie_its_target_set_and_sends_it_back(tmp_path, server):
+    """A sticky load balancer's cookie: set on a user's first answer, carried by every later
+    request of that user (the engine's direct road hands such a user to Locust's session)."""
+    document = scenario_dict(
+        server.url("/cookie"),
+        success={"expect": "none"},
+        load__model="closed",
+        load__shape={"kind": "constant", "users": 3},
+        load__duration="2s",
+    )
+    result, run_dir = run(tmp_path, document)
+    assert result.code == 0, result.output
+    with urllib.request.urlopen(server.url("/cookie/seen"), timeout=10) as answer:
+        seen = json.loads(answer.read())
+    sent = len(frames(run_dir)[0])
+    assert sum(seen.values()) == sent > 20
+    assert seen.pop("") == 3  # each user's first request, and none after it
+    assert len(seen) == 3 and min(seen.values()) > 3, seen  # a cookie each, each sent again
 
 
 def test_arrivals_without_a_free_slot_are_dropped_and_make_the_run_invalid(tmp_path, server):

@@ -11,6 +11,8 @@ Routes (all POST/GET):
   /slots?n=8&ms=100  a server of n slots, each busy ms per request (n * 1000 / ms requests/s
             at most); a request waits for a free slot, and its trace reports only the work
   /sse, /ndjson  a streamed answer: first event at 200 ms, then every 20 ms ("stall", "cut")
+  /cookie   sets a visitor cookie on a caller that sent none; GET /cookie/seen counts which
+            cookie each request carried (a sticky load balancer's session, as a user sees it)
   /steps    an agent of 40 steps whose timings it reports and spends (jittered); POST
             /steps/config {"tool_ms": 16, "fail": "refund", "fail_rate": 0.15} changes it,
             as a new version of the agent would (the gate's per-step tests)
@@ -261,6 +263,23 @@ async def plain(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+COOKIES: dict[str, int] = {}  # cookie a request carried ("" for none) -> requests
+
+
+async def cookie(request: web.Request) -> web.Response:
+    await _payload(request)
+    carried = request.cookies.get("visitor", "")
+    COOKIES[carried] = COOKIES.get(carried, 0) + 1
+    response = web.json_response({"output": "ok", "status": "ok"})
+    if not carried:
+        response.set_cookie("visitor", f"v{sum(COOKIES.values())}", path="/")
+    return response
+
+
+async def cookies_seen(request: web.Request) -> web.Response:
+    return web.json_response(COOKIES)
+
+
 async def openai(request: web.Request) -> web.Response:
     payload = await _payload(request)
     return web.json_response(
@@ -376,6 +395,8 @@ def build(fail_with: int | None = None) -> web.Application:
         ("/slow", slow),
         ("/slots", slots),
         ("/big", big),
+        ("/cookie", cookie),
+        ("/cookie/seen", cookies_seen),
         ("/steps", steps),
         ("/steps/config", steps_config),
     ):

@@ -34,6 +34,7 @@ from agentscale.engine.coordinator import Coordinator, worker_setup
 from agentscale.engine.loop import SPAWN_RATE, Engine, Finished
 from agentscale.engine.outputs import LocalOutput, WorkerOutput
 from agentscale.engine.spec import WORKER_DIR_ENV, EngineSpec, staged
+from agentscale.engine.wire import Wire
 from agentscale.errors import EXIT_OK, AgentscaleError
 from agentscale.telemetry.judge import (
     AnswerTooLarge,
@@ -78,6 +79,22 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
             ends = self.stream_end  # type: ignore[attr-defined]
             clock = time.perf_counter
 
+            def slow(method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Any:
+                # Locust's session, once the target set a cookie (wire.py).
+                # geventhttpclient sends bytes as they are; Locust's hint says str only.
+                # A redirect is an answer, never followed: it could lead beyond loopback.
+                return client.request(
+                    method,
+                    path,
+                    data=body,  # type: ignore[arg-type]
+                    headers=headers,
+                    name=name,
+                    allow_redirects=False,
+                    stream=True,
+                )
+
+            wire = Wire(client, slow)
+
             def send(
                 method: str, path: str, body: bytes | None, headers: dict[str, str]
             ) -> tuple[int, bytes, BaseException | None, Arrived | None]:
@@ -95,17 +112,7 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                 # for all of that user's requests.
                 timer = gevent.Timeout.start_new(timeout)
                 try:
-                    # geventhttpclient sends bytes as they are; Locust's hint says str only.
-                    # A redirect is an answer, never followed: it could lead beyond loopback.
-                    response = client.request(
-                        method,
-                        path,
-                        data=body,  # type: ignore[arg-type]
-                        headers=headers,
-                        name=name,
-                        allow_redirects=False,
-                        stream=True,
-                    )
+                    response = wire.request(method, path, body, headers)
                     kind = _stream_kind(streamed, response)
                     try:
                         if kind is None:
