@@ -164,9 +164,15 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
 
         @task
         def work(self) -> None:
-            assert holder.engine is not None
+            engine = holder.engine
+            assert engine is not None
             try:
-                holder.engine.work(self.send)
+                if engine.load.model == "open":
+                    # An open-model user waits on the arrival queue: Locust's wait between
+                    # tasks (a sleep(0), a hub round trip per request) would only add lag.
+                    while True:
+                        engine.work(self.send)
+                engine.work(self.send)
             except Finished:
                 raise StopUser() from None
 
