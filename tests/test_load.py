@@ -84,6 +84,16 @@ def test_http_errors_are_classified_and_fail(tmp_path, server):
     assert info["summary"]["success_rate"] == 0
 
 
+def test_an_error_answer_in_latin_1_is_a_5xx_not_a_defect_of_ours(tmp_path, server):
+    """Locust's session decoded an error answer as UTF-8 for its debug log: a latin-1 body
+    lost its status and made the run invalid (agentscale_error)."""
+    result, run_dir = run(tmp_path, scenario_dict(server.url("/latin1_error")),
+                          "--duration", "1s")  # fmt: skip
+    requests, _, _ = frames(run_dir)
+    assert set(requests["error_class"]) == {"http_5xx"}, result.output
+    assert (requests["status_code"] == 500).all() and result.code == 1, result.output
+
+
 def test_closed_model_follows_the_users_of_the_shape(tmp_path, server):
     shape = {"kind": "stages", "stages": [{"for": "2s", "users": 2}, {"for": "2s", "users": 6}]}
     document = scenario_dict(

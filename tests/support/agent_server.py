@@ -5,7 +5,7 @@ Routes (all POST/GET):
   /plain    text "ok", no trace
   /openai   an OpenAI-style chat completion (for telemetry mapping)
   /stall    like /agent, but every 5 s the server stalls for 1 s
-  /status/N answers HTTP N
+  /status/N answers HTTP N (/latin1_error: a 500 whose text is latin-1)
   /slow?ms= answers after a delay
   /big?mb=N  a plain JSON body of N MiB (a large answer for the fault stage)
   /slots?n=8&ms=100  a server of n slots, each busy ms per request (n * 1000 / ms requests/s
@@ -276,6 +276,13 @@ async def cookie(request: web.Request) -> web.Response:
     return response
 
 
+async def latin1_error(request: web.Request) -> web.Response:
+    """A 500 whose text is latin-1, and says so: an error answer, whatever its encoding."""
+    await _payload(request)
+    return web.Response(status=500, body="défaillance ÿ".encode("latin-1"),
+                        content_type="text/plain", charset="latin-1")  # fmt: skip
+
+
 async def cookies_seen(request: web.Request) -> web.Response:
     return web.json_response(COOKIES)
 
@@ -397,6 +404,7 @@ def build(fail_with: int | None = None) -> web.Application:
         ("/big", big),
         ("/cookie", cookie),
         ("/cookie/seen", cookies_seen),
+        ("/latin1_error", latin1_error),
         ("/steps", steps),
         ("/steps/config", steps_config),
     ):
