@@ -135,3 +135,11 @@ def test_a_dependency_that_cannot_work_is_refused(tmp_path, dependency, words):
                 "dependencies": [{"name": "crm", **dependency}], "windows": []}  # fmt: skip
     profile.write_text(json.dumps(document))
     _refused(agentscale("validate", str(profile)), *words)
+
+
+def test_an_accept_encoding_header_in_any_spelling_is_sent_as_the_scenario_gives_it():
+    """Locust's session put its own gzip, deflate, br over ACCEPT-ENCODING (it knows two
+    spellings): the template gives the one it knows, so the scenario's value is sent."""
+    template = RequestTemplate({"q": "x"}, {"ACCEPT-ENCODING": "zstd", "X-Id": "{{tenant}}"}, {})
+    assert template.static_headers["Accept-Encoding"] == "zstd"
+    assert "ACCEPT-ENCODING" not in template.render_headers({"tenant": "acme"})

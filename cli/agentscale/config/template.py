@@ -121,6 +121,12 @@ class Template:
         return "".join(out)
 
 
+def _spelled(name: str) -> str:
+    # Locust's session (which a user whose target sets cookies goes through) knows two
+    # spellings of Accept-Encoding and puts its own value over any other one.
+    return "Accept-Encoding" if name.lower() == "accept-encoding" else name
+
+
 class RequestTemplate:
     """Body and headers of one target, with the environment already filled in."""
 
@@ -138,7 +144,7 @@ class RequestTemplate:
             )
             self.content_type = "application/json"
         self.headers = {
-            name: Template(expand_env(value, env, self.secrets), json_strings=False)
+            _spelled(name): Template(expand_env(value, env, self.secrets), json_strings=False)
             for name, value in headers.items()
         }
         self.static_headers = {

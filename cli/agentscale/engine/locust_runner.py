@@ -172,7 +172,8 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                     # tasks (a sleep(0), a hub round trip per request) would only add lag.
                     while True:
                         engine.work(self.send)
-                engine.work(self.send)
+                else:
+                    engine.work(self.send)
             except Finished:
                 raise StopUser() from None
 

@@ -86,20 +86,14 @@ class Wire:
         return found
 
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Any:
-        headers = dict(headers)
-        for name in headers:
-            # Locust's session knows two spellings only, and put its own value over the
-            # scenario's ACCEPT-ENCODING: one spelling here, so that both roads keep it.
-            if name.lower() == "accept-encoding" and name != "Accept-Encoding":
-                headers["Accept-Encoding"] = headers.pop(name)
-                break
         if self.cookies:
             return self.slow(method, path, body, headers)
         http, target, url = self.route(path)
+        headers = dict(headers)
         auth = self.client.auth_header  # credentials in the target URL, as Locust sends them
         if auth:
             headers["Authorization"] = auth
-        if "Accept-Encoding" not in headers:
+        if "Accept-Encoding" not in headers:  # the template spells it so (config/template.py)
             headers["Accept-Encoding"] = ACCEPT_ENCODING
         try:
             answer = Answer(http.request(method, target, body=body, headers=headers))
