@@ -149,6 +149,60 @@ def test_windows_split_before_during_after_and_groups_by_workflow():
     assert len(card_["overall"]["bootstrap"]["latency_p95_ms"]) == 200
 
 
+def test_every_group_card_is_the_card_of_its_requests_alone():
+    # The cards are computed side by side on threads: each must land under its own group.
+    rng = np.random.default_rng(3)
+    rows = [
+        {
+            "latency_ms": float(rng.integers(1, 500)),
+            "at": i * 0.01,
+            "workflow": ["refund", "status", "triage"][i % 3],
+            "tenant": ["acme", "globex"][i % 2],
+            "phase": "spike" if 3 <= i * 0.01 < 5 else "steady",
+            "success": bool(i % 7),
+        }
+        for i in range(1000)
+    ]
+    steps = [
+        {"request_id": f"r{i}", "kind": "tool", "name": "crm", "latency_ms": float(i % 50)}
+        for i in range(0, 1000, 2)
+    ]
+    run = frames(rows, steps, windows=[("w", 4.0, 6.0)])
+    found = scorecard(run)
+    requests = run.requests
+    for column, key in (("workflow", "by_workflow"), ("tenant", "by_tenant")):
+        for value, got in found[key].items():
+            mask = (requests[column] == value).to_numpy()
+            assert got == card(run, mask, run.duration), (column, value)
+    offset = run.arrays["offset"]
+    during = (offset >= 4.0) & (offset < 6.0)
+    assert found["by_window"]["w"]["during"] == card(run, during, 2.0)
+    assert found["by_phase"]["spike"]["requests"] == 200
+
+
+def test_a_step_name_under_two_kinds_or_none_is_gated_over_all_its_sent_calls():
+    rows = [{"latency_ms": 10.0, "dropped": i >= 40} for i in range(50)]
+    kinds = ["tool", "retrieval", None]
+    steps = [
+        {"request_id": f"r{i}", "kind": kinds[i % 3], "name": "search", "latency_ms": float(i)}
+        for i in range(50)
+    ]
+    gated = scorecard(frames(rows, steps))["overall"]["gated"]["step search p95_ms"]
+    assert gated["n"] == 40  # the dropped requests' steps are not in it
+    assert gated["value"] == pytest.approx(np.percentile(np.arange(40.0), 95))
+
+
+def test_block_sums_and_counts_skip_what_was_not_reported():
+    from agentscale.analysis.blocks import Blocks
+
+    blocks = Blocks.of(np.array([0.0, 1.0, 60.0, 61.0]), 100.0, seed=0)
+    where = blocks.of_request
+    values = np.array([1.5, np.nan, 2.0, 4.0])
+    sums, counts = blocks.sums(values, where), blocks.counts(values, where)
+    assert sums[where[0]] == 1.5 and sums[where[2]] == 6.0 and sums.sum() == 7.5
+    assert counts[where[0]] == 1 and counts[where[2]] == 2 and counts.sum() == 3
+
+
 def cards(center: float, n: int = 500, spread: float = 1.0, name="latency_p95_ms"):
     rng = np.random.default_rng(int(center * 10))
     return {"requests": n, name: center, "bootstrap": {name: list(rng.normal(center, spread, 200))}}

@@ -73,12 +73,17 @@ class Blocks:
         return int(self.weights.shape[1])
 
     def sums(self, values: np.ndarray, blocks: np.ndarray) -> np.ndarray:
-        """Per block: the sum of the known ``values`` (NaN skipped)."""
-        known = ~np.isnan(values)
-        return np.bincount(blocks[known], weights=values[known], minlength=self.count)
+        """Per block: the sum of the known ``values`` (NaN skipped). A NaN weighs 0 instead
+        of being masked out: the same sums (x + 0.0 is x), without copying both arrays."""
+        if np.isnan(values).any():
+            values = np.nan_to_num(values, nan=0.0)
+        return np.bincount(blocks, weights=values, minlength=self.count)
 
     def counts(self, values: np.ndarray, blocks: np.ndarray) -> np.ndarray:
-        return np.bincount(blocks[~np.isnan(values)], minlength=self.count).astype(float)
+        known = ~np.isnan(values)
+        if known.all():
+            return np.bincount(blocks, minlength=self.count).astype(float)
+        return np.bincount(blocks[known], minlength=self.count).astype(float)
 
     def ratio(self, numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         """Replicates of sum(numerator) / sum(denominator), both given per block."""
@@ -90,15 +95,23 @@ class Blocks:
         return self.ratio(self.sums(values, blocks), self.counts(values, blocks))
 
     def quantile(self, values: np.ndarray, blocks: np.ndarray, q: float) -> np.ndarray:
-        """Replicates of the ``q``-th percentile, from per-block histograms (interpolated within
-        a bin; the gate centres replicates on the exact figure, so only their spread counts)."""
+        """Replicates of the ``q``-th percentile (see ``quantiles``)."""
+        return self.quantiles(values, blocks, (q,))[0]
+
+    def quantiles(
+        self, values: np.ndarray, blocks: np.ndarray, qs: tuple[float, ...]
+    ) -> list[np.ndarray]:
+        """Replicates of each ``q``-th percentile, from per-block histograms made once for
+        them all (interpolated within a bin; the gate centres replicates on the exact figure,
+        so only their spread counts)."""
         known = ~np.isnan(values)
-        values, blocks = values[known], blocks[known]
+        if not known.all():
+            values, blocks = values[known], blocks[known]
         if values.size == 0:
-            return np.full(REPLICATES, np.nan)
+            return [np.full(REPLICATES, np.nan) for _ in qs]
         low, high = float(values.min()), float(values.max())
         if high <= low:
-            return np.full(REPLICATES, low)
+            return [np.full(REPLICATES, low) for _ in qs]
         shift = 1.0 - low  # geometric bins need positive values
         edges = np.geomspace(1.0, high + shift, BINS + 1) - shift
         slot = _slots(values, edges, shift, high)
@@ -106,15 +119,20 @@ class Blocks:
             self.count, BINS
         )
         cumulative = np.cumsum(self.weights @ histogram, axis=1)
-        target = cumulative[:, -1] * q / 100.0
-        found = np.minimum((cumulative < target[:, None]).sum(axis=1), BINS - 1)
-        before = np.where(found > 0, cumulative[np.arange(REPLICATES), found - 1], 0.0)
-        within = cumulative[np.arange(REPLICATES), found] - before
-        with np.errstate(invalid="ignore", divide="ignore"):
-            part = np.where(within > 0, (target - before) / within, 0.0)
-        result: np.ndarray = edges[found] + part * (edges[found + 1] - edges[found])
-        result[cumulative[:, -1] == 0] = np.nan
-        return result
+        return [_read(cumulative, edges, q) for q in qs]
+
+
+def _read(cumulative: np.ndarray, edges: np.ndarray, q: float) -> np.ndarray:
+    """Each replicate's ``q``-th percentile from its cumulative histogram."""
+    target = cumulative[:, -1] * q / 100.0
+    found = np.minimum((cumulative < target[:, None]).sum(axis=1), BINS - 1)
+    before = np.where(found > 0, cumulative[np.arange(REPLICATES), found - 1], 0.0)
+    within = cumulative[np.arange(REPLICATES), found] - before
+    with np.errstate(invalid="ignore", divide="ignore"):
+        part = np.where(within > 0, (target - before) / within, 0.0)
+    result: np.ndarray = edges[found] + part * (edges[found + 1] - edges[found])
+    result[cumulative[:, -1] == 0] = np.nan
+    return result
 
 
 def _slots(values: np.ndarray, edges: np.ndarray, shift: float, high: float) -> np.ndarray:

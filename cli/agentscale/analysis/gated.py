@@ -10,20 +10,29 @@ requests it rests on, and its replicates in ``Card["bootstrap"]``; a baseline ke
 from __future__ import annotations
 
 import warnings
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
 
 from agentscale.analysis.blocks import Blocks, tidy
-from agentscale.analysis.figures import Card, GatedFigure
-from agentscale.records.frames import RunFrames
+from agentscale.analysis.figures import GatedFigure
+from agentscale.records.frames import RunFrames, StepArrays
 from agentscale.telemetry.judge import FAILED_OUTCOMES
 
 MIN_CALLS_KEPT = 20  # fewer: no step or workflow figure at all (the gate asks for more)
 
 
-def gated_figures(frames: RunFrames, overall: Card, seed: int) -> None:
-    """Fill ``overall["gated"]``, ``overall["bootstrap"]`` and ``overall["block_s"]``."""
+class GateFigures(TypedDict):
+    """What the overall card keeps for the gate."""
+
+    gated: dict[str, GatedFigure]
+    bootstrap: dict[str, list[float]]
+    block_s: float
+
+
+def gated_figures(frames: RunFrames, seed: int) -> GateFigures:
+    """The overall card's ``gated``, ``bootstrap`` and ``block_s``."""
     a = frames.arrays
     sent = frames.sent
     blocks = Blocks.of(a["offset"], frames.duration, seed, _strata(frames))
@@ -36,9 +45,11 @@ def gated_figures(frames: RunFrames, overall: Card, seed: int) -> None:
         reps.update(_streamed(frames, blocks, sent, of_request))
         _steps(frames, blocks, sent, figures, reps)
         _workflows(frames, blocks, sent, figures, reps)
-    overall["gated"] = figures
-    overall["bootstrap"] = {name: tidy(values) for name, values in reps.items()}
-    overall["block_s"] = blocks.seconds
+    return {
+        "gated": figures,
+        "bootstrap": {name: tidy(values) for name, values in reps.items()},
+        "block_s": blocks.seconds,
+    }
 
 
 def _strata(frames: RunFrames) -> np.ndarray:
@@ -59,17 +70,18 @@ def _run_level(
     where = of_request[sent]
 
     def column(name: str) -> np.ndarray:
-        values: np.ndarray = a[name][sent].astype(float)
+        values: np.ndarray = a[name][sent].astype(float, copy=False)  # a copy already
         return values
 
     latency, success = column("latency_ms"), column("success")
     calls, retries = column("tool_calls"), column("retries")
     cost, expect = column("cost_usd"), column("expect")
     calls_with_attempts = np.where(np.isnan(retries), np.nan, calls)
+    p50, p95, p99 = blocks.quantiles(latency, where, (50, 95, 99))
     reps = {
-        "latency_p50_ms": blocks.quantile(latency, where, 50),
-        "latency_p95_ms": blocks.quantile(latency, where, 95),
-        "latency_p99_ms": blocks.quantile(latency, where, 99),
+        "latency_p50_ms": p50,
+        "latency_p95_ms": p95,
+        "latency_p99_ms": p99,
         "success_rate": blocks.mean(success, where),
         "tool_calls_per_request": blocks.mean(calls, where),
         "retries_per_tool_call": blocks.ratio(
@@ -115,28 +127,19 @@ def _steps(
     if not s.req.size:
         return
     keep = sent[s.req]
-    # Categorical codes, never strings: these columns have millions of rows. Only the name
-    # and the latency are taken for every step; a tool's or a model's own columns only for
-    # its rows.
-    names = s.code_of("name")
-    chosen = None if keep.all() else np.flatnonzero(keep)  # no copy when all were sent
-    if chosen is not None:
-        if not chosen.size:
-            return
-        names = names[chosen]
+    if not keep.any():
+        return
+    everything = bool(keep.all())
     kinds = s.code_of("kind")
     failed_codes = [s.code("outcome", value) for value in FAILED_OUTCOMES]
     hit = s.code("cache", "hit")
-    # One sort, then a slice per name: a pass over every step per name would be quadratic.
-    order = np.argsort(names, kind="stable")
     labels = s.names_of("name")
-    bounds = np.searchsorted(names[order], np.arange(len(labels) + 1))
     for code, name in enumerate(labels):
-        rows = order[bounds[code] : bounds[code + 1]]
+        rows = _named(s, code)
+        if not everything:
+            rows = rows[keep[rows]]
         if rows.size < MIN_CALLS_KEPT:
             continue
-        if chosen is not None:
-            rows = chosen[rows]
         kind = s.categories["kind"][kinds[rows[0]]] if kinds[rows[0]] >= 0 else "nan"
         where = blocks.of_request[s.req[rows]]
         latency = s.latency[rows]
@@ -169,6 +172,28 @@ def _steps(
                 _keep(figures, reps, "step", str(name), kind, "tokens_per_call",
                       float(np.nanmean(tokens)), known_calls,
                       blocks.mean(tokens, where))  # fmt: skip
+
+
+def _named(s: StepArrays, code: int) -> np.ndarray:
+    """The rows of the steps named ``code``, of any kind (or none), ascending: slices of the
+    steps' (kind, name) order, which is made once for the whole scorecard, never a sort of
+    millions of rows per figure."""
+    order, bounds = s.order, s.pair_bounds
+    names = max(len(s.names_of("name")), 1)
+    # bounds[0]: the steps without a kind or a name, which are in no pair.
+    unpaired = order[bounds[0] : bounds[1]]
+    parts = [unpaired[s.code_of("name")[unpaired] == code]]
+    for kind in range(len(s.names_of("kind"))):
+        pair = kind * names + code
+        if pair + 2 < len(bounds):  # the bounds end with the last pair that occurs
+            parts.append(order[bounds[1 + pair] : bounds[2 + pair]])
+    found = [part for part in parts if part.size]
+    rows: np.ndarray
+    if len(found) == 1:
+        rows = found[0]  # one run of the stable order: ascending already
+        return rows
+    rows = np.sort(np.concatenate(found)) if found else unpaired[:0]
+    return rows
 
 
 def _workflows(

@@ -7,8 +7,11 @@ Steps are tied to their request by position once (``attach_steps``), so that eve
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypedDict
 
 import numpy as np
@@ -26,7 +29,7 @@ from agentscale.analysis.figures import (
     TraceWarnings,
     WindowTraffic,
 )
-from agentscale.analysis.gated import gated_figures
+from agentscale.analysis.gated import GateFigures, gated_figures
 from agentscale.analysis.known import mean as _mean
 from agentscale.analysis.known import quantile as _q
 from agentscale.analysis.known import quantiles as _qs
@@ -336,30 +339,42 @@ def _num(value: Any) -> float | None:
 def scorecard(frames: RunFrames, seed: int = 0) -> Scorecard:
     requests = frames.requests
     offset = frames.arrays["offset"]
-    everything = np.ones(len(requests), dtype=bool)
-    groups: dict[str, dict[str, Card]] = {}
+    # Every card first, as (group, value) -> (mask, seconds): they are independent, and
+    # numpy lets go of the interpreter lock in the long passes (take, partition, bincount),
+    # so the cards of a million-request run share the machine's cores.
+    jobs: dict[tuple[str, str], tuple[np.ndarray, float]] = {
+        ("overall", ""): (np.ones(len(requests), dtype=bool), frames.duration)
+    }
     for column in ("workflow", "tenant", "phase"):
         column_values = requests[column]
         codes = pd.Categorical(
             column_values if column_values.dtype == "category" else column_values.astype("string")
         )
-        found: dict[str, Card] = {}
         for code, value in enumerate(codes.categories):
             mask = codes.codes == code
-            if not mask.any():
-                continue
-            seconds = frames.duration if column != "phase" else _span(offset[mask])
-            found[str(value)] = card(frames, mask, seconds)
-        groups[column] = found
+            if mask.any():
+                seconds = frames.duration if column != "phase" else _span(offset[mask])
+                jobs[(column, str(value))] = (mask, seconds)
+    for name, _, _ in frames.windows:
+        for when, (lo, hi) in window_spans(frames.windows, name, frames.duration).items():
+            if hi > lo:
+                jobs[(f"window {name}", when)] = ((offset >= lo) & (offset < hi), hi - lo)
+    cards, gated = _cards(frames, jobs, seed)
+    groups: dict[str, dict[str, Card]] = {"workflow": {}, "tenant": {}, "phase": {}}
+    for (column, value), found in cards.items():
+        if column in groups:
+            groups[column][value] = found
     result: Scorecard = {
         "schema": SCHEMA,
-        "overall": card(frames, everything, frames.duration),
+        "overall": cards[("overall", "")],
         "by_workflow": groups["workflow"],
         "by_tenant": groups["tenant"],
         "by_phase": groups["phase"],
         "by_window": {},
     }
-    gated_figures(frames, result["overall"], seed)
+    result["overall"]["gated"] = gated["gated"]
+    result["overall"]["bootstrap"] = gated["bootstrap"]
+    result["overall"]["block_s"] = gated["block_s"]
     warned = trace_warnings(requests)
     if warned["requests"]:
         result["trace_warnings"] = warned
@@ -371,9 +386,7 @@ def scorecard(frames: RunFrames, seed: int = 0) -> Scorecard:
     hits = requests["fault_hit"].astype("string") if "fault_hit" in requests else None
     for name, _, _ in frames.windows:
         spans = result["by_window"][name] = {
-            when: card(frames, (offset >= lo) & (offset < hi), hi - lo)
-            for when, (lo, hi) in window_spans(frames.windows, name, frames.duration).items()
-            if hi > lo
+            when: found for (column, when), found in cards.items() if column == f"window {name}"
         }
         if frames.injected is not None and "during" in spans:
             spans["during"]["faults_injected"] = int((frames.injected["window"] == name).sum())
@@ -390,6 +403,58 @@ def scorecard(frames: RunFrames, seed: int = 0) -> Scorecard:
             during["amplification"] = sent["amplification"]
             result["overall"].setdefault("windows", {})[name] = sent
     return result
+
+
+def _cards(
+    frames: RunFrames, jobs: dict[tuple[str, str], tuple[np.ndarray, float]], seed: int
+) -> tuple[dict[tuple[str, str], Card], GateFigures]:
+    """Each job's card, and the gate's figures, on as many threads as there are cores (never
+    more: each card holds temporaries of the steps' size). This thread computes the gate's
+    figures first, as the only one that changes the warning filters (which are global),
+    then takes cards with the others."""
+    _warm(frames)
+    pending = iter(jobs.items())
+    lock = threading.Lock()
+
+    def drain() -> dict[tuple[str, str], Card]:
+        done: dict[tuple[str, str], Card] = {}
+        while True:
+            with lock:
+                job = next(pending, None)
+            if job is None:
+                return done
+            key, (mask, seconds) = job
+            done[key] = card(frames, mask, seconds)
+
+    others = max(_cores() - 1, 1)
+    with ThreadPoolExecutor(others, thread_name_prefix="scorecard") as pool:
+        helpers = [pool.submit(drain) for _ in range(others)]
+        gated = gated_figures(frames, seed)
+        found = drain()
+        for helper in helpers:
+            found.update(helper.result())
+    return {key: found[key] for key in jobs}, gated
+
+
+def _warm(frames: RunFrames) -> None:
+    """Make the arrays that every card reads and caches on first use, before the cards run
+    side by side (so that none is made twice, or raced for)."""
+    frames.arrays  # noqa: B018
+    s = frames.step_arrays
+    for column in ("kind", "name", "outcome", "error", "cache", "action", "rule"):
+        s.code_of(column)
+    if s.req.size:
+        for name in ("req", "latency", "cache"):
+            s.in_order(name)
+        s.attempts  # noqa: B018
+        s.top_k  # noqa: B018
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def window_traffic(requests: int, traffic: dict[str, Any]) -> WindowTraffic:

@@ -8,6 +8,7 @@ import functools
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -79,7 +80,7 @@ class StepArrays:
         callers keep what they use)."""
         if name not in self.steps:
             return np.full(len(self.steps), np.nan)
-        return self.steps[name].to_numpy(dtype=float, na_value=np.nan)
+        return _floats(self.steps[name])
 
     def subset(self, name: str, rows: np.ndarray) -> np.ndarray:
         """A numeric column's values at ``rows``, as floats (NaN: not said), without
@@ -232,6 +233,11 @@ class RunFrames:
 
 
 def _floats(series: pd.Series) -> np.ndarray:
+    """A column as floats, NaN where it holds nothing: the column's own memory (read-only)
+    when it is floats already, where ``na_value`` would copy millions of rows."""
+    if series.dtype == np.float64:
+        found: np.ndarray = series.to_numpy()
+        return found
     return series.to_numpy(dtype=float, na_value=np.nan)
 
 
@@ -313,9 +319,14 @@ def read_frames(
         found = pq.read_table(parts, columns=[c for c in columns if c in present],
                               **options)  # fmt: skip
         kinds = dict(schema)
+        coded = set(options.get("read_dictionary") or ())
         for column in columns:
             if column not in present:
-                found = found.append_column(column, pa.nulls(len(found), kinds[column]))
+                # Null, and a dictionary where the column would have read as one: a string
+                # column of millions of nulls is tens of MB in pandas, a categorical a few.
+                kind = kinds[column]
+                kind = pa.dictionary(pa.int32(), kind) if column in coded else kind
+                found = found.append_column(column, pa.nulls(len(found), kind))
         return found.select(columns)
 
     # Strings as dictionaries, and steps tied to their requests by Arrow's own hash lookup:
@@ -340,18 +351,22 @@ def read_frames(
     ids = requests_table["request_id"]
     requests_table = requests_table.select(wanted)
     step_ids = table("steps.parquet", STEP_SCHEMA, columns=["request_id"])["request_id"]
-    located = pc.fill_null(pc.index_in(step_ids, value_set=ids), -1)
-    positions = located.to_numpy(zero_copy_only=False).astype(np.int64)
-    del step_ids, located, ids
-    requests = _pandas(requests_table)
-    del requests_table
-    # A few columns at a time: the steps are never whole in Arrow and in pandas at once.
-    pieces = []
-    for start in range(0, len(STEP_COLUMNS), 4):
-        chunk = list(STEP_COLUMNS[start : start + 4])
-        cats = [c for c in chunk if c in STEP_CATEGORIES]
-        pieces.append(_pandas(table("steps.parquet", STEP_SCHEMA, columns=chunk,
-                                    read_dictionary=cats or None)))  # fmt: skip
+
+    # The join is one thread's hash lookups: it runs beside the conversions, which release
+    # the interpreter lock for most of their time too.
+    with ThreadPoolExecutor(1, thread_name_prefix="join") as pool:
+        joined = pool.submit(_locate, step_ids, ids)
+        requests = _pandas(requests_table)
+        del requests_table
+        # A few columns at a time: the steps are never whole in Arrow and in pandas at once.
+        pieces = []
+        for start in range(0, len(STEP_COLUMNS), 4):
+            chunk = list(STEP_COLUMNS[start : start + 4])
+            cats = [c for c in chunk if c in STEP_CATEGORIES]
+            pieces.append(_pandas(table("steps.parquet", STEP_SCHEMA, columns=chunk,
+                                        read_dictionary=cats or None)))  # fmt: skip
+        positions = joined.result()
+    del step_ids, ids
     steps = pd.concat(pieces, axis=1) if pieces else pd.DataFrame()
     del pieces
     steps["req"] = positions
@@ -372,6 +387,15 @@ def read_frames(
     return RunFrames(
         requests, steps, started_at, duration, windows, notes=notes, injected=injected, gaps=gaps
     )
+
+
+def _locate(step_ids: Any, ids: Any) -> np.ndarray:
+    """Each step's request position (-1: none), by Arrow's hash lookup of the ids."""
+    import pyarrow.compute as pc
+
+    located = pc.fill_null(pc.index_in(step_ids, value_set=ids), -1)
+    found: np.ndarray = located.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    return found
 
 
 # Request columns the figures never read: left in the part files (rewrite_requests carries
