@@ -149,7 +149,10 @@ def test_sse_ttft_and_gaps_match_the_servers_clock_and_stalls_and_cuts_are_named
     # suite on two busy cores, so 10 ms (the ndjson test's bound) is the noise allowed.
     assert abs(asked["ttft_ms"].median() - 200.0) < 10.0
     gaps = np.concatenate(asked["event_gaps_ms"].to_list())
-    assert abs(np.percentile(gaps, 95) - 20.0) < 5.0
+    # The server's 20 ms sleeps overshoot too (p95 26.7 ms on a VM with 15% steal): the
+    # median is held close, the tail within a bound that a mismeasured gap would still break.
+    assert abs(np.median(gaps) - 20.0) < 3.0
+    assert abs(np.percentile(gaps, 95) - 20.0) < 10.0
     assert (asked["stream_events"] == 10).all()
     assert set(requests.loc[requests["workflow"] == "stall", "error_class"]) == {"stream_stall"}
     assert set(requests.loc[requests["workflow"] == "cut", "error_class"]) == {"stream_cut"}
@@ -158,7 +161,7 @@ def test_sse_ttft_and_gaps_match_the_servers_clock_and_stalls_and_cuts_are_named
     assert (stalled["latency_ms"] < 2000).all()
     card = json.loads((run_dir / "scorecard.json").read_text())
     ask = card["by_workflow"]["ask"]
-    assert abs(ask["ttft_p50_ms"] - 200.0) < 10.0 and abs(ask["inter_event_p95_ms"] - 20.0) < 5.0
+    assert abs(ask["ttft_p50_ms"] - 200.0) < 10.0 and abs(ask["inter_event_p95_ms"] - 20.0) < 10.0
     assert card["overall"]["coverage"]["stream"] == len(requests[~requests["dropped"]])
     assert "Streamed answers" in (run_dir / "report.html").read_text()
     # The trace came in the final event: steps and tokens as from a plain answer.
