@@ -62,6 +62,8 @@ def test_hostile_scenarios_get_one_clear_message(tmp_path, server):
     fifo = scenario("fifo", workload__dataset="pipe.jsonl")
     os.mkfifo(fifo_dir / "pipe.jsonl")
     _refused(agentscale("validate", fifo), "not a regular file")
+    slashes = scenario("slashes", target__url=url.replace("/agent", "//agent"))
+    _refused(agentscale("validate", slashes), "target.url", "starts with //")
     nan = scenario("nan", target__body={"input": "{{prompt}}", "t": float("nan")})
     _refused(agentscale("validate", nan), "NaN")
 

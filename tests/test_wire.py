@@ -19,10 +19,11 @@ REPLY = json.dumps({"output": "Answer: ok", "status": "ok"}).encode()
 class Recorder:
     """An HTTP/1.1 server on 127.0.0.1 that keeps every request head it reads and, with
     ``drop_idle``, closes each connection after one answer (as a server whose keep-alive
-    timeout is shorter than the client's pause does), without saying so in the answer."""
+    timeout is shorter than the client's pause does), without saying so in the answer. With
+    ``stall_first``, the first connection is held open and never read."""
 
-    def __init__(self, drop_idle: bool) -> None:
-        self.drop_idle = drop_idle
+    def __init__(self, drop_idle: bool, stall_first: bool = False) -> None:
+        self.drop_idle, self.stall_first = drop_idle, stall_first
         self.heads: list[bytes] = []
         self.bodies: list[bytes] = []
         self.connections = 0
@@ -40,6 +41,9 @@ class Recorder:
             except TimeoutError:
                 continue
             self.connections += 1
+            if self.stall_first and self.connections == 1:
+                self.held = conn  # never read: the client's send fills the socket and waits
+                continue
             threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
 
     def serve(self, conn: socket.socket) -> None:
@@ -78,6 +82,8 @@ class Recorder:
 
     def close(self) -> None:
         self.stopped.set()
+        if hasattr(self, "held"):
+            self.held.close()
         self.thread.join(timeout=5)
         self.listener.close()
 
@@ -150,3 +156,30 @@ def test_a_header_value_a_dataset_line_breaks_is_refused_and_the_run_is_invalid(
     assert len(refused) > 0 and result.code == 3, result.output
     # The line break never reached the target as a header of its own.
     assert recorder.heads and not any(b"X-Injected" in head for head in recorder.heads)
+
+
+def test_a_request_whose_send_times_out_frees_its_connection_for_the_next(tmp_path):
+    """The target never reads the first connection: the first request's send fills the socket
+    and its timeout fires mid-send. The user's next requests go out on a new connection (its
+    one pooled connection was never given back before, and every later request timed out)."""
+    recorder = Recorder(drop_idle=False, stall_first=True)
+    try:
+        document = scenario_dict(
+            recorder.url("/agent"),
+            target__timeout="1s",
+            workload__dataset="big.jsonl",
+            load__model="closed",
+            load__shape={"kind": "constant", "users": 1},
+            load__duration="3s",
+            success={"expect": "none"},
+        )
+        (tmp_path / "big.jsonl").write_text(json.dumps({"id": "a", "prompt": "x" * (12 << 20)}))
+        path = write_scenario(tmp_path, document)
+        result = agentscale("load", str(path), "--out", str(tmp_path / "r"))
+        assert "Traceback" not in result.output, result.output
+        requests = pd.read_parquet(only_run(tmp_path / "r") / "requests.parquet")
+    finally:
+        recorder.close()
+    classes = requests.sort_values("sent_at")["error_class"].tolist()
+    assert classes[0] == "timeout", classes
+    assert len(classes) >= 3 and requests["success"].sum() >= 2, classes

@@ -61,6 +61,9 @@ def url_problem(value: str) -> str | None:
         _ = parts.port
     except ValueError:
         return "its port is not a number from 1 to 65535"
+    if parts.path.startswith("//"):
+        # Sent as is, "//agent" reads as a host to some servers; the HTTP client refuses it.
+        return "its path starts with // (one slash, as in http://host/agent)"
     return None
 
 
