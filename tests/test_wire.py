@@ -24,6 +24,7 @@ class Recorder:
 
     def __init__(self, drop_idle: bool, stall_first: bool = False) -> None:
         self.drop_idle, self.stall_first = drop_idle, stall_first
+        self.held: socket.socket | None = None  # the stalled connection, kept open
         self.heads: list[bytes] = []
         self.bodies: list[bytes] = []
         self.connections = 0
@@ -82,7 +83,7 @@ class Recorder:
 
     def close(self) -> None:
         self.stopped.set()
-        if hasattr(self, "held"):
+        if self.held is not None:
             self.held.close()
         self.thread.join(timeout=5)
         self.listener.close()

@@ -103,11 +103,12 @@ class Route:
         self.starts: dict[str, str] = {}
 
     def start(self, method: str) -> str:
+        """The request line for ``method`` (in capitals)."""
         line = self.starts.get(method)
         if line is None:
             if not TOKEN.fullmatch(method):
                 raise ValueError(f"invalid HTTP method {method!r}")
-            line = self.starts[method] = f"{method.upper()} {self.target} HTTP/1.1\r\n"
+            line = self.starts[method] = f"{method} {self.target} HTTP/1.1\r\n"
         return line
 
 
@@ -144,8 +145,8 @@ class Wire:
         try:
             names = {name.lower() for name in headers}
             if route.direct and len(names) == len(headers) and names.isdisjoint(THE_CLIENTS):
-                raw = self.send(route, method.upper(), self.head(route, method, body, headers,
-                                                                  names))  # fmt: skip
+                verb = method.upper()
+                raw = self.send(route, verb, self.head(route, verb, body, headers, names))
             else:
                 raw = route.http.request(method, route.target, body=body, headers=headers)
             answer = Answer(raw)
@@ -165,7 +166,8 @@ class Wire:
     ) -> bytes:  # fmt: skip
         """The request as bytes: what the client's builder sends, without its two merges of
         the headers into its case-insensitive dict and its two regexes per header (a third of
-        the client's time a request). ``names``: the headers' names, lower case."""
+        the client's time a request). ``method`` in capitals; ``names``: the headers' names,
+        lower case."""
         parts = [route.start(method)]
         for name, line in route.defaults:
             if name not in names:
@@ -181,7 +183,7 @@ class Wire:
         if body:
             parts.append(f"Content-Length: {len(body)}\r\n\r\n")
             return "".join(parts).encode("latin-1") + body
-        parts.append("Content-Length: 0\r\n\r\n" if method.upper() in WITH_BODY else "\r\n")
+        parts.append("Content-Length: 0\r\n\r\n" if method in WITH_BODY else "\r\n")
         return "".join(parts).encode("latin-1")
 
     def send(self, route: Route, method: str, data: bytes) -> HTTPSocketPoolResponse:
