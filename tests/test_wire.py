@@ -1,29 +1,43 @@
-"""The engine's own road to the target (engine/wire.py): the request head it builds, and a
+"""The engine's own road to the target (engine/wire.py, engine/plain.py): the request head it
+builds, the answers it reads (plain ones itself, any other through the client's parser), and a
 kept-alive connection the target closed while it was idle, against a real socket server."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pandas as pd
 import pytest
 
+from agentscale.engine.plain import plain
 from conftest import agentscale, only_run, scenario_dict, write_scenario
 
 REPLY = json.dumps({"output": "Answer: ok", "status": "ok"}).encode()
+PLAIN = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+    len(REPLY),
+    REPLY,
+)
+# An answer: the pieces the server sends (50 ms apart), and whether it then closes.
+Canned = tuple[list[bytes], bool]
 
 
 class Recorder:
     """An HTTP/1.1 server on 127.0.0.1 that keeps every request head it reads and, with
     ``drop_idle``, closes each connection after one answer (as a server whose keep-alive
     timeout is shorter than the client's pause does), without saying so in the answer. With
-    ``stall_first``, the first connection is held open and never read."""
+    ``stall_first``, the first connection is held open and never read. ``answers``: the n-th
+    request gets the n-th of them (round the list), instead of a plain answer."""
 
-    def __init__(self, drop_idle: bool, stall_first: bool = False) -> None:
+    def __init__(
+        self, drop_idle: bool, stall_first: bool = False, answers: list[Canned] | None = None
+    ) -> None:
         self.drop_idle, self.stall_first = drop_idle, stall_first
+        self.answers = answers or [([PLAIN], drop_idle)]
         self.held: socket.socket | None = None  # the stalled connection, kept open
         self.heads: list[bytes] = []
         self.bodies: list[bytes] = []
@@ -68,14 +82,15 @@ class Recorder:
                         length = int(value)
                 while len(buffer) < length:
                     buffer += conn.recv(65536)
+                pieces, close = self.answers[len(self.heads) % len(self.answers)]
                 self.heads.append(head)
                 self.bodies.append(buffer[:length])
                 buffer = buffer[length:]
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n%s" % (len(REPLY), REPLY)
-                )
-                if self.drop_idle:
+                for i, piece in enumerate(pieces):
+                    if i:
+                        time.sleep(0.05)
+                    conn.sendall(piece)
+                if close:
                     return
 
     def url(self, path: str) -> str:
@@ -184,3 +199,107 @@ def test_a_request_whose_send_times_out_frees_its_connection_for_the_next(tmp_pa
     classes = requests.sort_values("sent_at")["error_class"].tolist()
     assert classes[0] == "timeout", classes
     assert len(classes) >= 3 and requests["success"].sum() >= 2, classes
+
+
+def _answer(status: bytes, fields: bytes, body: bytes) -> bytes:
+    return b"HTTP/1.1 " + status + b"\r\n" + fields + b"\r\n" + body
+
+
+ZIPPED = gzip.compress(REPLY)
+# (answer, status, error class, bytes read, whether the target closes the connection after it)
+FORMS: list[tuple[Canned, int, str | None, int, bool]] = [
+    (([PLAIN], False), 200, None, len(REPLY), False),
+    (([_answer(b"200", b"Content-Length: %d\r\n" % len(REPLY), REPLY)], False),
+     200, None, len(REPLY), False),  # no reason phrase
+    (([_answer(b"200 OK", b"CONTENT-LENGTH: %d\r\nConnection: close\r\n" % len(REPLY), REPLY)],
+      True), 200, None, len(REPLY), True),
+    (([_answer(b"200 OK", b"Transfer-Encoding: chunked\r\n",
+               b"%x\r\n%s\r\n0\r\n\r\n" % (len(REPLY), REPLY))], False),
+     200, None, len(REPLY), False),
+    (([_answer(b"200 OK", b"Content-Length: %d\r\n" % len(REPLY), REPLY[:10]), REPLY[10:]],
+      False), 200, None, len(REPLY), False),  # the body in two reads
+    (([_answer(b"200 OK", b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % len(ZIPPED),
+               ZIPPED)], False), 200, None, len(REPLY), False),
+    (([_answer(b"500 Internal Server Error", b"Content-Length: 4\r\n", b"oops")], False),
+     500, "http_5xx", 4, False),
+    (([_answer(b"204 No Content", b"", b"")], False), 200 + 4, None, 0, False),
+    (([_answer(b"200 OK", b"Content-Length: 100\r\n", REPLY[:10])], True),
+     200, "incomplete_response", 0, True),  # cut off, then closed (what came is not kept)
+    (([PLAIN + b"\r\n"], False), 200, None, len(REPLY), False),  # a stray CRLF past it
+    (([_answer(b"200 OK", b"Set-Cookie: sid=s3cr3t; Path=/\r\nContent-Length: %d\r\n" % len(REPLY),
+               REPLY)], False), 200, None, len(REPLY), False),
+]  # fmt: skip
+
+
+def test_every_form_of_answer_is_read_as_the_client_reads_it(tmp_path):
+    """Each request gets the next of FORMS: the plain answers the engine reads itself and the
+    others (chunked, in two reads, compressed, bodyless, cut off, followed by stray bytes, with a
+    cookie) the client's parser reads; each is recorded as it was answered, and a connection is
+    used again only when the answer left it clean."""
+    recorder = Recorder(drop_idle=False, answers=[form[0] for form in FORMS])
+    try:
+        document = scenario_dict(
+            recorder.url("/agent"),
+            load__model="closed",
+            load__shape={"kind": "constant", "users": 1},
+            load__duration="2s",
+            load__think_time="0s",
+            success={"expect": "none"},
+        )
+        path = write_scenario(tmp_path, document)
+        agentscale("load", str(path), "--out", str(tmp_path / "r"))
+        requests = pd.read_parquet(only_run(tmp_path / "r") / "requests.parquet")
+    finally:
+        recorder.close()
+    requests = requests.sort_values("sent_at").reset_index(drop=True)
+    assert len(requests) >= 2 * len(FORMS), len(requests)  # every form twice at least
+    expected_connections = 1
+    for n, row in requests.iterrows():
+        _, status, error_class, size, closes = FORMS[n % len(FORMS)]
+        error = None if pd.isna(row["error_class"]) else row["error_class"]
+        seen = (row["status_code"], error, row["response_bytes"])
+        assert seen == (status, error_class, size), (n, seen)
+        if closes and n + 1 < len(requests):
+            expected_connections += 1
+    # Cookies: from the first Set-Cookie on, every request carries the cookie back.
+    cookie_at = len(FORMS) - 1
+    assert not any(b"s3cr3t" in head for head in recorder.heads[: cookie_at + 1])
+    assert all(b"Cookie: sid=s3cr3t" in head for head in recorder.heads[cookie_at + 1 :])
+    assert recorder.connections == expected_connections
+
+
+@pytest.mark.parametrize(
+    ("data", "method", "found"),
+    [
+        (PLAIN, "POST", (200, len(REPLY), True)),
+        (FORMS[1][0][0][0], "POST", (200, len(REPLY), True)),
+        (FORMS[2][0][0][0], "GET", (200, len(REPLY), False)),  # Connection: close
+        (FORMS[5][0][0][0], "POST", (200, len(ZIPPED), True)),  # still compressed: the reader's
+        (FORMS[6][0][0][0], "POST", (500, 4, True)),
+        (PLAIN, "HEAD", None),  # a HEAD answer has no body, whatever its Content-Length says
+        (FORMS[3][0][0][0], "POST", None),  # chunked
+        (FORMS[4][0][0][0], "POST", None),  # the rest of the body still to come
+        (FORMS[7][0][0][0], "POST", None),  # 204
+        (FORMS[9][0][0][0], "POST", None),  # bytes past the body
+        (FORMS[10][0][0][0], "POST", None),  # a cookie: the cookie jar reads the client's
+        (PLAIN.replace(b"HTTP/1.1", b"HTTP/1.0"), "POST", None),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + PLAIN, "POST", None),
+        (PLAIN.replace(b"Content-Type", b"Content-Length: 40\r\nContent-Type"), "POST", None),
+        (PLAIN.replace(b"Content-Type:", b"Content-Type :"), "POST", None),
+        (PLAIN.replace(b"application/json", b"application/\r\n json"), "POST", None),  # folded
+        (PLAIN.replace(b"application/json", b"application/\x00json"), "POST", None),
+        (PLAIN.replace(b"\r\nContent-Type", b"\nContent-Type"), "POST", None),  # a bare LF
+        (PLAIN.replace(b"Content-Length: 40", b"Content-Length: +40"), "POST", None),
+        (PLAIN[: PLAIN.index(b"\r\n\r\n")], "POST", None),  # the head not complete yet
+    ],
+)
+def test_only_an_answer_wholly_understood_is_read_without_the_clients_parser(data, method, found):
+    answer = plain(data, method)
+    if found is None:
+        assert answer is None
+        return
+    assert answer is not None
+    read, keep = answer
+    assert (read.status_code, len(read._body_buffer), keep) == found
+    assert read.message_complete and read._sock is None
+    assert read._headers_index["content-length"] == str(found[1])

@@ -25,6 +25,8 @@ from geventhttpclient.url import URL
 from geventhttpclient.useragent import CompatRequest
 from geventhttpclient.useragent import ConnectionError as ClientConnectionError
 
+from agentscale.engine.plain import Plain, plain
+
 # What Locust's session asks for (the reader decodes all three), and the failures it turns
 # into an answer without a status: the same here, so that both roads classify alike.
 ACCEPT_ENCODING = "gzip, deflate, br"
@@ -186,7 +188,7 @@ class Wire:
         parts.append("Content-Length: 0\r\n\r\n" if method in WITH_BODY else "\r\n")
         return "".join(parts).encode("latin-1")
 
-    def send(self, route: Route, method: str, data: bytes) -> HTTPSocketPoolResponse:
+    def send(self, route: Route, method: str, data: bytes) -> Plain | HTTPSocketPoolResponse:
         """``data`` on a pooled connection, and the answer's head read; a connection the
         target closed under us is tried again as the client does (idempotent methods only)."""
         pool = route.pool
@@ -219,9 +221,23 @@ class Wire:
                 raise
 
     @staticmethod
-    def answer(route: Route, sock: Any, method: str) -> HTTPSocketPoolResponse:
-        http = route.http
+    def answer(route: Route, sock: Any, method: str) -> Plain | HTTPSocketPoolResponse:
+        """The answer's first bytes, read here: a plain answer (``plain``) is complete in
+        them; any other is the client's parser's, from those bytes on."""
+        http, pool = route.http, route.pool
+        try:
+            data = sock.recv(http.block_size)
+        except BaseException as problem:
+            pool.release_socket(sock)  # (as the client's response does when its read fails)
+            if isinstance(problem, OSError) and problem.errno == errno.ECONNRESET:
+                raise HTTPConnectionClosed("connection closed.") from problem
+            raise
+        found = plain(data, method) if data else None
+        if found is not None:
+            answer, keep = found
+            (pool.return_socket if keep else pool.release_socket)(sock)
+            return answer
         return HTTPSocketPoolResponse(
-            sock, route.pool, block_size=http.block_size, method=method,
-            headers_type=http.headers_type,
+            sock, pool, block_size=http.block_size, method=method,
+            headers_type=http.headers_type, pre_buffered=data,
         )  # fmt: skip
