@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -117,15 +118,20 @@ def _fields(head: bytes) -> tuple[str, dict[str, str], list[str]]:
     return start, {name.lower(): value.strip() for name, value in pairs}, [n for n, _ in pairs]
 
 
-def test_the_head_carries_what_the_target_needs_and_idle_drops_cost_no_request(tmp_path, recorder):
-    document = scenario_dict(
-        recorder.url("/agent?v=2"),
+def _closed(url: str, users: int, duration: str, **more: Any) -> dict[str, Any]:
+    """A closed-model scenario of ``users`` against ``url``, every answer a success."""
+    return scenario_dict(
+        url,
         load__model="closed",
-        load__shape={"kind": "constant", "users": 2},
-        load__duration="2s",
-        load__think_time="50ms",
+        load__shape={"kind": "constant", "users": users},
+        load__duration=duration,
         success={"expect": "none"},
+        **more,
     )
+
+
+def test_the_head_carries_what_the_target_needs_and_idle_drops_cost_no_request(tmp_path, recorder):
+    document = _closed(recorder.url("/agent?v=2"), 2, "2s", load__think_time="50ms")
     document["target"]["headers"] = {"X-Tenant": "{{tenant}}", "User-Agent": "agentscale-test"}
     path = write_scenario(tmp_path, document)
     result = agentscale("load", str(path), "--out", str(tmp_path / "r"))
@@ -180,15 +186,8 @@ def test_a_request_whose_send_times_out_frees_its_connection_for_the_next(tmp_pa
     one pooled connection was never given back before, and every later request timed out)."""
     recorder = Recorder(drop_idle=False, stall_first=True)
     try:
-        document = scenario_dict(
-            recorder.url("/agent"),
-            target__timeout="1s",
-            workload__dataset="big.jsonl",
-            load__model="closed",
-            load__shape={"kind": "constant", "users": 1},
-            load__duration="3s",
-            success={"expect": "none"},
-        )
+        document = _closed(recorder.url("/agent"), 1, "3s", target__timeout="1s",
+                           workload__dataset="big.jsonl")  # fmt: skip
         (tmp_path / "big.jsonl").write_text(json.dumps({"id": "a", "prompt": "x" * (12 << 20)}))
         path = write_scenario(tmp_path, document)
         result = agentscale("load", str(path), "--out", str(tmp_path / "r"))
@@ -238,14 +237,7 @@ def test_every_form_of_answer_is_read_as_the_client_reads_it(tmp_path):
     used again only when the answer left it clean."""
     recorder = Recorder(drop_idle=False, answers=[form[0] for form in FORMS])
     try:
-        document = scenario_dict(
-            recorder.url("/agent"),
-            load__model="closed",
-            load__shape={"kind": "constant", "users": 1},
-            load__duration="2s",
-            load__think_time="0s",
-            success={"expect": "none"},
-        )
+        document = _closed(recorder.url("/agent"), 1, "2s", load__think_time="0s")
         path = write_scenario(tmp_path, document)
         agentscale("load", str(path), "--out", str(tmp_path / "r"))
         requests = pd.read_parquet(only_run(tmp_path / "r") / "requests.parquet")
