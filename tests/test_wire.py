@@ -206,7 +206,7 @@ def _answer(status: bytes, fields: bytes, body: bytes) -> bytes:
 
 ZIPPED = gzip.compress(REPLY)
 # (answer, status, error class, bytes read, whether the target closes the connection after it)
-FORMS: list[tuple[Canned, int, str | None, int, bool]] = [
+FORMS: list[tuple[Canned, int | None, str | None, int, bool]] = [
     (([PLAIN], False), 200, None, len(REPLY), False),
     (([_answer(b"200", b"Content-Length: %d\r\n" % len(REPLY), REPLY)], False),
      200, None, len(REPLY), False),  # no reason phrase
@@ -225,6 +225,8 @@ FORMS: list[tuple[Canned, int, str | None, int, bool]] = [
     (([_answer(b"200 OK", b"Content-Length: 100\r\n", REPLY[:10])], True),
      200, "incomplete_response", 0, True),  # cut off, then closed (what came is not kept)
     (([PLAIN + b"\r\n"], False), 200, None, len(REPLY), False),  # a stray CRLF past it
+    (([_answer(b"\xb200 OK", b"Content-Length: %d\r\n" % len(REPLY), REPLY)], False),
+     None, "bad_response", 0, True),  # "²00": no status (and the connection is given up)
     (([_answer(b"200 OK", b"Set-Cookie: sid=s3cr3t; Path=/\r\nContent-Length: %d\r\n" % len(REPLY),
                REPLY)], False), 200, None, len(REPLY), False),
 ]  # fmt: skip
@@ -233,8 +235,8 @@ FORMS: list[tuple[Canned, int, str | None, int, bool]] = [
 def test_every_form_of_answer_is_read_as_the_client_reads_it(tmp_path):
     """Each request gets the next of FORMS: the plain answers the engine reads itself and the
     others (chunked, in two reads, compressed, bodyless, cut off, followed by stray bytes, with a
-    cookie) the client's parser reads; each is recorded as it was answered, and a connection is
-    used again only when the answer left it clean."""
+    broken status, with a cookie) the client's parser reads; each is recorded as it was
+    answered, and a connection is used again only when the answer left it clean."""
     recorder = Recorder(drop_idle=False, answers=[form[0] for form in FORMS])
     try:
         document = _closed(recorder.url("/agent"), 1, "2s", load__think_time="0s")
@@ -249,7 +251,8 @@ def test_every_form_of_answer_is_read_as_the_client_reads_it(tmp_path):
     for n, row in requests.iterrows():
         _, status, error_class, size, closes = FORMS[n % len(FORMS)]
         error = None if pd.isna(row["error_class"]) else row["error_class"]
-        seen = (row["status_code"], error, row["response_bytes"])
+        code = None if pd.isna(row["status_code"]) else row["status_code"]
+        seen = (code, error, row["response_bytes"])
         assert seen == (status, error_class, size), (n, seen)
         if closes and n + 1 < len(requests):
             expected_connections += 1
@@ -283,6 +286,19 @@ def test_every_form_of_answer_is_read_as_the_client_reads_it(tmp_path):
         (PLAIN.replace(b"\r\nContent-Type", b"\nContent-Type"), "POST", None),  # a bare LF
         (PLAIN.replace(b"Content-Length: 40", b"Content-Length: +40"), "POST", None),
         (PLAIN[: PLAIN.index(b"\r\n\r\n")], "POST", None),  # the head not complete yet
+        (PLAIN.replace(b"200", b"\xb200"), "POST", None),  # "²00" is no status (nor an error)
+        (PLAIN.replace(b": 40", b": " + b"0" * 4400 + b"40"), "POST", None),  # (int() raises)
+        (PLAIN.replace(b"Content-Type", b"Proxy-Connection: close\r\nContent-Type"), "POST", None),
+        (
+            PLAIN.replace(b"Content-Type", b"Connection: Keep-Alive, CLOSE\r\nContent-Type"),
+            "POST",
+            (200, len(REPLY), False),
+        ),
+        (
+            PLAIN.replace(b"Content-Type", b"Connection: x-closed\r\nContent-Type"),
+            "POST",
+            (200, len(REPLY), True),
+        ),
     ],
 )
 def test_only_an_answer_wholly_understood_is_read_without_the_clients_parser(data, method, found):

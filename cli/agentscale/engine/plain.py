@@ -15,7 +15,13 @@ import re
 _NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # A control character, or a CR or LF not in a CRLF pair: the client's parser judges the head.
 _ODD = re.compile(r"\r(?!\n)|(?<!\r)\n|[^\t\r\n\x20-\x7e\x80-\xff]")
-_LEFT_TO_THE_CLIENT = frozenset(("transfer-encoding", "set-cookie"))
+# The parser also ends the connection on Proxy-Connection: close; the cookie jar reads the
+# client's own response.
+_LEFT_TO_THE_CLIENT = frozenset(("transfer-encoding", "set-cookie", "proxy-connection"))
+# "200", never "²00": str.isdigit() takes latin-1's superscripts, and int() then raises.
+_CODE = re.compile(r"[0-9]{3}\Z")
+# A length of more digits is no agent's answer (and int() refuses over 4,300 digits).
+_LONGEST = 18
 
 
 class Plain:
@@ -51,7 +57,7 @@ def plain(data: bytes, method: str) -> tuple[Plain, bool] | None:
     # "HTTP/1.1 200 OK" or "HTTP/1.1 200": a final answer that has a body.
     if (
         not status.startswith("HTTP/1.1 ")
-        or not status[9:12].isdigit()
+        or not _CODE.match(status[9:12])
         or (len(status) > 12 and status[12] != " ")
     ):
         return None
@@ -68,10 +74,15 @@ def plain(data: bytes, method: str) -> tuple[Plain, bool] | None:
             return None
         headers[key] = value.strip(" \t")
     length = headers.get("content-length")
-    if length is None or not length.isdigit() or not length.isascii():
+    if length is None or not length.isascii() or not length.isdigit() or len(length) > _LONGEST:
         return None
     start = end + 4
     if len(data) - start != int(length):
         return None  # more to come (the parser reads it), or bytes past the answer
-    keep = "close" not in headers.get("connection", "").lower()
+    connection = headers.get("connection")
+    keep = connection is None or "close" not in _tokens(connection)
     return Plain(code, headers, data[start:]), keep
+
+
+def _tokens(value: str) -> list[str]:
+    return [token.strip(" \t") for token in value.lower().split(",")]

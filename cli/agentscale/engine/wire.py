@@ -232,7 +232,11 @@ class Wire:
             if isinstance(problem, OSError) and problem.errno == errno.ECONNRESET:
                 raise HTTPConnectionClosed("connection closed.") from problem
             raise
-        found = plain(data, method) if data else None
+        try:
+            found = plain(data, method) if data else None
+        except BaseException:
+            pool.release_socket(sock)  # a defect here costs one request, not a pool slot
+            raise
         if found is not None:
             answer, keep = found
             (pool.return_socket if keep else pool.release_socket)(sock)
