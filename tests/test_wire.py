@@ -227,6 +227,17 @@ FORMS: list[tuple[Canned, int | None, str | None, int, bool]] = [
     (([PLAIN + b"\r\n"], False), 200, None, len(REPLY), False),  # a stray CRLF past it
     (([_answer(b"\xb200 OK", b"Content-Length: %d\r\n" % len(REPLY), REPLY)], False),
      None, "bad_response", 0, True),  # "²00": no status (and the connection is given up)
+    (([_answer(b"103 Early Hints", b"Link: </style.css>\r\n", b"") + PLAIN], False),
+     200, None, len(REPLY), False),  # an interim answer, then the answer
+    (([PLAIN + _answer(b"500 Internal Server Error", b"Content-Length: 4\r\n", b"oops")], False),
+     200, None, len(REPLY), True),  # an answer after it: not its own (and the connection closed)
+    (([_answer(b"101 Switching Protocols", b"Upgrade: websocket\r\nConnection: Upgrade\r\n",
+               b"")], False), None, "bad_response", 0, True),  # no longer HTTP: never reused
+    (([_answer(b"200 OK", b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % len(ZIPPED),
+               ZIPPED[:10] + bytes(len(ZIPPED) - 10))], False),
+     200, "bad_response", 0, False),  # the whole length, but not gzip: read, and not an answer
+    (([_answer(b"200 OK", b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % (len(ZIPPED) - 8),
+               ZIPPED[:-8])], False), 200, "bad_response", 0, False),  # gzip short of its end
     (([_answer(b"200 OK", b"Set-Cookie: sid=s3cr3t; Path=/\r\nContent-Length: %d\r\n" % len(REPLY),
                REPLY)], False), 200, None, len(REPLY), False),
 ]  # fmt: skip
@@ -234,9 +245,11 @@ FORMS: list[tuple[Canned, int | None, str | None, int, bool]] = [
 
 def test_every_form_of_answer_is_read_as_the_client_reads_it(tmp_path):
     """Each request gets the next of FORMS: the plain answers the engine reads itself and the
-    others (chunked, in two reads, compressed, bodyless, cut off, followed by stray bytes, with a
-    broken status, with a cookie) the client's parser reads; each is recorded as it was
-    answered, and a connection is used again only when the answer left it clean."""
+    others (chunked, in two reads, compressed, bodyless, cut off, followed by stray bytes or by
+    another answer, with a broken status, after an interim answer, switching protocols, with a
+    broken gzip body, with a cookie) the client's parser reads; each is recorded as it was
+    answered, and a connection is used again only when the answer left it clean. From the
+    cookie on, the forms come again through Locust's session: recorded alike."""
     recorder = Recorder(drop_idle=False, answers=[form[0] for form in FORMS])
     try:
         document = _closed(recorder.url("/agent"), 1, "2s", load__think_time="0s")
@@ -276,7 +289,7 @@ def test_every_form_of_answer_is_read_as_the_client_reads_it(tmp_path):
         (FORMS[4][0][0][0], "POST", None),  # the rest of the body still to come
         (FORMS[7][0][0][0], "POST", None),  # 204
         (FORMS[9][0][0][0], "POST", None),  # bytes past the body
-        (FORMS[10][0][0][0], "POST", None),  # a cookie: the cookie jar reads the client's
+        (FORMS[-1][0][0][0], "POST", None),  # a cookie: the cookie jar reads the client's
         (PLAIN.replace(b"HTTP/1.1", b"HTTP/1.0"), "POST", None),
         (b"HTTP/1.1 100 Continue\r\n\r\n" + PLAIN, "POST", None),
         (PLAIN.replace(b"Content-Type", b"Content-Length: 40\r\nContent-Type"), "POST", None),

@@ -34,10 +34,11 @@ from agentscale.engine.coordinator import Coordinator, worker_setup
 from agentscale.engine.loop import SPAWN_RATE, Engine, Finished
 from agentscale.engine.outputs import LocalOutput, WorkerOutput
 from agentscale.engine.spec import WORKER_DIR_ENV, EngineSpec, staged
-from agentscale.engine.wire import Wire
+from agentscale.engine.wire import Wire, adopt
 from agentscale.errors import EXIT_OK, AgentscaleError
 from agentscale.telemetry.judge import (
     AnswerTooLarge,
+    BadBody,
     IncompleteResponse,
     StreamCut,
     StreamStall,
@@ -65,6 +66,8 @@ class Holder:
 
 
 def user_class(holder: Holder) -> type[FastHttpUser]:
+    adopt()
+
     class AgentUser(FastHttpUser):
         max_retries = 0
         concurrency = 1
@@ -133,7 +136,7 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                     except Exception as error:  # a body cut off mid-read, a stall, too big
                         _close(response)
                         problem: BaseException = error
-                        if isinstance(error, AnswerTooLarge):
+                        if isinstance(error, AnswerTooLarge | BadBody):
                             pass
                         elif arrived is not None and not isinstance(error, StreamStall | StreamCut):
                             problem = StreamCut(f"{type(error).__name__} mid-stream")
@@ -204,19 +207,45 @@ def _stream_kind(mode: str, response: Any) -> StreamKind | None:
     return "sse" if mode == "sse" else "ndjson"
 
 
-def _decoder(response: Any) -> Callable[[bytes], bytes] | None:
+class _Decoder:
     """Incremental decompression for a Content-Encoding (agentscale, through Locust, asks for
-    gzip, deflate and br)."""
+    gzip, deflate and br); a body that is not what its encoding says is a BadBody."""
+
+    __slots__ = ("encoding", "fed", "finished", "process")
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding, self.fed = encoding, False
+        if encoding == "br":
+            brotli_stream = brotli.Decompressor()
+            self.process = brotli_stream.process
+            self.finished: Callable[[], bool] = brotli_stream.is_finished
+        else:
+            inflater = zlib.decompressobj(47 if encoding != "deflate" else zlib.MAX_WBITS)
+            self.process = inflater.decompress
+            self.finished = lambda: inflater.eof
+
+    def __call__(self, piece: bytes) -> bytes:
+        self.fed = True
+        try:
+            return self.process(piece)  # type: ignore[no-any-return]
+        except (zlib.error, brotli.error) as problem:
+            raise BadBody(f"the body is not valid {self.encoding} ({problem})") from None
+
+    def end(self) -> None:
+        """At the end of the body: a compressed stream cut short is no whole answer (an empty
+        body is only empty)."""
+        if self.fed and not self.finished():
+            raise BadBody(f"the body ends before its {self.encoding} stream does")
+
+
+def _decoder(response: Any) -> _Decoder | None:
     headers = response.headers
     encoding = str((headers.get("content-encoding") if headers is not None else "") or "")
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return None
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        inflater = zlib.decompressobj(47 if encoding != "deflate" else zlib.MAX_WBITS)
-        return inflater.decompress
-    if encoding == "br":
-        return brotli.Decompressor().process  # type: ignore[no-any-return]
+    if encoding in ("gzip", "x-gzip", "deflate", "br"):
+        return _Decoder(encoding)
     raise StreamCut(f"an answer in an encoding agentscale cannot read ({encoding[:40]})")
 
 
@@ -254,6 +283,8 @@ def _chunks(
                 yield piece
             continue
         if raw.message_complete:
+            if decode is not None:
+                decode.end()
             return
         if clock() >= deadline:
             raise TimeoutError()

@@ -5,6 +5,9 @@ request head built here, not by the client's builder (``Wire.head``).
 
 A target that sets a cookie gets the browser-like behaviour Locust gives: from its first
 ``Set-Cookie`` on, that user keeps and sends its cookies through Locust's session (``slow``).
+
+On both roads an answer the client's parser reads is a ``Reply``: its connection goes back to
+the pool only once the final answer is complete and nothing came after it (``adopt``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ssl import SSLError
 from typing import Any
 
 import gevent
+import geventhttpclient.client
 from geventhttpclient._parser import HTTPParseError
 from geventhttpclient.header import Headers
 from geventhttpclient.response import HTTPConnectionClosed, HTTPSocketPoolResponse
@@ -50,6 +54,52 @@ WITH_BODY = frozenset(("POST", "PUT", "PATCH"))
 # Headers whose handling (100-continue, chunked bodies, a length of the scenario's own) only
 # the client's builder has: a request with one of them goes through it.
 THE_CLIENTS = frozenset(("expect", "transfer-encoding", "content-length"))
+
+
+class _Beyond(Exception):
+    """Bytes after the final answer: the parser is stopped there (they are no part of it)."""
+
+
+class Reply(HTTPSocketPoolResponse):
+    """The client's response, ended by its final answer. The client gives the connection
+    back the moment a message completes, in the middle of the bytes it was fed: a 100
+    Continue gave it back before the real answer, a 101 gave back a connection that no longer
+    speaks HTTP, and an answer followed by another in the same read took the second one's
+    status and body for its own, the connection then reused. Here the connection is given
+    back after the feed, and only when the final answer left it clean; anything after that
+    answer (another answer, stray bytes) is not read and the connection is closed."""
+
+    _final: int | None = None  # the status of the final answer, once complete
+
+    def _on_message_complete(self) -> None:
+        self.message_complete = True
+        code = HTTPSocketPoolResponse.get_code(self)
+        if code >= 200:
+            self._final = code
+
+    def _on_message_begin(self) -> None:
+        if self._final is not None:
+            raise _Beyond()
+        super()._on_message_begin()
+
+    def get_code(self) -> int:
+        return self._final if self._final is not None else super().get_code()
+
+    def feed(self, data: str | bytes) -> None:
+        try:
+            super().feed(data)
+        except (_Beyond, HTTPParseError):
+            self._trailing_data_dropped = True  # (should_close: the connection is closed)
+            if self._final is None:
+                raise  # not an answer (a 101 switches protocols: no longer HTTP)
+        if self._final is not None:
+            self.release()
+
+
+def adopt() -> None:
+    """Let the client read every answer as a ``Reply`` (Locust's session's road too): it
+    builds its responses by this module-level name. In the engine's process only."""
+    geventhttpclient.client.HTTPSocketPoolResponse = Reply  # type: ignore[attr-defined]
 
 
 class Failed:
@@ -188,7 +238,7 @@ class Wire:
         parts.append("Content-Length: 0\r\n\r\n" if method in WITH_BODY else "\r\n")
         return "".join(parts).encode("latin-1")
 
-    def send(self, route: Route, method: str, data: bytes) -> Plain | HTTPSocketPoolResponse:
+    def send(self, route: Route, method: str, data: bytes) -> Plain | Reply:
         """``data`` on a pooled connection, and the answer's head read; a connection the
         target closed under us is tried again as the client does (idempotent methods only)."""
         pool = route.pool
@@ -221,7 +271,7 @@ class Wire:
                 raise
 
     @staticmethod
-    def answer(route: Route, sock: Any, method: str) -> Plain | HTTPSocketPoolResponse:
+    def answer(route: Route, sock: Any, method: str) -> Plain | Reply:
         """The answer's first bytes, read here: a plain answer (``plain``) is complete in
         them; any other is the client's parser's, from those bytes on."""
         http, pool = route.http, route.pool
@@ -241,7 +291,7 @@ class Wire:
             answer, keep = found
             (pool.return_socket if keep else pool.release_socket)(sock)
             return answer
-        return HTTPSocketPoolResponse(
+        return Reply(
             sock, pool, block_size=http.block_size, method=method,
             headers_type=http.headers_type, pre_buffered=data,
         )  # fmt: skip

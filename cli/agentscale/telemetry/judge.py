@@ -21,6 +21,10 @@ class AnswerTooLarge(Exception):
     """An answer beyond the size agentscale reads (a runaway stream or body)."""
 
 
+class BadBody(Exception):
+    """A body that is not what its Content-Encoding says (corrupt, or cut short of its end)."""
+
+
 class StreamCut(Exception):
     """A streamed answer that ended (or broke off) before its final event."""
 
@@ -50,6 +54,8 @@ def transport_error_class(error: BaseException) -> str:
         return "incomplete_response"
     if isinstance(error, AnswerTooLarge):
         return "answer_too_large"
+    if isinstance(error, BadBody):
+        return "bad_response"
     if isinstance(error, StreamStall):
         return "stream_stall"
     if isinstance(error, StreamCut):
