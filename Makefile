@@ -6,9 +6,12 @@ TOOLS := $(CURDIR)/.tools
 TOXIPROXY := $(TOOLS)/bin/toxiproxy-server
 TOXIPROXY_VERSION := v2.12.0
 
-.PHONY: setup test lint demo bench clean chromium
+.PHONY: setup tools test lint demo bench clean chromium
 
-setup: $(VENV)/.installed $(TOXIPROXY) chromium
+# The browser only the report tests need; `make demo` does without it.
+setup: tools chromium
+
+tools: $(VENV)/.installed $(TOXIPROXY)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +41,7 @@ test: lint
 
 # The showcase: two minutes of spiky traffic at the reference agent stack (target.url: demo)
 # while its CRM tool answers 503s, gated against the committed baseline; ends with the report.
-demo: setup
+demo: tools
 	$(BIN)/agentscale load scenarios/spiky_burst.yaml --faults fault_profiles/tool_5xx.yaml \
 	  --baseline reports/baselines/spiky-burst-tool-5xx.json
 
