@@ -159,6 +159,7 @@ def test_a_step_the_scenario_names_but_the_gate_cannot_check_is_inconclusive():
     named = {c["metric"]: c for c in checks if c["status"] == "inconclusive"}
     assert "no step named 'crm_lokup'" in named["step crm_lokup"]["detail"]
     assert "crm_lookup" in named["step crm_lokup"]["detail"]  # the names it did see
+    assert "did you mean 'crm_lookup'?" in named["step crm_lokup"]["detail"]
     assert "30 calls in the smaller run" in named["step rare"]["detail"]
     assert decide(checks, []) == ("inconclusive", 3)
 

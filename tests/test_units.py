@@ -1,6 +1,7 @@
 import pytest
 
 from agentscale.config.units import parse_comparison, parse_duration, parse_fraction
+from agentscale.formatting import num, signed
 
 
 @pytest.mark.parametrize(
@@ -40,3 +41,21 @@ def test_comparisons_hold_or_not():
     assert parse_comparison("<= 20s").value == 20_000
     with pytest.raises(ValueError):
         parse_comparison("about 5")
+
+
+@pytest.mark.parametrize(
+    ("value", "written", "change"),
+    [
+        (1.234e-05, "0.00001234", "+0.00001234"),  # a cost per success in dollars
+        (-3.2e-07, "-0.00000032", "-0.00000032"),
+        (0.00012, "0.00012", "+0.00012"),
+        (12.5, "12.5", "+12.5"),
+        (0.0, "0", "+0"),
+        (-123456.0, "-123,456", "-123,456"),
+    ],
+)
+def test_small_figures_are_written_with_their_zeros_not_in_scientific_notation(
+    value, written, change
+):
+    assert num(value) == written
+    assert signed(value) == change

@@ -22,7 +22,16 @@ def num(value: float | None, digits: int = 4) -> str:
         return "never" if value > 0 else "-never"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
+    return _significant(value, digits)
+
+
+def _significant(value: float, digits: int, sign: str = "") -> str:
+    """``digits`` significant digits in positional notation: a cost per success of 1.2e-05
+    dollars reads as 0.000012 (people compare such figures by their zeros)."""
+    if not 1e-12 < abs(value) < 1e-4:  # zero, NaN and the infinite too
+        return f"{value:{sign}.{digits}g}"
+    decimals = digits - 1 - math.floor(math.log10(abs(value)))
+    return f"{value:{sign}.{decimals}f}".rstrip("0")
 
 
 def fixed(value: float | None, digits: int = 1, unit: str = "") -> str:
@@ -45,7 +54,11 @@ def usd(value: float | None) -> str:
 
 
 def signed(value: float | None) -> str:
-    return NONE if value is None else f"{value:+.4g}"
+    if value is None:
+        return NONE
+    if math.isfinite(value) and abs(value) >= 1000:
+        return f"{value:+,.0f}"
+    return _significant(value, 4, "+")
 
 
 def change(value: float | None, share: float | None) -> str:

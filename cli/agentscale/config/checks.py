@@ -159,7 +159,9 @@ def scenario_problems(
         if sessions is None and conversational:
             error(
                 ("target", "body"),
-                "{{" + "}}, {{".join(conversational) + "}} only exist in conversations",
+                "{{" + "}}, {{".join(conversational) + "}} "
+                + ("exist" if len(conversational) > 1 else "exists")
+                + " only in conversations",
                 hint="add workload.sessions (e.g. {turns: 4}) or take them out of the template",
             )
         if sessions is not None and sessions.history == "none" and "history" in used:

@@ -12,6 +12,7 @@ tolerance), and whether it is worse at all (the test).
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -304,9 +305,11 @@ def _unchecked(
                               f"(the candidate has {cand_n} {unit})"))  # fmt: skip
             elif max(counts) == 0:
                 known = ", ".join(seen[:12]) + (", ..." if len(seen) > 12 else "")
+                near = difflib.get_close_matches(name, seen, n=1)
                 found.append((scope, name, f"no {scope} named {name!r} with {MIN_KEPT} {unit} "
                               f"or more in either run (gates.{scope}s names it; seen: "
-                              f"{known or 'none'})"))  # fmt: skip
+                              f"{known or 'none'})"
+                              + (f"; did you mean {near[0]!r}?" if near else "")))  # fmt: skip
             elif min(counts) < least:
                 found.append((scope, name, f"{min(counts)} {unit} in the smaller run, "
                               f"at least {least} needed in both (gates.min_{scope}_"
