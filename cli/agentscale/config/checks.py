@@ -157,11 +157,11 @@ def scenario_problems(
             )
         conversational = sorted(used & set(SESSION_VARIABLES))
         if sessions is None and conversational:
+            names = "{{" + "}}, {{".join(conversational) + "}}"
+            verb = "exist" if len(conversational) > 1 else "exists"
             error(
                 ("target", "body"),
-                "{{" + "}}, {{".join(conversational) + "}} "
-                + ("exist" if len(conversational) > 1 else "exists")
-                + " only in conversations",
+                f"{names} {verb} only in conversations",
                 hint="add workload.sessions (e.g. {turns: 4}) or take them out of the template",
             )
         if sessions is not None and sessions.history == "none" and "history" in used:
