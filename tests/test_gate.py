@@ -233,3 +233,10 @@ def test_the_committed_showcase_baseline_matches_what_make_demo_runs():
     path = ROOT / "reports" / "baselines" / "spiky-burst-tool-5xx.json"
     warnings = compatibility(found, planned, path, False)
     assert not [w for w in warnings if "load" in w], warnings
+    # Another duration and no fault profile: each warning says what differs, both ways.
+    shorter = {**planned, "load": {**planned["load"], "duration": 30.0}, "faults": None}
+    told = compatibility(found, shorter, path, False)
+    assert "the baseline's load differs: duration 120.0 there, 30.0 here" in told, told
+    assert f"another fault profile (sha256 {method['faults'][:12]} there, none here)" in " ".join(
+        told
+    )

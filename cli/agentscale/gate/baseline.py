@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypedDict, cast
+from typing import Any, TypedDict, cast
+
+import orjson
 
 from agentscale.analysis.figures import Card, Scorecard
 from agentscale.config.metrics import METRICS
@@ -252,10 +254,20 @@ def compatibility(baseline: Baseline, run: RunInfo, path: Path, force: bool) -> 
     # What shapes the traffic; settings added later (with their defaults) change nothing.
     traffic = ("model", "shape", "duration", "arrivals", "max_concurrency", "think_time")
     their_load, our_load = theirs.get("load") or {}, ours["load"]
-    if any(their_load.get(k) != our_load.get(k) for k in traffic):
-        warnings.append("the baseline's load shape or duration differs")
+    differs = [k for k in traffic if their_load.get(k) != our_load.get(k)]
+    if differs:
+        warnings.append(
+            "the baseline's load differs: "
+            + "; ".join(
+                f"{k} {_short(their_load.get(k))} there, {_short(our_load.get(k))} here"
+                for k in differs
+            )
+        )
     if theirs.get("faults") != ours.get("faults"):
-        warnings.append("the baseline ran with a different fault profile")
+        there, here = (str(h)[:12] if h else "none" for h in (theirs.get("faults"), ours["faults"]))
+        warnings.append(
+            f"the baseline ran with another fault profile (sha256 {there} there, {here} here)"
+        )
     their_demo, our_demo = theirs.get("demo") or {}, ours.get("demo") or {}
     # Before a run (load --baseline) the demo has not started yet: nothing to compare then.
     if our_demo and any(
@@ -263,3 +275,9 @@ def compatibility(baseline: Baseline, run: RunInfo, path: Path, force: bool) -> 
     ):
         warnings.append("the baseline ran the demo stack with another time_scale or jitter")
     return warnings
+
+
+def _short(value: Any) -> str:
+    """A setting as one short piece of text, for a warning line."""
+    text = "none" if value is None else orjson.dumps(value, default=str).decode()
+    return text if len(text) <= 60 else text[:57] + "..."
