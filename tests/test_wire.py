@@ -238,6 +238,8 @@ FORMS: list[tuple[Canned, int | None, str | None, int, bool]] = [
      200, "bad_response", 0, False),  # the whole length, but not gzip: read, and not an answer
     (([_answer(b"200 OK", b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % (len(ZIPPED) - 8),
                ZIPPED[:-8])], False), 200, "bad_response", 0, False),  # gzip short of its end
+    (([_answer(b"304 Not Modified", b"Content-Length: 40\r\n", b"")], False),
+     304, "http_304", 0, False),  # the length of a body a 304 never has: complete, not cut off
     (([_answer(b"200 OK", b"Set-Cookie: sid=s3cr3t; Path=/\r\nContent-Length: %d\r\n" % len(REPLY),
                REPLY)], False), 200, None, len(REPLY), False),
 ]  # fmt: skip

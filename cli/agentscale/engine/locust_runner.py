@@ -161,6 +161,8 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                     return 0, b"", getattr(response, "error", None) or ConnectionError(), None
                 if arrived is not None:
                     return code, content, None, arrived
+                if method == "HEAD" or code in (204, 304):
+                    return code, content, None, None  # no body, whatever the length says
                 return code, content, incomplete(response.headers, content), None
 
             self.send = send
@@ -360,7 +362,8 @@ def _close(response: Any) -> None:
 
 
 def incomplete(headers: Any, content: bytes) -> BaseException | None:
-    """An answer shorter than its Content-Length: the connection ended mid-body."""
+    """An answer shorter than its Content-Length: the connection ended mid-body (never asked
+    of a 204 or 304 or an answer to HEAD, whose length is that of a body they never have)."""
     if headers is None:  # never ``if headers``: a Headers' len() walks every field
         return None
     declared = headers.get("content-length")
