@@ -208,6 +208,12 @@ def test_four_turn_sessions_carry_the_thread_and_grow_their_context(tmp_path, pr
         later = turns[turns["turn"] > 1]["thread_id"]
         # Every turn after the first carries the id the first answer gave.
         assert later.notna().all() and later.nunique() <= 1
+    # Turns begun after the 4 s of load (the sessions' drain) are in no phase of the shape.
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    began = next(e["started_at"] for e in events if e["type"] == "run_started")
+    late = sent["intended_start"].map(lambda t: t.timestamp()) - began >= 4.0
+    assert late.any() and (sent.loc[late, "phase"] == "draining").all()
+    assert (sent.loc[~late & (sent["turn"] == 1), "phase"] == "steady").all()
     carried = sent[sent["turn"] > 1].groupby("session_id")["thread_id"].first()
     assert carried.is_unique  # each session its own thread
     card = json.loads((run_dir / "scorecard.json").read_text())

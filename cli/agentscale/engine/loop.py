@@ -89,7 +89,11 @@ class Engine:
             requests=self.requests,
             steps=self.steps,
             clock=self.clock,
-            phase=lambda offset: shape.phase(offset, self.duration),
+            # A turn a conversation begins after the load ended (``sessions.drain``) is in
+            # no phase of the shape: a spike shape would name it after a spike never run.
+            phase=lambda offset: (
+                shape.phase(offset, self.duration) if offset < self.duration else "draining"
+            ),
             start=self.start,
             windows=list(spec.windows),
             canaries=spec.canaries,
