@@ -428,5 +428,7 @@ def test_chaos_list_and_status_show_profiles_and_what_is_in_place(tmp_path, toxi
     status = agentscale("chaos", "status")
     assert status.code == 0 and "proxy(ies) made by agentscale" in status.stdout
     assert "crm_lookup" in status.stdout
+    # The HTTP window is the stage's, not Toxiproxy's: status asks the stage too.
+    assert "crm_lookup: http 503 at rate 1 (window crm_503)" in status.stdout, status.stdout
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=30)

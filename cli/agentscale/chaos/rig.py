@@ -36,6 +36,22 @@ class Route:
     upstream: str | None = None
 
 
+def stage_faults(control: str) -> list[str]:
+    """What a running HTTP fault stage has in place, a line each (for ``chaos status``)."""
+    with urllib.request.urlopen(f"http://{control}/faults", timeout=2) as response:
+        shown = orjson.loads(response.read() or b"{}")
+    lines = []
+    for dependency, fault in sorted(shown.get("faults", {}).items()):
+        known = {k: v for k, v in fault.items() if k in HttpFault.model_fields}
+        try:  # the stage holds what the rig validated and sent: construct, not validate
+            what = HttpFault.model_construct(**known).summary()
+        except (AttributeError, TypeError, ValueError):  # a stage of another version
+            what = f"http {fault.get('kind')}"
+        lines.append(f"{dependency}: {what} (window {fault.get('window')})")
+    lines += [f"{dependency}: down (connections refused)" for dependency in shown.get("down", [])]
+    return lines
+
+
 class FaultRig:
     def __init__(
         self,
@@ -170,6 +186,7 @@ class FaultRig:
                 "managed_started": state.started_at(managed.pid) if managed else None,
                 "stage_pid": self.stage.pid if self.stage else None,
                 "stage_started": state.started_at(self.stage.pid) if self.stage else None,
+                "stage_control": self.stage_control,
                 "proxies": [self.proxy_name(n) for n in self.routes],
                 "ports": self.ports,
             }

@@ -33,6 +33,7 @@ class Entry(TypedDict, total=False):
     managed_started: float | None
     stage_pid: int | None  # the HTTP fault stage
     stage_started: float | None
+    stage_control: str | None  # host:port of the stage's control API (chaos status asks it)
     proxies: list[str]
     ports: list[int]  # listen ports handed out to this run's proxies and stages
     run_dir: str | None  # runs.json: the run folder whose run.json says "running"

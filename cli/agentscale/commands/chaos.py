@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from agentscale import console
 from agentscale.chaos import state
-from agentscale.chaos.rig import FaultRig
+from agentscale.chaos.rig import FaultRig, stage_faults
 from agentscale.chaos.scheduler import FaultScheduler
 from agentscale.chaos.toxiproxy_client import PREFIX, ToxiproxyAPI, ToxiproxyError, owner_of
 from agentscale.config.faults import FaultProfile, Window
@@ -174,6 +174,16 @@ def status(toxiproxy_url: str | None) -> int:
             f"run {owner} ({held}): toxiproxy {entry.get('toxiproxy_url')}, "
             f"stage pid {entry.get('stage_pid')}"
         )
+        control = entry.get("stage_control")
+        if control and owner in live:
+            try:
+                shown = stage_faults(control)
+            except (OSError, ValueError) as error:
+                console.print_line(f"  HTTP fault stage {control}: not reachable ({error})")
+                continue
+            console.print_line(f"  HTTP fault stage {control}: {len(shown)} fault(s) in place")
+            for line in shown:
+                console.print_line(f"    {line}")
     for url in sorted(u for u in urls if u):
         try:
             proxies = ToxiproxyAPI(url).proxies()
