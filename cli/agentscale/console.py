@@ -101,7 +101,7 @@ class LiveView:
             f" · target {fixed(m['target'])} {unit}"
             f" · achieved {fixed(m['achieved'])} rps · in flight {m['in_flight']}"
             + (f" · sessions open {m['sessions']}" if m.get("sessions") is not None else "")
-            + f" · p95 {fixed(m['p95_ms'], 0, ' ms')} · errors {m['errors']}"
+            + f" · p95 ~{fixed(m['p95_ms'], 0, ' ms')} · errors {m['errors']}"
             f" · dropped {m['dropped']}"
             + (f" · workers {m['workers']}" if "workers" in m else "")
             + (f" ({m['workers_lost']} lost)" if m.get("workers_lost") else "")
@@ -115,7 +115,7 @@ class LiveView:
             "target",
             "achieved",
             "in flight",
-            "p95 so far",
+            "p95 so far ~",
             "errors",
             "dropped",
             "done",
