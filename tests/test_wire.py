@@ -205,6 +205,7 @@ def _answer(status: bytes, fields: bytes, body: bytes) -> bytes:
 
 
 ZIPPED = gzip.compress(REPLY)
+TWICE = gzip.compress(ZIPPED)
 # (answer, status, error class, bytes read, whether the target closes the connection after it)
 FORMS: list[tuple[Canned, int | None, str | None, int, bool]] = [
     (([PLAIN], False), 200, None, len(REPLY), False),
@@ -240,6 +241,10 @@ FORMS: list[tuple[Canned, int | None, str | None, int, bool]] = [
                ZIPPED[:-8])], False), 200, "bad_response", 0, False),  # gzip short of its end
     (([_answer(b"304 Not Modified", b"Content-Length: 40\r\n", b"")], False),
      304, "http_304", 0, False),  # the length of a body a 304 never has: complete, not cut off
+    (([_answer(b"200 OK", b"Content-Encoding: gzip, gzip\r\nContent-Length: %d\r\n"
+               % len(TWICE), TWICE)], False), 200, None, len(REPLY), False),  # codings stacked
+    (([_answer(b"200 OK", b"Content-Encoding: zstd\r\nContent-Length: %d\r\n" % len(REPLY),
+               REPLY)], False), 200, "bad_response", 0, False),  # one it never asked for
     (([_answer(b"200 OK", b"Set-Cookie: sid=s3cr3t; Path=/\r\nContent-Length: %d\r\n" % len(REPLY),
                REPLY)], False), 200, None, len(REPLY), False),
 ]  # fmt: skip

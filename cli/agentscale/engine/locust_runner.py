@@ -240,15 +240,43 @@ class _Decoder:
             raise BadBody(f"the body ends before its {self.encoding} stream does")
 
 
-def _decoder(response: Any) -> _Decoder | None:
+class _Stacked:
+    """Codings applied one after the other (``Content-Encoding: gzip, br``): undone in the
+    reverse order."""
+
+    __slots__ = ("decoders",)
+
+    def __init__(self, decoders: list[_Decoder]) -> None:
+        self.decoders = decoders
+
+    def __call__(self, piece: bytes) -> bytes:
+        for decode in self.decoders:
+            piece = decode(piece)
+        return piece
+
+    def end(self) -> None:
+        for decode in self.decoders:
+            decode.end()
+
+
+READABLE = frozenset(("gzip", "x-gzip", "deflate", "br"))
+
+
+def _decoder(response: Any) -> _Decoder | _Stacked | None:
     headers = response.headers
-    encoding = str((headers.get("content-encoding") if headers is not None else "") or "")
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
+    encoding = (headers.get("content-encoding") if headers is not None else "") or ""
+    if isinstance(encoding, list):  # the field twice: one list of codings, as HTTP reads it
+        encoding = ", ".join(encoding)
+    codings = [c.strip() for c in encoding.lower().split(",") if c.strip() not in ("", "identity")]
+    if not codings:
         return None
-    if encoding in ("gzip", "x-gzip", "deflate", "br"):
-        return _Decoder(encoding)
-    raise StreamCut(f"an answer in an encoding agentscale cannot read ({encoding[:40]})")
+    if len(codings) == 1 and codings[0] in READABLE:
+        return _Decoder(codings[0])
+    if len(codings) <= 3 and READABLE.issuperset(codings):
+        return _Stacked([_Decoder(c) for c in reversed(codings)])
+    # A complete answer agentscale cannot read (it asked for gzip, deflate and br): a bad
+    # answer, not one cut short.
+    raise BadBody(f"an answer in an encoding agentscale cannot read ({encoding.strip()[:40]})")
 
 
 def _chunks(
