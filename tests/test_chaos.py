@@ -292,6 +292,17 @@ def test_unknown_target_and_a_window_past_the_end_exit_2(tmp_path):
     assert not (tmp_path / "reports").exists()
 
 
+def test_a_demo_profile_outside_a_demo_run_says_where_it_belongs(tmp_path):
+    demo_profile = ROOT / "fault_profiles" / "tool_5xx.yaml"
+    result = agentscale("chaos", "apply", str(demo_profile), "--out", str(tmp_path / "r"))
+    assert result.code == 2 and "Traceback" not in result.output
+    assert f"{demo_profile}:9:29: windows.0.target: 'crm_lookup' is a dependency of the demo" in (
+        result.stderr
+    )
+    assert "agentscale load scenarios/smoke.yaml --faults PROFILE" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_schema_fault_profile_and_example_profiles_fit_spiky_burst():
     result = agentscale("schema", "fault-profile")
     assert result.code == 0

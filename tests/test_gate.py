@@ -111,7 +111,8 @@ def test_a_a_passes_and_writes_the_ci_files(work, baseline, tmp_path):
     assert all(c["status"] in ("pass", "improved") for c in gated.values())
     assert all(c["ci"][0] <= c["change"] <= c["ci"][1] for c in gated.values())
     cases = ET.parse(run_dir / "junit.xml").getroot().findall(".//testcase")
-    assert len(cases) == len(verdict["checks"])
+    assert [c.get("name") for c in cases[1:]] == [c["name"] for c in verdict["checks"]]
+    assert cases[0].get("name") == "run is valid" and not len(cases[0].findall("error"))
     assert summary_file.read_text().startswith("## agentscale: PASS")
     assert (run_dir / "summary.md").read_text().strip() == summary_file.read_text().strip()
 
@@ -184,6 +185,21 @@ def test_repeat_runs_the_scenario_k_times_and_judges_them_together(work):
     verdict = json.loads((runs[-1] / "verdict.json").read_text())
     assert len(runs) == 2 and len(verdict["candidate_runs"]) == 2
     assert all((run / "scorecard.json").is_file() for run in runs)
+    # Every run of the K has its own report; the terminal and summary.md show each run.
+    first = (runs[0] / "report.html").read_text()
+    assert "The gate judged 2 runs together" in first and str(runs[-1]) in first
+    # The report names the scenario by the hash baselines are matched by, as the gate does.
+    assert json.loads((runs[0] / "run.json").read_text())["scenario"]["measured_sha256"][:12] in (
+        first
+    )
+    assert "The gate judged 2 runs together" in (runs[-1] / "report.html").read_text()
+    assert "the 2 runs, judged together" in result.stdout
+    summary = (runs[-1] / "summary.md").read_text()
+    assert "| figure | run 1 | run 2 |" in summary
+    # Regenerated later, the earlier run's report still finds the verdict that judged it.
+    (runs[0] / "report.html").unlink()
+    assert agentscale("report", str(runs[0])).code == 0
+    assert "The gate judged 2 runs together" in (runs[0] / "report.html").read_text()
 
 
 def test_scorecard_command_prints_and_writes(work, baseline):

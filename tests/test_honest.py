@@ -5,6 +5,7 @@ without a gate says so; compare leaves the run as it was; live runs' faults are 
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pandas as pd
@@ -163,7 +164,15 @@ def test_a_run_without_a_gate_says_so(tmp_path, server):
     assert result.code == 0, result.output
     run = only_run(tmp_path / "r")
     assert "verdict: pass (nothing gated)" in result.stdout
-    assert "PASS (nothing gated)" in (run / "summary.md").read_text()
+    summary = (run / "summary.md").read_text()
+    assert "PASS (nothing gated)" in summary
+    # Ungated is not empty: the figures are there for a reviewer, and CI sees one passing case.
+    requests = json.loads((run / "scorecard.json").read_text())["overall"]["requests"]
+    assert requests > 0 and f"| requests | {requests:,} |" in summary
+    assert "| success rate | 100.0% |" in summary
+    cases = ET.parse(run / "junit.xml").getroot().findall(".//testcase")
+    assert [c.get("name") for c in cases] == ["run is valid"]
+    assert cases[0].find("error") is None and cases[0].find("failure") is None
     html = (run / "report.html").read_text()
     assert "class='badge ungated'" in html and "Nothing was gated" in html
     assert json.loads((run / "verdict.json").read_text())["gated"] is False

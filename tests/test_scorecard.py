@@ -280,8 +280,9 @@ def test_junit_has_one_testcase_per_check_and_summary_is_a_valid_gfm_table():
     }
     root = ET.fromstring(junit(verdict))
     cases = root.findall(".//testcase")
-    assert len(cases) == 2 and root.get("failures") == "1"
-    assert cases[0].find("failure") is not None and cases[1].find("failure") is None
+    assert len(cases) == 3 and root.get("failures") == "1" and root.get("tests") == "3"
+    assert cases[0].get("name") == "run is valid" and cases[0].find("error") is None
+    assert cases[1].find("failure") is not None and cases[2].find("failure") is None
     lines = summary(verdict).splitlines()
     tables = [ln for ln in lines if ln.startswith("|")]
     header = tables[0].count("|")

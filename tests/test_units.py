@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from agentscale.config.units import parse_comparison, parse_duration, parse_fraction
@@ -59,3 +60,23 @@ def test_small_figures_are_written_with_their_zeros_not_in_scientific_notation(
 ):
     assert num(value) == written
     assert signed(value) == change
+
+
+def test_the_live_achieved_rate_is_taken_over_the_last_five_seconds():
+    from agentscale.engine.pace import TrailingRate
+
+    pace, rng, sent = TrailingRate(), np.random.default_rng(3), 0
+    readings = []
+    for tick in range(1, 121):  # a minute of Poisson arrivals at 10/s, read twice a second
+        sent += int(rng.poisson(5))
+        readings.append(pace.add(tick * 0.5, sent))
+    settled = np.array(readings[10:])
+    assert abs(settled.mean() - 10) < 1 and settled.std() < 1.6  # half-second reads: std ~4.5
+    steady = TrailingRate()
+    for tick in range(1, 21):  # 10 s at 10/s, then 5 s at 20/s: only the last 5 s count
+        steady.add(tick * 0.5, tick * 5)
+    for tick in range(1, 11):
+        reading = steady.add(10 + tick * 0.5, 100 + tick * 10)
+    assert reading == 20.0
+    early = TrailingRate(start=100.0)
+    assert early.add(100.5, 5) == 10.0  # the first reading is over what there is of the run

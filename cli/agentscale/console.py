@@ -344,6 +344,24 @@ def _print_turns(talks: ConversationFigures) -> None:
     )
 
 
+def print_runs(cards: list[Card]) -> None:
+    """With ``--repeat``: each run's headline figures, since the gate judged them together."""
+    table = Table(title=f"the {len(cards)} runs, judged together", title_justify="left")
+    for column in ("run", "requests", "success", "p95 ms", "tools/req", "$/success"):
+        table.add_column(column, justify="left" if column == "run" else "right", no_wrap=True)
+    for i, c in enumerate(cards):
+        _row(
+            table,
+            str(i + 1),
+            fixed(c["requests"]),
+            pct(c["success_rate"], 2),
+            fixed(c["latency_p95_ms"], 0),
+            shown(c, "tool_calls_per_request", lambda v: fixed(v, 2)),
+            shown(c, "cost_per_success_usd", usd),
+        )
+    out.print(table)
+
+
 def print_verdict(verdict: Verdict, run_dir: str) -> None:
     everything = verdict["checks"]
     # Step and workflow regressions first, one line each: they are what a run-level table hides.

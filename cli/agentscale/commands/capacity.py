@@ -77,6 +77,7 @@ def run_capacity(scenario_path: Path, options: CapacityOptions) -> int:
         profile = load_fault_profile(
             faults_path,
             demo_targets=DEPENDENCIES if scenario.target.url == "demo" else (),
+            demo_only=() if scenario.target.url == "demo" else DEPENDENCIES,
             duration=options.stage,
             allow_remote=load.allow_remote,
             span=("a stage", "lengthen --stage"),
@@ -180,7 +181,8 @@ def _run_stage(
         if message.get("type") == "started":
             stage.started_at = float(message["started_at"])
         elif message.get("type") == "progress" and message.get("phase") != "draining":
-            stage.in_flight.append(float(message.get("in_flight") or 0))
+            at = float(message.get("elapsed") or 0.0)
+            stage.in_flight.append((at, float(message.get("in_flight") or 0)))
 
     title = f"{loaded.scenario.name}: stage {stage.index} at {stage.rate:,.4g}/s"
     outcome = stack.drive(spec, title, on_message, more=True)  # unused after the last stage

@@ -95,7 +95,7 @@ def apply(
     allow_remote: tuple[str, ...] = (),
 ) -> int:
     """Apply a profile's windows on their schedule, without load, then undo everything."""
-    loaded = load_fault_profile(path, allow_remote=allow_remote)
+    loaded = load_fault_profile(path, allow_remote=allow_remote, demo_only=DEPENDENCIES)
     check_toxiproxy_url(toxiproxy_url, allow_remote)
     profile: FaultProfile = loaded.profile
     if not profile.dependencies:

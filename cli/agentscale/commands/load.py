@@ -38,6 +38,7 @@ def run_load(scenario_path: Path, options: LoadOptions) -> int:
         profile = load_fault_profile(
             faults_path,
             demo_targets=demo_targets,
+            demo_only=() if demo_targets else DEPENDENCIES,
             duration=duration,
             allow_remote=options.allow_remote,
         )
@@ -68,7 +69,7 @@ def run_load(scenario_path: Path, options: LoadOptions) -> int:
             options.baseline,
             warnings,
         )
-        return present(candidates[-1], verdict, baseline)
+        return present(candidates[-1], verdict, baseline, earlier=candidates[:-1])
     except KeyboardInterrupt:
         # Stopped while scoring or writing the report: the folder must not claim a verdict.
         last = candidates[-1]

@@ -325,10 +325,12 @@ def profile_problems(
     duration: float | None,
     allow_remote: Collection[str] | None = None,
     span: tuple[str, str] = ("the run", "run longer"),
+    demo_only: Collection[str] = (),
 ) -> None:
     """``ConfigErrors`` for windows on unknown targets, past the run's end, or undoing each
     other, and expectations of windows that do not exist. ``allow_remote`` (for a run): a
-    dependency listening or reached beyond loopback needs its host named there."""
+    dependency listening or reached beyond loopback needs its host named there. ``demo_only``:
+    the demo stack's dependencies when this run has no demo stack (for the hint)."""
     error = Problems(document)
     for i, dependency in enumerate(profile.dependencies if allow_remote is not None else ()):
         for where in ("listen", "upstream"):
@@ -344,7 +346,15 @@ def profile_problems(
     declared = {d.name for d in profile.dependencies}
     known = declared | set(demo_targets)
     for i, window in enumerate(profile.windows):
-        if window.target not in known:
+        if window.target not in known and window.target in demo_only:
+            error(
+                ("windows", i, "target"),
+                f"{window.target!r} is a dependency of the demo stack, which exists only in a"
+                " run whose target.url is demo",
+                hint="run this profile with a demo scenario (agentscale load scenarios/smoke.yaml"
+                f" --faults PROFILE), or declare {window.target} under dependencies:",
+            )
+        elif window.target not in known:
             error(
                 ("windows", i, "target"),
                 f"unknown target {window.target!r}",

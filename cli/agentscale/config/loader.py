@@ -118,12 +118,14 @@ def load_fault_profile(
     duration: float | None = None,
     allow_remote: Collection[str] | None = None,
     span: tuple[str, str] = ("the run", "run longer"),
+    demo_only: Collection[str] = (),
 ) -> LoadedProfile:
-    """``demo_targets``: the dependencies the demo stack declares when the target is ``demo``;
+    """``demo_targets``: the dependencies the demo stack declares when the target is ``demo``
+    (``demo_only`` when it is not, so that a window on one of them is told where it belongs);
     ``duration``: the run's, so that no window is planned past its end; ``allow_remote``: for
     a run, the hosts beyond loopback it may listen on or reach."""
     document, profile = parse_document(
         path, FaultProfile, hint="--faults takes a fault profile (kind: FaultProfile)"
     )
-    profile_problems(document, profile, demo_targets, duration, allow_remote, span)
+    profile_problems(document, profile, demo_targets, duration, allow_remote, span, demo_only)
     return LoadedProfile(path, document, profile)

@@ -32,6 +32,7 @@ from agentscale.config.scenario import Scenario
 from agentscale.config.traffic import levels
 from agentscale.engine import early
 from agentscale.engine.outputs import record_writers
+from agentscale.engine.pace import TrailingRate
 from agentscale.engine.spec import WORKER_DIR_ENV, EngineSpec, log_suffix, staged
 from agentscale.errors import EXIT_INTERRUPTED, EXIT_OK, RunInvalid
 from agentscale.processes import stop
@@ -119,7 +120,7 @@ class Coordinator:
         self.interrupted = False
         self.received = 0
         self.writes_itself: set[str] = set()  # local workers: their parts go to the folder
-        self.last_sent = (0, 0.0)  # for the achieved rate between progress lines
+        self.pace = TrailingRate()  # the achieved rate of the progress lines
         self.closing = gevent.event.Event()
         for kind, handler in (
             ("as_hello", self._on_hello),
@@ -340,9 +341,7 @@ class Coordinator:
         counters = ("sent", "completed", "errors", "dropped", "in_flight", "users", "sessions")
         total = {k: sum(p.get(k) or 0 for p in live) for k in counters}
         p95s = [p["p95_ms"] for p in live if p.get("p95_ms") is not None]
-        sent, then = self.last_sent
-        rate = (total["sent"] - sent) / max(elapsed - then, 1e-6)
-        self.last_sent = (total["sent"], elapsed)
+        rate = self.pace.add(elapsed, total["sent"])
         duration = self.spec.duration
         at = np.array([min(max(elapsed, 0.0), duration)])
         self.emit(

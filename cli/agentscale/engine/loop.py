@@ -30,6 +30,7 @@ from agentscale.engine import early
 from agentscale.engine.exchange import Clock, Exchange
 from agentscale.engine.handoff import Handoff
 from agentscale.engine.outputs import Output, RunnerPort, WorkerOutput
+from agentscale.engine.pace import TrailingRate
 from agentscale.engine.plan import Planner
 from agentscale.engine.session import Sessions
 from agentscale.engine.spec import EngineSpec
@@ -236,7 +237,7 @@ class Engine:
     def report_progress(self) -> None:
         process = psutil.Process()
         process.cpu_percent()
-        last_sent, last_time = 0, self.clock.now()
+        pace = TrailingRate(start=self.clock.now())
         while True:
             gevent.sleep(self.spec.progress_every)
             now = self.clock.now()
@@ -244,8 +245,7 @@ class Engine:
             elapsed = now - self.start
             cpu = process.cpu_percent()
             self.cpu.append(cpu)
-            rate = (exchange.sent - last_sent) / max(now - last_time, 1e-6)
-            last_sent, last_time = exchange.sent, now
+            rate = pace.add(now, exchange.sent)
             p95 = exchange.live.percentile(95)
             at = np.array([min(elapsed, self.duration)])
             level = float(levels(self.loaded.scenario, at, self.duration)[0])

@@ -129,7 +129,7 @@ def judge(
         "warnings": warnings,
         "gated": any(c["kind"] in GATES for c in checks),
     }
-    cifiles.write(out_dir or last.run_dir, verdict)
+    cifiles.write(out_dir or last.run_dir, verdict, cards)
     if out_dir is not None:
         return verdict
     for candidate in candidates:

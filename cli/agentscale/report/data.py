@@ -105,8 +105,14 @@ def gather(
             if card_path.is_file()
             else build_scorecard(frames, scenario, run_dir, info.get("seed", 0))
         )
-    if verdict is None and (run_dir / "verdict.json").is_file():
-        verdict = read_json(run_dir / "verdict.json")
+    if verdict is None:
+        # An earlier run of a --repeat has no verdict of its own: run.json names the folder
+        # of the verdict that judged it.
+        judged = info.get("verdict") or {}
+        for folder in (run_dir, Path(str(judged.get("verdict_file") or run_dir))):
+            if (folder / "verdict.json").is_file():
+                verdict = read_json(folder / "verdict.json")
+                break
     if baseline_path is None and verdict and verdict.get("baseline_file"):
         candidate = Path(str(verdict["baseline_file"]))
         baseline_path = candidate if candidate.is_file() else None

@@ -62,6 +62,17 @@ def alerts(data: ReportData) -> list[str]:
     if verdict is None:
         return lines
     lines += [f"invalid: {reason}" for reason in verdict["invalid_reasons"]]
+    runs = verdict.get("candidate_runs", [])
+    if len(runs) > 1:
+        lines.append(
+            f"The gate judged {len(runs)} runs together (--repeat): this report shows the "
+            + (
+                "figures of the last of them"
+                if data.run.get("run_id") == verdict.get("run_id")
+                else f"figures of one of them; the CI files are beside the last, {runs[-1]}"
+            )
+            + ", and the verdict pools them all."
+        )
     if not verdict.get("gated", True) and verdict["result"] == "pass":
         lines.append(f"Nothing was gated: {UNGATED_HINT}.")
     lines += [f"warning: {warning}" for warning in verdict["warnings"]]
@@ -144,8 +155,19 @@ def run_rows(run: RunInfo) -> list[list[str]]:
     """What any run folder says of how it was measured: scenario, dataset, seed, target,
     environment, versions, demo stack, faults."""
     env = run.get("environment", {})
+    scenario = run["scenario"]
+    measured = scenario.get("measured_sha256")
     rows = [
-        ["scenario", f"{run['scenario']['name']} ({run['scenario']['sha256'][:12]})"],
+        [
+            "scenario",
+            # The gate matches baselines by the hash without gates:, so the report shows it too.
+            f"{scenario['name']} (file {scenario['sha256'][:12]}"
+            + (
+                f"; without its gates:, as baselines match it, {measured[:12]})"
+                if measured and measured != scenario["sha256"]
+                else ")"
+            ),
+        ],
         [
             "dataset",
             f"{run['dataset']['file']} ({run['dataset']['sha256'][:12]}, "
