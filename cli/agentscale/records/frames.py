@@ -40,6 +40,10 @@ STEP_COLUMNS = (
     "source",
 )
 STEP_CATEGORIES = ("kind", "name", "outcome", "error", "cache", "action", "rule", "model", "source")
+# Step counts held as 32-bit floats (NaN: not said): exact below 2**24, and half the memory of
+# the int64 (or, with a null, float64) column pandas would make of millions of steps.
+STEP_COUNTS = ("attempts", "top_k", "chunk_tokens", "input_tokens", "output_tokens")
+EXACT_IN_FLOAT32 = 2**24
 REQUEST_CATEGORIES = ["workflow", "tenant", "phase", "error_class", "status"]
 MAX_NAMES = 100  # distinct step names per kind that the scorecard keeps apart
 OTHER = "(other)"
@@ -99,11 +103,19 @@ class StepArrays:
 
     @functools.cached_property
     def attempts(self) -> np.ndarray:
-        return self.floats("attempts").astype(np.float32)  # small counts: exact in 32 bits
+        return self._count("attempts")
 
     @functools.cached_property
     def top_k(self) -> np.ndarray:
-        return self.floats("top_k").astype(np.float32)
+        return self._count("top_k")
+
+    def _count(self, name: str) -> np.ndarray:
+        """A count column as 32-bit floats: the frame's own memory when read as such."""
+        column = self.steps.get(name)
+        if column is not None and column.dtype == np.float32:
+            found: np.ndarray = column.to_numpy()
+            return found
+        return self.floats(name).astype(np.float32)
 
     def code_of(self, column: str) -> np.ndarray:
         """The codes of a categorical column (-1: null)."""
@@ -363,8 +375,8 @@ def read_frames(
         for start in range(0, len(STEP_COLUMNS), 4):
             chunk = list(STEP_COLUMNS[start : start + 4])
             cats = [c for c in chunk if c in STEP_CATEGORIES]
-            pieces.append(_pandas(table("steps.parquet", STEP_SCHEMA, columns=chunk,
-                                        read_dictionary=cats or None)))  # fmt: skip
+            found = table("steps.parquet", STEP_SCHEMA, columns=chunk, read_dictionary=cats or None)
+            pieces.append(_pandas(_narrow_counts(found)))
         positions = joined.result()
     del step_ids, ids
     steps = pd.concat(pieces, axis=1) if pieces else pd.DataFrame()
@@ -387,6 +399,22 @@ def read_frames(
     return RunFrames(
         requests, steps, started_at, duration, windows, notes=notes, injected=injected, gaps=gaps
     )
+
+
+def _narrow_counts(found: Any) -> Any:
+    """``found`` with its step counts as 32-bit floats, each where every value is exact so."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for position, name in enumerate(found.column_names):
+        column = found.column(position)
+        if name not in STEP_COUNTS or not pa.types.is_integer(column.type):
+            continue
+        extent = pc.min_max(column)
+        low, high = extent["min"].as_py(), extent["max"].as_py()
+        if low is None or max(-low, high) < EXACT_IN_FLOAT32:
+            found = found.set_column(position, name, pc.cast(column, pa.float32()))
+    return found
 
 
 def _locate(step_ids: Any, ids: Any) -> np.ndarray:
