@@ -255,6 +255,14 @@ def test_ctrl_c_during_the_drain_gives_the_requests_in_flight_2_s_not_the_timeou
     assert info["status"] == "interrupted"
     assert len(requests) >= 30 and requests["request_id"].is_unique
     assert (requests["error_class"] == "cancelled").all(), requests["error_class"].value_counts()
+    # Sent, though none completed: never "no request was sent" (what the CI files said).
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    assert any(
+        f"no request completed: {len(requests)} were still in flight" in reason
+        for reason in verdict["invalid_reasons"]
+    ), verdict["invalid_reasons"]
+    summary = (run_dir / "summary.md").read_text()
+    assert f"| cancelled (in flight at the stop) | {len(requests)} |" in summary, summary
 
 
 def test_sigterm_also_stops_cleanly(tmp_path, server):

@@ -168,3 +168,17 @@ def test_an_explicitly_empty_environment_is_empty_not_the_real_one(tmp_path, mon
     with pytest.raises(ConfigErrors) as error:
         load_scenario(path, env={}, for_run=True)
     assert "AS_TEST_TOKEN is not set" in error.value.render()
+
+
+def test_a_header_value_http_cannot_carry_is_refused_by_validate_and_from_the_environment(
+    tmp_path,
+):
+    """A header value outside latin-1 passed validate, then every request of the run was
+    agentscale_error (exit 3): the scenario's fault, found before anything is sent (exit 2),
+    and the same for a value from ${VAR} at load, without showing the value."""
+    text = GOOD.replace("  body:", '  headers: {X-Note: "h\\u00e9llo \\u20ac"}\n  body:')
+    check(tmp_path, text, line=6, field="target.headers", words=["X-Note", "character 7"])
+    text = GOOD.replace("  body:", '  headers: {X-Key: "k ${AS_TEST_KEY}"}\n  body:')
+    result = check(tmp_path, text, line=6, field="target.headers.X-Key", command="load",
+                   words=["X-Key", "latin-1"], env={"AS_TEST_KEY": "s3cr\u20act"})  # fmt: skip
+    assert "s3cr" not in result.output and not (tmp_path / "reports").exists()

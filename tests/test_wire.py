@@ -23,8 +23,9 @@ PLAIN = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %
     len(REPLY),
     REPLY,
 )
-# An answer: the pieces the server sends (50 ms apart), and whether it then closes.
-Canned = tuple[list[bytes], bool]
+# An answer: the pieces the server sends (50 ms apart; a number: that many seconds' pause
+# instead), and whether it then closes.
+Canned = tuple[list[bytes | float], bool]
 
 
 class Recorder:
@@ -88,9 +89,15 @@ class Recorder:
                 self.bodies.append(buffer[:length])
                 buffer = buffer[length:]
                 for i, piece in enumerate(pieces):
-                    if i:
+                    if isinstance(piece, float):
+                        time.sleep(piece)
+                        continue
+                    if i and not isinstance(pieces[i - 1], float):
                         time.sleep(0.05)
-                    conn.sendall(piece)
+                    try:
+                        conn.sendall(piece)
+                    except OSError:  # the client gave up on this answer
+                        return
                 if close:
                     return
 
@@ -245,6 +252,14 @@ FORMS: list[tuple[Canned, int | None, str | None, int, bool]] = [
                % len(TWICE), TWICE)], False), 200, None, len(REPLY), False),  # codings stacked
     (([_answer(b"200 OK", b"Content-Encoding: zstd\r\nContent-Length: %d\r\n" % len(REPLY),
                REPLY)], False), 200, "bad_response", 0, False),  # one it never asked for
+    (([_answer(b"200 OK", b"Content-Type: application/json\r\nContent-Type: application/json;"
+               b" charset=utf-8\r\nContent-Length: %d\r\n" % len(REPLY), REPLY)], False),
+     200, None, len(REPLY), False),  # a field that is one value, sent twice: the last counts
+    (([PLAIN[:20]], True), None, "connection_reset", 0, True),  # closed in the middle of a head
+    (([b"HTTP/1.1 100 Continue\r\n\r\n"], True), None, "connection_reset", 0, True),
+    (([_answer(b"200 OK", b"X-Big: " + b"a" * (2 << 20) + b"\r\nContent-Length: %d\r\n"
+               % len(REPLY), REPLY)], False),
+     None, "answer_too_large", 0, True),  # a head beyond 1 MiB: refused, never parsed to its end
     (([_answer(b"200 OK", b"Set-Cookie: sid=s3cr3t; Path=/\r\nContent-Length: %d\r\n" % len(REPLY),
                REPLY)], False), 200, None, len(REPLY), False),
 ]  # fmt: skip
@@ -254,7 +269,8 @@ def test_every_form_of_answer_is_read_as_the_client_reads_it(tmp_path):
     """Each request gets the next of FORMS: the plain answers the engine reads itself and the
     others (chunked, in two reads, compressed, bodyless, cut off, followed by stray bytes or by
     another answer, with a broken status, after an interim answer, switching protocols, with a
-    broken gzip body, with a cookie) the client's parser reads; each is recorded as it was
+    broken gzip body, a field twice, closed mid-head, a head of megabytes, with a cookie)
+    the client's parser reads; each is recorded as it was
     answered, and a connection is used again only when the answer left it clean. From the
     cookie on, the forms come again through Locust's session: recorded alike."""
     recorder = Recorder(drop_idle=False, answers=[form[0] for form in FORMS])
@@ -331,3 +347,28 @@ def test_only_an_answer_wholly_understood_is_read_without_the_clients_parser(dat
     assert (read.status_code, len(read._body_buffer), keep) == found
     assert read.message_complete and read._sock is None
     assert read._headers_index["content-length"] == str(found[1])
+
+
+def test_a_timeout_after_an_interim_answer_never_hands_the_late_answer_to_the_next(tmp_path):
+    """A 100 Continue, then nothing until the timeout has fired, then a late 500: the
+    connection is given up with the request, so the next request gets its own answer (the
+    late 500 was recorded as the next request's, a 200 as a success). On both roads: the
+    cookie of the third answer sends the rest through Locust's session."""
+    late = ([b"HTTP/1.1 100 Continue\r\n\r\n", 1.6,
+             _answer(b"500 Late", b"Content-Length: 0\r\n", b"")], False)  # fmt: skip
+    cookie = _answer(b"200 OK", b"Set-Cookie: sid=1\r\nContent-Length: %d\r\n" % len(REPLY), REPLY)
+    recorder = Recorder(drop_idle=False, answers=[late, ([PLAIN], False), ([cookie], False)])
+    try:
+        document = _closed(recorder.url("/agent"), 1, "5s", load__think_time="0s",
+                           target__timeout="1s")  # fmt: skip
+        path = write_scenario(tmp_path, document)
+        result = agentscale("load", str(path), "--out", str(tmp_path / "r"))
+        requests = pd.read_parquet(only_run(tmp_path / "r") / "requests.parquet")
+    finally:
+        recorder.close()
+    seen = requests.sort_values("sent_at")[["status_code", "error_class"]]
+    classes = [None if pd.isna(e) else e for e in seen["error_class"]]
+    assert len(classes) >= 6 and "Traceback" not in result.output, (classes, result.output)
+    # Every third request timed out; every other got the 200 the target sent it.
+    assert classes == [("timeout" if n % 3 == 0 else None) for n in range(len(classes))], classes
+    assert recorder.heads[3:] and all(b"Cookie: sid=1" in head for head in recorder.heads[3:])

@@ -115,7 +115,11 @@ def judge_stage(
     generator fell behind, a fault was not applied, the target was lost)."""
     outcome = StageOutcome(passed=True, invalid=list(problems))
     if not card["requests"]:
-        outcome.invalid.append("no request was sent")
+        outcome.invalid.append(
+            f"no request completed ({card['cancelled']} cancelled at the stage's end)"
+            if card["cancelled"]
+            else "no request was sent"
+        )
     elif not card["successes"]:
         outcome.failures.append("no request succeeded")
     for slo in slos:

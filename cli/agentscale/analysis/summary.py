@@ -105,7 +105,12 @@ def validity_problems(
     """Why the run cannot be trusted as a measurement (empty when it can)."""
     problems = []
     if summary.sent == 0:
-        problems.append("no request was sent")
+        problems.append(
+            f"no request completed: {summary.cancelled} were still in flight when the run"
+            " stopped (cancelled)"
+            if summary.cancelled
+            else "no request was sent"
+        )
         return problems
     unreachable = sum(summary.errors.get(name, 0) for name in CONNECTION_ERRORS)
     if unreachable == summary.sent:

@@ -24,6 +24,7 @@ from agentscale.config.metrics import (
 )
 from agentscale.config.shapes import Shape
 from agentscale.config.strict import Strict
+from agentscale.config.template import header_problem
 
 DEFAULT_REQUIRE = "status != 'error'"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -166,8 +167,9 @@ class Target(Strict):
         for name, text in value.items():
             if not HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a header name (letters, digits, - and _)")
-            if "\r" in text or "\n" in text or "\0" in text:
-                raise ValueError(f"the value of {name} has a line break or NUL in it")
+            problem = header_problem(text)
+            if problem is not None:
+                raise ValueError(f"the value of {name}: {problem}")
         return value
 
     @field_validator("url")

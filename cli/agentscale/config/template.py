@@ -62,10 +62,22 @@ def expand_env_in(value: Any, env: Mapping[str, str], found: list[str] | None = 
     return value
 
 
+# What a header value may hold as the engine sends it (RFC 9110's field-value, in latin-1):
+# tab, printable ASCII and the bytes 0x80-0xff.
+UNSENDABLE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+
+
 def header_problem(value: str) -> str | None:
-    """Why a header value (after ``${VAR}`` expansion) cannot be sent, if it cannot."""
+    """Why a header value (``${VAR}`` expanded or not) cannot be sent, if it cannot. The
+    character itself is not named: the value may hold a secret."""
     if any(c in value for c in "\r\n\0"):
         return "it has a line break or a NUL in it (a header value is one line)"
+    found = UNSENDABLE.search(value)
+    if found is not None:
+        return (
+            f"character {found.start() + 1} cannot be sent in a header (HTTP/1.1 header values"
+            " are latin-1: tab, printable ASCII and U+0080-U+00FF, no control characters)"
+        )
     return None
 
 

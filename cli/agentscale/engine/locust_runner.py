@@ -34,7 +34,7 @@ from agentscale.engine.coordinator import Coordinator, worker_setup
 from agentscale.engine.loop import SPAWN_RATE, Engine, Finished
 from agentscale.engine.outputs import LocalOutput, WorkerOutput
 from agentscale.engine.spec import WORKER_DIR_ENV, EngineSpec, staged
-from agentscale.engine.wire import Wire, adopt
+from agentscale.engine.wire import Wire, adopt, single
 from agentscale.errors import EXIT_OK, AgentscaleError
 from agentscale.telemetry.judge import (
     AnswerTooLarge,
@@ -121,12 +121,7 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                         if kind is None:
                             content = _read_whole(response, deadline, clock)
                         else:
-                            answered = response.headers
-                            announced = (
-                                str(answered.get("content-type") or "")
-                                if answered is not None
-                                else ""
-                            )
+                            announced = single(response.headers, "content-type") or ""
                             arrived = Arrived(Framer(kind, ends), clock(), announced)
                             content = _read_stream(response, arrived, idle, deadline, clock)
                     except TimeoutError:
@@ -202,8 +197,7 @@ def _stream_kind(mode: str, response: Any) -> StreamKind | None:
     error answer, whatever it calls itself."""
     if mode == "none" or response is None or not 200 <= (response.status_code or 0) < 300:
         return None
-    headers = response.headers
-    announced = kind_of(headers.get("content-type") if headers is not None else None)
+    announced = kind_of(single(response.headers, "content-type"))
     if mode == "auto":
         return announced
     return "sse" if mode == "sse" else "ndjson"
@@ -392,11 +386,11 @@ def _close(response: Any) -> None:
 def incomplete(headers: Any, content: bytes) -> BaseException | None:
     """An answer shorter than its Content-Length: the connection ended mid-body (never asked
     of a 204 or 304 or an answer to HEAD, whose length is that of a body they never have)."""
-    if headers is None:  # never ``if headers``: a Headers' len() walks every field
+    declared = single(headers, "content-length")
+    encoded = headers.get("content-encoding") if headers is not None else None
+    if declared is None or encoded not in (None, "identity"):
         return None
-    declared = headers.get("content-length")
-    encoded = headers.get("content-encoding")
-    if declared is None or encoded not in (None, "identity") or not declared.isdigit():
+    if not (declared.isascii() and declared.isdigit()):  # ("²" is a digit to isdigit)
         return None
     if len(content) >= int(declared):
         return None

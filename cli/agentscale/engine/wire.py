@@ -43,6 +43,10 @@ FAILURES = (
     HTTPParseError,
     zlib.error,
 )
+# An answer's head (status line and fields, interim answers included) beyond this is refused:
+# the client's parser joins a field's value anew on each read, so a head of megabytes held
+# every user of the process for seconds, past any timeout (20 MB: 31 s).
+MAX_HEAD_BYTES = 1 << 20
 
 
 # What the client itself checks of a request head (RFC 9110's token and field-value), so that
@@ -60,6 +64,17 @@ class _Beyond(Exception):
     """Bytes after the final answer: the parser is stopped there (they are no part of it)."""
 
 
+class HeadTooLarge(HTTPParseError):
+    """An answer's head beyond ``MAX_HEAD_BYTES`` (read by name as ``answer_too_large``). A
+    parse error to both roads, so that Locust's session records it as a failure too."""
+
+
+class ClosedMidHead(HTTPParseError):
+    """The connection ended before the final answer's head did (after an interim answer, or
+    in the middle of a head): closed before a complete answer, not an answer that is not
+    HTTP (telemetry.judge reads it by name, as ``connection_reset``)."""
+
+
 class Reply(HTTPSocketPoolResponse):
     """The client's response, ended by its final answer. The client gives the connection
     back the moment a message completes, in the middle of the bytes it was fed: a 100
@@ -70,6 +85,20 @@ class Reply(HTTPSocketPoolResponse):
     answer (another answer, stray bytes) is not read and the connection is closed."""
 
     _final: int | None = None  # the status of the final answer, once complete
+    _headed = False  # the final answer's head is complete
+    _head_bytes = 0  # fed before that
+
+    def _on_headers_complete(self) -> int | bool | None:
+        found = super()._on_headers_complete()
+        if HTTPSocketPoolResponse.get_code(self) >= 200:
+            self._headed = True
+        return found
+
+    def should_close(self) -> bool:
+        # An interim answer (100 Continue) completes a message too: a timer firing after it
+        # gave the connection back with the real answer still to come, which the next
+        # request then took for its own. Only a complete final answer leaves it reusable.
+        return self._final is None or bool(super().should_close())
 
     def _on_message_complete(self) -> None:
         self.message_complete = True
@@ -86,6 +115,13 @@ class Reply(HTTPSocketPoolResponse):
         return self._final if self._final is not None else super().get_code()
 
     def feed(self, data: str | bytes) -> None:
+        if not self._headed:
+            if not data and self._head_bytes:  # (nothing at all: the client's to retry)
+                raise ClosedMidHead("the connection closed before the answer's head ended")
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._trailing_data_dropped = True  # (should_close: the connection is closed)
+                raise HeadTooLarge(f"an answer head beyond {MAX_HEAD_BYTES >> 20} MiB")
         try:
             super().feed(data)
         except (_Beyond, HTTPParseError):
@@ -94,6 +130,17 @@ class Reply(HTTPSocketPoolResponse):
                 raise  # not an answer (a 101 switches protocols: no longer HTTP)
         if self._final is not None:
             self.release()
+
+
+def single(headers: Any, name: str) -> str | None:
+    """A field HTTP allows once (Content-Type, Content-Length), as one value: the last where
+    the answer sent it twice, as browsers read it (the client's headers give a list then)."""
+    if headers is None:  # never ``if headers``: a Headers' len() walks every field
+        return None
+    value = headers.get(name)
+    if isinstance(value, list):
+        return str(value[-1]) if value else None
+    return value  # type: ignore[no-any-return]
 
 
 def adopt() -> None:

@@ -7,6 +7,7 @@ import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from agentscale.analysis.figures import Card, shown
 from agentscale.formatting import cell, change, interval, num, pct, usd
@@ -108,6 +109,11 @@ FIGURES: tuple[tuple[str, str, Callable[[float | None], str]], ...] = (
     ("retries / tool call", "retries_per_tool_call", num),
     ("cost / success", "cost_per_success_usd", usd),
 )
+# Shown when a run has any: requests that never completed are no part of "requests".
+UNFINISHED: tuple[tuple[str, Literal["cancelled", "dropped"]], ...] = (
+    ("cancelled (in flight at the stop)", "cancelled"),
+    ("dropped arrivals", "dropped"),
+)
 
 
 def figures(cards: Sequence[Card]) -> list[str]:
@@ -126,6 +132,10 @@ def figures(cards: Sequence[Card]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * len(cards)]
     for name, key, render in FIGURES:
         lines.append(f"| {name} | " + " | ".join(shown(c, key, render) for c in cards) + " |")
+    for name, key in UNFINISHED:
+        counts = [c[key] for c in cards]
+        if any(counts):
+            lines.append(f"| {name} | " + " | ".join(num(n) for n in counts) + " |")
     return [*lines, ""]
 
 

@@ -35,7 +35,7 @@ class StreamStall(Exception):
 
 # Errors of the HTTP client (geventhttpclient, under Locust) by name: the engine's child
 # process imports it, this module must not.
-_CLOSED = frozenset({"HTTPConnectionClosed", "EmptyResponse"})
+_CLOSED = frozenset({"HTTPConnectionClosed", "EmptyResponse", "ClosedMidHead"})
 _BAD_HTTP = frozenset({"HTTPParseError", "BadStatusLine", "HTTPException", "InvalidURL"})
 
 
@@ -52,7 +52,7 @@ def transport_error_class(error: BaseException) -> str:
         return "timeout"
     if isinstance(error, IncompleteResponse):
         return "incomplete_response"
-    if isinstance(error, AnswerTooLarge):
+    if isinstance(error, AnswerTooLarge) or name == "HeadTooLarge":
         return "answer_too_large"
     if isinstance(error, BadBody):
         return "bad_response"
