@@ -75,3 +75,25 @@ def test_a_part_encoded_in_slices_is_the_part_written_at_once_and_pauses_between
     pd.testing.assert_frame_equal(
         pd.read_parquet(tmp_path / "sliced"), pd.read_parquet(tmp_path / "once")
     )
+
+
+def test_step_counts_are_read_small_and_exact_beyond_what_32_bits_hold(tmp_path):
+    """Counts are held as 32-bit floats to halve a long run's memory, only where every value is
+    exact so: a step of 2**24 + 1 tokens (the edge lets 10^8 through) keeps its count."""
+    from agentscale.records.frames import read_frames
+    from agentscale.records.writer import STEP_COLUMNS
+
+    requests = PartWriter(tmp_path / "requests.parquet", REQUEST_COLUMNS)
+    requests.rows.extend(row(i) for i in range(2))
+    requests.flush()
+    steps = PartWriter(tmp_path / "steps.parquet", STEP_COLUMNS)
+    for i, tokens in enumerate((100, 2**24 + 1)):
+        values = dict.fromkeys(name for name, _ in STEP_COLUMNS)
+        values.update(request_id=f"r{i}", index=0, kind="llm", name="plan", latency_ms=1.0,
+                      attempts=2, input_tokens=tokens, output_tokens=7)  # fmt: skip
+        steps.rows.append(tuple(values.values()))
+    steps.flush()
+    frame = read_frames(tmp_path, None, 1.0, []).steps
+    assert frame["input_tokens"].tolist() == [100, 2**24 + 1]
+    assert frame["output_tokens"].dtype == "float32" and frame["output_tokens"].tolist() == [7, 7]
+    assert frame["attempts"].dtype == "float32" and frame["top_k"].isna().all()
