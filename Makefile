@@ -6,7 +6,7 @@ TOOLS := $(CURDIR)/.tools
 TOXIPROXY := $(TOOLS)/bin/toxiproxy-server
 TOXIPROXY_VERSION := v2.12.0
 
-.PHONY: setup tools test lint demo bench clean chromium
+.PHONY: setup tools test lint demo bench clean chromium nginx
 
 # The browser only the report tests need; `make demo` does without it.
 setup: tools chromium
@@ -45,9 +45,14 @@ demo: tools
 	$(BIN)/agentscale load scenarios/spiky_burst.yaml --faults fault_profiles/tool_5xx.yaml \
 	  --baseline reports/baselines/spiky-burst-tool-5xx.json
 
-# Every benchmark, then one table of figures and goals (BENCH_MINUTES=5 shortens the soak).
-bench: setup
+# Every benchmark, then one table of figures and goals (BENCH_MINUTES=5 shortens the soak);
+# about 45 minutes. Those against a fast target need nginx; none needs the browser.
+bench: tools nginx
 	$(BIN)/python benchmarks/run_all.py
+
+nginx:
+	@command -v nginx > /dev/null || test -x /usr/sbin/nginx || \
+	  (apt-get update -qq && apt-get install -y -qq nginx-light)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

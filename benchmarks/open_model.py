@@ -1,5 +1,6 @@
-"""Open-model accuracy: achieved / target arrival rate and scheduling lag at 200 and 1000
-requests/s against a fast local target (nginx), generator pinned to core 0."""
+"""Open-model accuracy: achieved / target arrival rate and scheduling lag at 200, 1000 and 5000
+requests/s (BENCH_RATES) against a fast local target (nginx), generator pinned to core 0; the
+goals are at 5000."""
 
 from __future__ import annotations
 

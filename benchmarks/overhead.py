@@ -37,7 +37,7 @@ def bare(url: str, work: Path) -> float:
     )  # fmt: skip
     with open(f"{prefix}_stats.csv", newline="") as file:
         row = next(r for r in csv.DictReader(file) if r["Name"] == "Aggregated")
-    # Requests over the test time; spawning 20 users at 20/s takes about a second of it.
+    # Requests over the test time (the users all spawn at once: -r is 100 a user).
     return int(row["Request Count"]) / SECONDS
 
 

@@ -10,7 +10,9 @@ import json
 import os
 
 
-def record(benchmark: str, figure: str, value: float, goal: str, met: bool) -> None:
+def record(benchmark: str, figure: str, value: float, goal: str, met: bool | None) -> None:
+    """``met``: None for a figure with no goal (or one this run cannot judge): shown as such,
+    never as a goal met."""
     path = os.environ.get("BENCH_RESULTS")
     if not path:
         return

@@ -40,6 +40,7 @@ from agentscale.telemetry.spans import decode_protobuf
 from bench_scenario import write_scenario
 from fast_target import last_core, nginx, pin
 from overhead import bare
+from results import record
 
 SPANS = int(os.environ.get("BENCH_SPANS", "200000"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
@@ -142,6 +143,8 @@ def decode_and_join(work: Path) -> None:
           f"({SPANS:,} spans in {decoded - begin:.2f} s)")  # fmt: skip
     print(f"read + join:     {SPANS / (done - decoded):>10,.0f} spans/s ({done - decoded:.2f} s)")
     print(f"all of it:       {SPANS / (done - begin):>10,.0f} spans/s, one core (goal >= 20,000)")
+    rate = SPANS / (done - begin)
+    record("span_intake", "decode + write + join: spans/s", rate, ">= 20000", rate >= 20_000)
 
 
 def start_receiver(work: Path, core: int | None = None) -> tuple[subprocess.Popen, str]:
@@ -248,6 +251,8 @@ def overhead_with_receiver() -> None:
                         ("fed", f"receiver on, fed {SPAN_RATE:,} spans/s")):  # fmt: skip
         print(f"ratio agentscale / bare, {label + ':':<34} {median[name] / median['bare']:.2f} "
               f"({median[name]:,.0f} vs {median['bare']:,.0f} rps)")  # fmt: skip
+        record("span_intake", f"agentscale / bare Locust, {label}", median[name] / median["bare"],
+               "-", None)  # fmt: skip
 
 
 def main() -> None:
