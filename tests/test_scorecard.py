@@ -69,6 +69,15 @@ def test_cost_per_success_divides_all_spend_by_successes():
     assert overall["cost_per_success_usd"] == pytest.approx(0.02)  # failures cost money too
     rows[0]["cost_usd"] = None  # one unpriced request makes the cost unknown, not smaller
     assert card(frames(rows), np.ones(4, dtype=bool), 1.0)["cost_per_success_usd"] is None
+    # ... and the notes say which requests, and why (the gate's detail points there).
+    rows[0].update(input_tokens=None, output_tokens=None, error_class="http_5xx", success=False)
+    rows[1]["cost_usd"] = None  # tokens, but a model without a price
+    notes = scorecard(frames(rows))["notes"]
+    assert notes == [
+        "cost unknown: 2 of 4 requests have no cost: 1 reported no usage (1 http_5xx); 1 used a"
+        " model without a price. Their spend is not known, so neither is the run's, nor cost"
+        " per success"
+    ], notes
 
 
 def test_retries_per_tool_call_from_requests_and_by_tool_from_steps():

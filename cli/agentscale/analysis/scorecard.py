@@ -332,6 +332,31 @@ def _slowest(
     return {s.categories["name"][int(c)]: share for share, c in shares}
 
 
+def _unknown_cost(frames: RunFrames) -> list[str]:
+    """Why the run's spend is unknown, when some requests reported theirs and others not: one
+    answer without usage (an error page, a timeout) leaves the total, and cost per success,
+    unknown, never a sum that took it for $0."""
+    a = frames.arrays
+    cost, sent = a["cost_usd"], frames.sent
+    unknown = sent & np.isnan(cost)
+    missing, priced = int(unknown.sum()), int((sent & ~np.isnan(cost)).sum())
+    if not missing or not priced:
+        return []  # all known, or none: "not reported" says it
+    tokens = ~np.isnan(a["input_tokens"]) | ~np.isnan(a["output_tokens"])
+    unpriced = int((unknown & tokens).sum())
+    classes = frames.requests["error_class"].to_numpy(dtype=object)[unknown & ~tokens]
+    named = pd.Series(classes).fillna("no error").value_counts()
+    why = ", ".join(f"{n:,} {name}" for name, n in named.items())
+    parts = [f"{missing - unpriced:,} reported no usage ({why})"] if missing > unpriced else []
+    if unpriced:
+        parts.append(f"{unpriced:,} used a model without a price")
+    return [
+        f"cost unknown: {missing:,} of {missing + priced:,} requests have no cost: "
+        + "; ".join(parts)
+        + ". Their spend is not known, so neither is the run's, nor cost per success"
+    ]
+
+
 def _num(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
@@ -378,8 +403,9 @@ def scorecard(frames: RunFrames, seed: int = 0) -> Scorecard:
     warned = trace_warnings(requests)
     if warned["requests"]:
         result["trace_warnings"] = warned
-    if frames.notes:
-        result["notes"] = list(frames.notes)
+    notes = [*frames.notes, *_unknown_cost(frames)]
+    if notes:
+        result["notes"] = notes
     talks = conversation_figures(frames)
     if talks is not None:
         result["conversations"] = talks

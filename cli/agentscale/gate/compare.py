@@ -90,7 +90,9 @@ def compare(
             side = "either run" if not base_values and not cand_values else (
                 "the baseline" if not base_values else "the candidate")  # fmt: skip
             check["detail"] = f"no value in {side}" + (
-                " (the cost is unknown there: see the scorecard's notes)" if "cost" in name else ""
+                " (the cost is unknown there: the scorecard's notes say which requests have none)"
+                if "cost" in name
+                else ""
             )
             continue
         trial = _trial(
