@@ -80,3 +80,28 @@ def test_the_live_achieved_rate_is_taken_over_the_last_five_seconds():
     assert reading == 20.0
     early = TrailingRate(start=100.0)
     assert early.add(100.5, 5) == 10.0  # the first reading is over what there is of the run
+
+
+def test_a_request_s_mix_depends_on_the_seed_and_its_number_alone(tmp_path):
+    """``--seed`` fixes the mix with or without workers: arrival 42 is the same tenant,
+    workflow and item whether one engine plans 0, 1, 2, ... or two share them (0, 2, 4, ...
+    and 1, 3, 5, ...); the weights hold."""
+    from collections import Counter
+
+    from agentscale.config.dataset import load_dataset
+    from agentscale.engine.plan import Planner
+
+    lines = [f'{{"prompt": "p{i}", "workflow": "{w}"}}' for i, w in enumerate("aaabbc")]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    dataset = load_dataset(tmp_path / "d.jsonl")
+    args = (dataset, {"acme": 0.7, "globex": 0.3}, {"a": 3.0, "b": 5.0, "c": 1.0}, 5)
+    alone = [Planner(*args).plan(seq) for seq in range(20_000)]
+    shared = [Planner(*args), Planner(*args)]
+    for seq in [*range(0, 20_000, 2), *range(1, 20_000, 2)]:
+        assert shared[seq % 2].plan(seq) == alone[seq]
+    assert [Planner(*args[:3], 6).plan(seq) for seq in range(50)] != alone[:50]
+    workflows, tenants = Counter(p.workflow for p in alone), Counter(p.tenant for p in alone)
+    assert (
+        abs(workflows["b"] / 20_000 - 5 / 9) < 0.02 and abs(tenants["acme"] / 20_000 - 0.7) < 0.02
+    )
+    assert {p.item for p in alone if p.workflow == "a"} == {0, 1, 2}

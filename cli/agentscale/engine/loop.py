@@ -82,7 +82,7 @@ class Engine:
                 loaded.dataset,
                 shared_weights(scenario),
                 scenario.workload.workflows,
-                spec.seed + 7919 * share[0],  # each worker its own stream of the same mix
+                spec.seed,  # per arrival number: the same mix on any number of workers
             ),
             reader=TraceReader(scenario.telemetry),
             judge=Judge(scenario.success),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import random
 from bisect import bisect
 from dataclasses import dataclass
 
@@ -35,16 +34,38 @@ class Planner:
         self.items = [groups[name] for name in self.workflows]
         self.tenants = list(tenants)
         self.tenant_cum = list(itertools.accumulate(tenants.values()))
-        self.random = random.Random(seed)
+        self.seed = _mix(seed & MASK)
         self.prefix = id_prefix
 
     def plan(self, seq: int, tenant: str | None = None) -> PlannedRequest:
         """The request of arrival ``seq``; ``tenant`` is the sender when the arrival is a
         tenant's own, else one is drawn by weight."""
-        draw = self.random.random
-        drawn = self.tenants[bisect(self.tenant_cum, draw() * self.tenant_cum[-1])]
+        # Drawn from the seed and the arrival's number alone, not from a stream: arrival 42
+        # is the same request however many workers share the arrivals, in whatever order.
+        key = self.seed ^ (seq << 1)
+        bits = _mix(key)  # 32 bits for the tenant, 32 for the workflow
+        low, high = (bits & LOW) * UNIT_32, (bits >> 32) * UNIT_32
+        drawn = self.tenants[bisect(self.tenant_cum, low * self.tenant_cum[-1])]
         tenant = tenant or drawn
-        index = bisect(self.workflow_cum, draw() * self.workflow_cum[-1])
+        index = bisect(self.workflow_cum, high * self.workflow_cum[-1])
         items = self.items[index]
-        item = items[int(draw() * len(items))]
+        item = items[int(_unit(key | 1) * len(items))] if len(items) > 1 else items[0]
         return PlannedRequest(f"{self.prefix}{seq:07d}", tenant, self.workflows[index], item, seq)
+
+
+MASK = (1 << 64) - 1
+LOW = (1 << 32) - 1
+UNIT_32 = 1.0 / (1 << 32)
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finaliser: a 64-bit integer to a well-spread 64-bit integer."""
+    x = (x + 0x9E3779B97F4A7C15) & MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK
+    return x ^ (x >> 31)
+
+
+def _unit(key: int) -> float:
+    """A uniform number in [0, 1) from ``key``: the top 53 bits of its mix."""
+    return (_mix(key & MASK) >> 11) * (1.0 / (1 << 53))
