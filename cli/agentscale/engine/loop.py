@@ -137,10 +137,14 @@ class Engine:
             return
         if self.worker and not self.go.is_set():
             self.go.wait()  # a worker's users may spawn before the common start
-        if self.stopping:
+        intended = self.clock.now()
+        # The clock, not only the flag: the run loop notices the end up to 50 ms late, and a
+        # user back from its think time then began a request (or a conversation) after the
+        # load had ended, in no phase of it.
+        if self.stopping or intended >= self.start + self.duration:
             raise Finished()  # (a conversation under way finishes first: is_stopping)
         k, n = self.share
-        seq, intended = self.spec.seq_base + k + n * self.seq, self.clock.now()
+        seq = self.spec.seq_base + k + n * self.seq
         self.seq += 1
         if self.conversations:
             self.exchange.converse(send, seq, intended, None, self.think, self.is_stopping)
