@@ -343,11 +343,12 @@ class Coordinator:
         p95s = [p["p95_ms"] for p in live if p.get("p95_ms") is not None]
         rate = self.pace.add(elapsed, total["sent"])
         duration = self.spec.duration
-        at = np.array([min(max(elapsed, 0.0), duration)])
+        draining = elapsed >= duration  # the shape asks for nothing then
+        level = levels(self.loaded.scenario, np.array([max(elapsed, 0.0)]), duration)[0]
         self.emit(
             "progress", elapsed=round(elapsed, 2), duration=duration, model=self.load.model,
-            phase=self.load.shape.phase(elapsed, duration) if elapsed < duration else "draining",
-            target=round(float(levels(self.loaded.scenario, at, duration)[0]), 2),
+            phase="draining" if draining else self.load.shape.phase(elapsed, duration),
+            target=0.0 if draining else round(float(level), 2),
             achieved=round(rate, 2), in_flight=total["in_flight"], users=total["users"],
             completed=total["completed"], errors=total["errors"], dropped=total["dropped"],
             p95_ms=max(p95s) if p95s else None,

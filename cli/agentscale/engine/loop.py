@@ -251,18 +251,16 @@ class Engine:
             self.cpu.append(cpu)
             rate = pace.add(now, exchange.sent)
             p95 = exchange.live.percentile(95)
-            at = np.array([min(elapsed, self.duration)])
-            level = float(levels(self.loaded.scenario, at, self.duration)[0])
+            # In the drain the shape asks for nothing (its level at the end could be a spike's).
+            at = np.array([elapsed])
+            draining = elapsed >= self.duration
+            level = 0.0 if draining else float(levels(self.loaded.scenario, at, self.duration)[0])
             self.emit(
                 "progress",
                 elapsed=round(elapsed, 2),
                 duration=self.duration,
                 model=self.load.model,
-                phase=(
-                    self.load.shape.phase(elapsed, self.duration)
-                    if elapsed < self.duration
-                    else "draining"
-                ),
+                phase="draining" if draining else self.load.shape.phase(elapsed, self.duration),
                 target=round(level, 2),
                 achieved=round(rate, 2),
                 in_flight=len(exchange.in_flight),
