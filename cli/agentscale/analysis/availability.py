@@ -28,13 +28,16 @@ class Loss:
     at: float  # seconds from the start of the load: the first request that could not connect
     until: float | None  # the first request that connected again, None if none did
     requests: int  # requests that could not connect in the stretch
+    first: bool = False  # the stretch began with the run's first request: never answered
 
     def describe(self) -> str:
+        lost = f"{self.requests:,} requests got no answer (refused, reset or timed out)"
+        if self.first:
+            if self.until is None:
+                return f"the target never answered: {lost}"
+            return f"the target did not answer until {self.until:.1f}s: {lost}"
         back = f"until {self.until:.1f}s" if self.until is not None else "to the end of the run"
-        return (
-            f"the target stopped answering at {self.at:.1f}s: {self.requests:,} requests "
-            f"got no answer (refused, reset or timed out), {back}"
-        )
+        return f"the target stopped answering at {self.at:.1f}s: {lost}, {back}"
 
 
 def target_losses(frames: RunFrames) -> list[Loss]:
@@ -58,5 +61,5 @@ def target_losses(frames: RunFrames) -> list[Loss]:
         )
         if long_enough:
             until = float(offset[end]) if not at_the_end else None
-            losses.append(Loss(float(offset[start]), until, int(end - start)))
+            losses.append(Loss(float(offset[start]), until, int(end - start), start == 0))
     return losses
