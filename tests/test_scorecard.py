@@ -305,3 +305,21 @@ def test_every_gate_a_scenario_can_set_is_one_the_gate_checks():
     assert settable == set(METRICS)
     gates = Gates.model_validate({"expected_answer_rate": {"max_decrease": 0.05}})
     assert tolerances(gates)["expected_answer_rate"].tolerance == 0.05
+
+
+def test_a_target_that_never_answered_is_not_said_to_have_stopped():
+    from agentscale.analysis.availability import target_losses
+
+    refused = {"latency_ms": 1.0, "error_class": "connection_refused", "success": False}
+    never = target_losses(frames([{**refused, "at": i * 0.5} for i in range(12)]))
+    assert [loss.describe() for loss in never] == [
+        "the target never answered: 12 requests got no answer (refused, reset or timed out)"
+    ]
+    answered = [{"latency_ms": 1.0, "at": 0.0}] + [
+        {**refused, "at": 1 + i * 0.5} for i in range(12)
+    ]
+    assert (
+        target_losses(frames(answered))[0]
+        .describe()
+        .startswith("the target stopped answering at 1.0s")
+    )
