@@ -159,6 +159,9 @@ def test_sse_ttft_and_gaps_match_the_servers_clock_and_stalls_and_cuts_are_named
     # A stalled stream is given up after the idle timeout (0.5 s), not the target's 5 s.
     stalled = requests[requests["workflow"] == "stall"]
     assert (stalled["latency_ms"] < 2000).all()
+    # Five events came before the stall or the cut: their bytes are counted (they read 0).
+    broken = requests[requests["workflow"].isin(["stall", "cut"])]
+    assert (broken["response_bytes"] > 0).all(), broken["response_bytes"]
     card = json.loads((run_dir / "scorecard.json").read_text())
     ask = card["by_workflow"]["ask"]
     assert abs(ask["ttft_p50_ms"] - 200.0) < 10.0 and abs(ask["inter_event_p95_ms"] - 20.0) < 10.0
@@ -240,6 +243,17 @@ def test_a_long_line_in_tiny_chunks_and_a_crlf_split_across_chunks():
     # One event: the two data lines belong together (a CRLF split is one line break).
     assert read.events == 1 and read.ttft == 1.2
     assert read.text[0].startswith('{"delta"') and read.text[0].endswith("\nmore")
+
+
+def test_lines_ended_by_cr_alone_are_events_when_they_come():
+    """SSE allows CR, LF and CRLF: a stream in CR alone was read as cut (its final event never
+    dispatched), and each event was timed by the chunk after it."""
+    done = b"event: done\rdata: " + json.dumps({"status": "ok", "output": "fin"}).encode()
+    chunks = [(0.1, b'data: {"delta": "a"}\r\r'), (0.2, b'data: {"delta": "b"}\r\r'),
+              (0.3, done + b"\r\r")]  # fmt: skip
+    read = read_stream("sse", chunks)
+    assert read.final and read.events == 2 and read.ttft == 0.1, read
+    assert json.loads(read.document or b"{}")["output"] == "fin"
 
 
 def test_an_slo_on_a_figure_that_does_not_exist_is_refused_by_name(tmp_path, server):

@@ -255,6 +255,9 @@ FORMS: list[tuple[Canned, int | None, str | None, int, bool]] = [
     (([_answer(b"200 OK", b"Content-Type: application/json\r\nContent-Type: application/json;"
                b" charset=utf-8\r\nContent-Length: %d\r\n" % len(REPLY), REPLY)], False),
      200, None, len(REPLY), False),  # a field that is one value, sent twice: the last counts
+    (([_answer(b"200 OK", b"Transfer-Encoding: gzip, chunked\r\n",
+               b"%x\r\n%s\r\n0\r\n\r\n" % (len(ZIPPED), ZIPPED))], False),
+     200, "bad_response", 0, False),  # a transfer coding it cannot undo: not read as the body
     (([PLAIN[:20]], True), None, "connection_reset", 0, True),  # closed in the middle of a head
     (([b"HTTP/1.1 100 Continue\r\n\r\n"], True), None, "connection_reset", 0, True),
     (([_answer(b"200 OK", b"X-Big: " + b"a" * (2 << 20) + b"\r\nContent-Length: %d\r\n"

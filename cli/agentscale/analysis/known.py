@@ -19,6 +19,11 @@ def quantiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float | None]:
     return [float(v) for v in np.percentile(values, qs)]
 
 
+def largest(values: np.ndarray) -> float | None:
+    values = values[~np.isnan(values)]
+    return float(values.max()) if values.size else None
+
+
 def mean(values: np.ndarray) -> float | None:
     values = values[~np.isnan(values)]
     return float(values.mean()) if values.size else None

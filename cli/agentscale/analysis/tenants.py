@@ -19,6 +19,7 @@ from agentscale.analysis.figures import (
     Scorecard,
     TenantFigures,
 )
+from agentscale.analysis.known import largest, quantile
 from agentscale.config.scenario import Scenario
 from agentscale.config.template import template_variables
 from agentscale.config.traffic import levels
@@ -89,7 +90,7 @@ def _stats(latency: np.ndarray, success: np.ndarray) -> GroupStats:
     n = int(latency.size)
     return {
         "requests": n,
-        "latency_p95_ms": float(np.nanpercentile(latency, 95)) if n else None,
+        "latency_p95_ms": quantile(latency, 95),
         "success_rate": float(success.mean()) if n else None,
     }
 
@@ -201,7 +202,9 @@ def budgets(frames: RunFrames) -> Budgets:
         "requests": n,
         "max_steps": int(dependency[sent].max()) if n and frames.steps.size else None,
         "max_tokens": int(tokens[tokens_known].max()) if tokens_known.any() else None,
-        "max_service_ms": float(np.nanmax(a["service_ms"][sent])) if n else None,
+        # Known values only: a run of requests none of which was timed has no maximum (and
+        # numpy warned on the terminal about an all-NaN slice).
+        "max_service_ms": largest(a["service_ms"][sent]),
         "exhausted": int(exhausted.sum()),
         # Only requests that reported events say whether they hit a budget.
         "exhausted_share": float(exhausted.sum() / known) if known else None,

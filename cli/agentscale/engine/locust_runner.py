@@ -126,11 +126,15 @@ def user_class(holder: Holder) -> type[FastHttpUser]:
                             content = _read_stream(response, arrived, idle, deadline, clock)
                     except TimeoutError:
                         _close(response)
+                        if arrived is not None:
+                            content = b"".join(piece for _, piece in arrived.chunks)
                         late = TimeoutError(f"no complete answer within {timeout:g}s")
                         return response.status_code or 0, content, late, arrived
                     except Exception as error:  # a body cut off mid-read, a stall, too big
                         _close(response)
                         problem: BaseException = error
+                        if arrived is not None:  # what came before the cut or the stall
+                            content = b"".join(piece for _, piece in arrived.chunks)
                         if isinstance(error, AnswerTooLarge | BadBody):
                             pass
                         elif arrived is not None and not isinstance(error, StreamStall | StreamCut):
@@ -256,8 +260,15 @@ class _Stacked:
 READABLE = frozenset(("gzip", "x-gzip", "deflate", "br"))
 
 
+# The client's parser undoes chunked alone: a body in another transfer coding (gzip, chunked)
+# would be read as its coded bytes.
+_TRANSFER_CODED = "an answer in a transfer coding agentscale cannot read (besides chunked)"
+
+
 def _decoder(response: Any) -> _Decoder | _Stacked | None:
     headers = response.headers
+    if getattr(response._response, "transfer_coded", False):
+        raise BadBody(_TRANSFER_CODED)
     encoding = (headers.get("content-encoding") if headers is not None else "") or ""
     if isinstance(encoding, list):  # the field twice: one list of codings, as HTTP reads it
         encoding = ", ".join(encoding)
@@ -336,6 +347,8 @@ def _read_whole(response: Any, deadline: float, clock: Callable[[], float]) -> b
         and (response.headers is None or not response.headers.get("content-encoding"))
     ):
         # The common case: the whole answer came with its headers (the hot path).
+        if raw.transfer_coded:
+            raise BadBody(_TRANSFER_CODED)
         body = bytes(raw._body_buffer)
         del raw._body_buffer[:]
         if len(body) > MAX_ANSWER_BYTES:

@@ -31,6 +31,7 @@ class Plain:
 
     __slots__ = ("_body_buffer", "_headers_index", "status_code")
     message_complete = True
+    transfer_coded = False  # (a transfer coding is left to the client's parser)
     _sock = None
     _pool = None
 

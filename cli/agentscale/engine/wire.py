@@ -88,10 +88,18 @@ class Reply(HTTPSocketPoolResponse):
     _headed = False  # the final answer's head is complete
     _head_bytes = 0  # fed before that
 
+    transfer_coded = False  # a transfer coding besides chunked, which the parser cannot undo
+
     def _on_headers_complete(self) -> int | bool | None:
         found = super()._on_headers_complete()
         if HTTPSocketPoolResponse.get_code(self) >= 200:
             self._headed = True
+            coding = self._headers_index.get("transfer-encoding")
+            if coding:
+                codings = ", ".join(coding) if isinstance(coding, list) else coding
+                self.transfer_coded = bool(
+                    {c.strip() for c in codings.lower().split(",")} - {"chunked", ""}
+                )
         return found
 
     def should_close(self) -> bool:

@@ -92,6 +92,7 @@ class Framer:
         self.data: list[bytes] = []
         self.event_type: str | None = None
         self.started = False
+        self.after_cr = False  # the last chunk ended with CR: a LF first in this one ends nothing
 
     def feed(self, at: float, chunk: bytes) -> bool:
         """Frame ``chunk``; True once the final event has come (later bytes are not read)."""
@@ -100,18 +101,21 @@ class Framer:
         if not self.started:
             self.started = True
             chunk = chunk.removeprefix(BOM)
+        if self.after_cr:
+            self.after_cr = False
+            chunk = chunk.removeprefix(b"\n")  # the second half of a CRLF split over chunks
         if b"\n" not in chunk and b"\r" not in chunk:
             self.pending.append(chunk)  # no line ends here: never re-copy a growing buffer
             return False
         self.pending.append(chunk)
         buffer = b"".join(self.pending)
-        held = b""
-        if buffer.endswith(b"\r"):  # maybe the first half of a CRLF split over chunks
-            buffer, held = buffer[:-1], b"\r"
+        # A CR ends a line at once (SSE allows CR, LF and CRLF), so that an event whose lines
+        # end in CR alone is timed when it came, not when the next chunk did.
+        self.after_cr = buffer.endswith(b"\r")
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = buffer.split(b"\n")
-        self.pending = [lines.pop() + held]  # an unfinished line waits for the next chunk
+        self.pending = [lines.pop()]  # an unfinished line waits for the next chunk
         for line in lines:
             if self._line(at, line):
                 self.ended = True
