@@ -105,3 +105,12 @@ def test_a_request_s_mix_depends_on_the_seed_and_its_number_alone(tmp_path):
         abs(workflows["b"] / 20_000 - 5 / 9) < 0.02 and abs(tenants["acme"] / 20_000 - 0.7) < 0.02
     )
     assert {p.item for p in alone if p.workflow == "a"} == {0, 1, 2}
+    # The item is drawn apart from the tenant and workflow, whatever the seed's lowest bit
+    # (an odd one drew the item from the tenant and workflow's own bits).
+    for seed in (2, 3):  # mixed, one is even and one odd
+        planner = Planner(*args[:3], seed)
+        pairs = Counter((p.tenant, p.item) for p in map(planner.plan, range(30_000)))
+        a = [
+            pairs[(t, i)] / sum(pairs[(t, j)] for j in range(3)) for t in tenants for i in range(3)
+        ]
+        assert max(abs(share - 1 / 3) for share in a) < 0.04, (seed, pairs)

@@ -42,6 +42,8 @@ class Planner:
         tenant's own, else one is drawn by weight."""
         # Drawn from the seed and the arrival's number alone, not from a stream: arrival 42
         # is the same request however many workers share the arrivals, in whatever order.
+        # Every arrival's key has the seed's lowest bit; the item's draw flips it, so that it
+        # is never another draw's key (``key | 1`` was the same key for an odd seed).
         key = self.seed ^ (seq << 1)
         bits = _mix(key)  # 32 bits for the tenant, 32 for the workflow
         low, high = (bits & LOW) * UNIT_32, (bits >> 32) * UNIT_32
@@ -49,7 +51,7 @@ class Planner:
         tenant = tenant or drawn
         index = bisect(self.workflow_cum, high * self.workflow_cum[-1])
         items = self.items[index]
-        item = items[int(_unit(key | 1) * len(items))] if len(items) > 1 else items[0]
+        item = items[int(_unit(key ^ 1) * len(items))] if len(items) > 1 else items[0]
         return PlannedRequest(f"{self.prefix}{seq:07d}", tenant, self.workflows[index], item, seq)
 
 
