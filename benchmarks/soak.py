@@ -59,7 +59,8 @@ def main() -> None:
         scenario = write_scenario(work / "soak.yaml", "bench-soak", url, load)
         command = [sys.executable, "-m", "agentscale", "load", str(scenario),
                    "--out", str(work / "runs")]  # fmt: skip
-        cli = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        said = (work / "load.out").open("wb")  # (read back should the load fail)
+        cli = subprocess.Popen(command, stdout=said, stderr=subprocess.STDOUT)
         master = psutil.Process(cli.pid)
         began = time.monotonic()
         samples: list[tuple[float, float, float]] = []
@@ -77,11 +78,14 @@ def main() -> None:
                     print(f"{at / 60:7.1f} {held:8.1f} {engine_mb:8.1f}{warm}", flush=True)
                 next_at += EVERY
             time.sleep(0.5)
+        said.close()
         runs = sorted((work / "runs").glob("*/*/run.json"))
         summary = json.loads(runs[-1].read_text())["summary"] if runs else None
-    # A soak that did not hold its load measured nothing about a long run.
-    if cli.returncode != 0 or summary is None:
-        sys.exit(f"the soak's load exited {cli.returncode}: not a measurement")
+        # A soak that did not hold its load measured nothing about a long run.
+        if cli.returncode != 0 or summary is None:
+            tail = (work / "load.out").read_text(errors="replace").splitlines()[-15:]
+            print("\n".join(tail), file=sys.stderr)
+            sys.exit(f"the soak's load exited {cli.returncode}: not a measurement")
     achieved = summary["sent"] / (MINUTES * 60)
     if achieved < 0.99 * RATE:
         sys.exit(f"the soak's load sent {achieved:.1f} requests/s of {RATE}: not a measurement")

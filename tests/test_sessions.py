@@ -256,6 +256,18 @@ def test_lines_ended_by_cr_alone_are_events_when_they_come():
     assert json.loads(read.document or b"{}")["output"] == "fin"
 
 
+def test_a_byte_order_mark_split_over_chunks_and_a_cr_inside_an_ndjson_line():
+    """The mark in two chunks lost the first event (its first line read as a field named
+    "\\xbb\\xbfdata"); a CR is JSON whitespace in NDJSON, not the end of a line."""
+    chunks = [(0.1, b"\xef"), (0.2, b'\xbb\xbfdata: {"delta": "a"}\n\n'),
+              (0.3, b'data: {"delta": "b"}\n\n'), (0.4, b"data: [DONE]\n\n")]  # fmt: skip
+    read = read_stream("sse", chunks)
+    assert read.final and read.events == 2 and read.ttft == 0.2 and "".join(read.text) == "ab"
+    lines = [(0.1, b'{"delta":\r "a"}\r\n'), (0.2, b'{"type": "done", "status": "ok"}\n')]
+    read = read_stream("ndjson", lines)
+    assert read.final and read.events == 1 and "".join(read.text) == "a"
+
+
 def test_an_slo_on_a_figure_that_does_not_exist_is_refused_by_name(tmp_path, server):
     from agentscale.analysis.figures import Card
     from agentscale.config.metrics import SLO_FIGURES

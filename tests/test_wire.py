@@ -171,18 +171,24 @@ def test_a_header_value_a_dataset_line_breaks_is_refused_and_the_run_is_invalid(
     try:
         document = scenario_dict(recorder.url("/agent"), load__duration="1s",
                                  workload__dataset="lines.jsonl")  # fmt: skip
-        document["target"]["headers"] = {"X-Prompt": "{{prompt}}"}
+        document["target"]["headers"] = {"X-Prompt": "${WIRE_SECRET}|{{prompt}}"}
         (tmp_path / "lines.jsonl").write_text(
             json.dumps({"id": "a", "prompt": "one line"}) + "\n"
             + json.dumps({"id": "b", "prompt": "two\r\nX-Injected: yes"}) + "\n"
         )  # fmt: skip
         path = write_scenario(tmp_path, document)
-        result = agentscale("load", str(path), "--out", str(tmp_path / "r"))
-        requests = pd.read_parquet(only_run(tmp_path / "r") / "requests.parquet")
+        result = agentscale("load", str(path), "--out", str(tmp_path / "r"),
+                            env={"WIRE_SECRET": "s3cr3t-wire-42"})  # fmt: skip
+        run_dir = only_run(tmp_path / "r")
+        requests = pd.read_parquet(run_dir / "requests.parquet")
     finally:
         recorder.close()
     refused = requests[requests["error_class"] == "agentscale_error"]
     assert len(refused) > 0 and result.code == 3, result.output
+    # Why, without the value: it holds the secret (the client's message quoted it whole).
+    assert refused["trace_warnings"].str.contains("X-Prompt: character 19").all()
+    for part in (run_dir / "requests.parquet").iterdir():
+        assert b"s3cr3t-wire-42" not in part.read_bytes()
     # The line break never reached the target as a header of its own.
     assert recorder.heads and not any(b"X-Injected" in head for head in recorder.heads)
 
@@ -263,6 +269,9 @@ FORMS: list[tuple[Canned, int | None, str | None, int, bool]] = [
     (([_answer(b"200 OK", b"X-Big: " + b"a" * (2 << 20) + b"\r\nContent-Length: %d\r\n"
                % len(REPLY), REPLY)], False),
      None, "answer_too_large", 0, True),  # a head beyond 1 MiB: refused, never parsed to its end
+    (([_answer(b"200 OK", b"X-Big: " + b"a" * ((1 << 20) - 46 - len(b"%d" % len(REPLY)))
+               + b"\r\nContent-Length: %d\r\n" % len(REPLY), REPLY)], False),
+     200, None, len(REPLY), False),  # a head of exactly 1 MiB: read
     (([_answer(b"200 OK", b"Set-Cookie: sid=s3cr3t; Path=/\r\nContent-Length: %d\r\n" % len(REPLY),
                REPLY)], False), 200, None, len(REPLY), False),
 ]  # fmt: skip

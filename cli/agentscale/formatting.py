@@ -28,6 +28,8 @@ def num(value: float | None, digits: int = 4) -> str:
 def _significant(value: float, digits: int, sign: str = "") -> str:
     """``digits`` significant digits in positional notation: a cost per success of 1.2e-05
     dollars reads as 0.000012 (people compare such figures by their zeros)."""
+    if abs(value) <= 1e-12:
+        value = 0.0  # float noise (a CI of 4e-14 dollars): no figure here is that small
     if not 1e-12 < abs(value) < 1e-4:  # zero, NaN and the infinite too
         return f"{value:{sign}.{digits}g}"
     decimals = digits - 1 - math.floor(math.log10(abs(value)))

@@ -233,9 +233,9 @@ class Exchange:
             self.in_flight.pop(key, None)
             self.unjudged += 1
             row = list(_unsent_row(self, planned, intended, "agentscale_error", sent, talk=talk))
-            row[REQUEST_INDEX["trace_warnings"]] = f"not sent: {type(problem).__name__}: {problem}"[
-                :WARNINGS_KEPT
-            ]
+            # (Redacted too: a client's message may quote what it refused.)
+            said = self._redact_text(f"not sent: {type(problem).__name__}: {problem}")
+            row[REQUEST_INDEX["trace_warnings"]] = said[:WARNINGS_KEPT]
             self.requests.rows.append(tuple(row))
             return None
         except BaseException:

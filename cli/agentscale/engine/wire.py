@@ -60,6 +60,26 @@ WITH_BODY = frozenset(("POST", "PUT", "PATCH"))
 THE_CLIENTS = frozenset(("expect", "transfer-encoding", "content-length"))
 
 
+class UnsendableHeader(ValueError):
+    """A header value (from the dataset, through a template) that HTTP/1.1 cannot carry. The
+    value is not in the message: it may hold a secret from ``${VAR}``."""
+
+    def __init__(self, name: str, position: int) -> None:
+        super().__init__(
+            f"header {name}: character {position + 1} of its value cannot be sent (a line "
+            "break, another control character, or one outside latin-1)"
+        )
+
+
+def check_values(headers: dict[str, str]) -> None:
+    """What ``Wire.head`` checks of each value, for the roads through the client's builder
+    (whose own error quotes the value)."""
+    for name, value in headers.items():
+        found = BAD_VALUE.search(value)
+        if found is not None:
+            raise UnsendableHeader(name, found.start())
+
+
 class _Beyond(Exception):
     """Bytes after the final answer: the parser is stopped there (they are no part of it)."""
 
@@ -127,15 +147,17 @@ class Reply(HTTPSocketPoolResponse):
             if not data and self._head_bytes:  # (nothing at all: the client's to retry)
                 raise ClosedMidHead("the connection closed before the answer's head ended")
             self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._trailing_data_dropped = True  # (should_close: the connection is closed)
-                raise HeadTooLarge(f"an answer head beyond {MAX_HEAD_BYTES >> 20} MiB")
         try:
             super().feed(data)
         except (_Beyond, HTTPParseError):
             self._trailing_data_dropped = True  # (should_close: the connection is closed)
             if self._final is None:
                 raise  # not an answer (a 101 switches protocols: no longer HTTP)
+        # After the feed: a read that ends the head may carry the body's first bytes too (a
+        # head of exactly 1 MiB is one). The head stays within one read of the limit.
+        if not self._headed and self._head_bytes > MAX_HEAD_BYTES:
+            self._trailing_data_dropped = True  # (should_close: the connection is closed)
+            raise HeadTooLarge(f"an answer head beyond {MAX_HEAD_BYTES >> 20} MiB")
         if self._final is not None:
             self.release()
 
@@ -241,6 +263,7 @@ class Wire:
 
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Any:
         if self.cookies:
+            check_values(headers)
             return self.slow(method, path, body, headers)
         route = self.route(path)
         headers = dict(headers)
@@ -255,6 +278,7 @@ class Wire:
                 verb = method.upper()
                 raw = self.send(route, verb, self.head(route, verb, body, headers, names))
             else:
+                check_values(headers)
                 raw = route.http.request(method, route.target, body=body, headers=headers)
             answer = Answer(raw)
         except gevent.Timeout:
@@ -284,8 +308,9 @@ class Wire:
                 if not TOKEN.fullmatch(name):
                     raise ValueError(f"invalid header field name {name!r}")
                 self.names.add(name)
-            if BAD_VALUE.search(value):
-                raise ValueError(f"invalid value for header field {name!r}: {value!r}")
+            found = BAD_VALUE.search(value)
+            if found is not None:
+                raise UnsendableHeader(name, found.start())
             parts.append(f"{name}: {value}\r\n")
         if body:
             parts.append(f"Content-Length: {len(body)}\r\n\r\n")

@@ -92,15 +92,24 @@ class Framer:
         self.data: list[bytes] = []
         self.event_type: str | None = None
         self.started = False
+        self.opening = b""  # the first bytes, while they may still be a byte-order mark's
         self.after_cr = False  # the last chunk ended with CR: a LF first in this one ends nothing
+        # SSE ends a line at CR, LF or CRLF; NDJSON at LF alone (a CR is JSON whitespace).
+        self.cr_ends_lines = kind == "sse"
 
     def feed(self, at: float, chunk: bytes) -> bool:
         """Frame ``chunk``; True once the final event has come (later bytes are not read)."""
         if self.ended:
             return True
         if not self.started:
-            self.started = True
+            chunk = self.opening + chunk
+            if len(chunk) < len(BOM) and BOM.startswith(chunk):
+                self.opening = chunk  # a mark split over chunks: wait for the rest of it
+                return False
+            self.started, self.opening = True, b""
             chunk = chunk.removeprefix(BOM)
+        if not self.cr_ends_lines:
+            return self._ndjson(at, chunk)
         if self.after_cr:
             self.after_cr = False
             chunk = chunk.removeprefix(b"\n")  # the second half of a CRLF split over chunks
@@ -118,6 +127,19 @@ class Framer:
         self.pending = [lines.pop()]  # an unfinished line waits for the next chunk
         for line in lines:
             if self._line(at, line):
+                self.ended = True
+                return True
+        return False
+
+    def _ndjson(self, at: float, chunk: bytes) -> bool:
+        if b"\n" not in chunk:
+            self.pending.append(chunk)
+            return False
+        self.pending.append(chunk)
+        lines = b"".join(self.pending).split(b"\n")
+        self.pending = [lines.pop()]
+        for line in lines:
+            if self._line(at, line):  # (a CRLF's CR is stripped with the line's blanks)
                 self.ended = True
                 return True
         return False
