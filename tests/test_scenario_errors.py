@@ -182,3 +182,17 @@ def test_a_header_value_http_cannot_carry_is_refused_by_validate_and_from_the_en
     result = check(tmp_path, text, line=6, field="target.headers.X-Key", command="load",
                    words=["X-Key", "latin-1"], env={"AS_TEST_KEY": "s3cr\u20act"})  # fmt: skip
     assert "s3cr" not in result.output and not (tmp_path / "reports").exists()
+
+
+def test_a_secret_too_short_to_redact_is_named_before_the_run(tmp_path):
+    """Values of ${VAR} are redacted from answers from 4 characters on (a shorter one would
+    match ordinary text): a shorter one is named in a warning, its value never shown."""
+    text = GOOD.replace("  body:", '  headers: {X-Key: "${AS_SHORT_KEY}"}\n  body:')
+    text = text.replace("duration: 10s", "duration: 1s")
+    path = write_scenario(tmp_path, text)
+    (tmp_path / "golden.jsonl").write_text('{"prompt": "hi"}\n')
+    result = agentscale(
+        "load", str(path), "--out", str(tmp_path / "r"), env={"AS_SHORT_KEY": "q7z"}
+    )
+    assert "${AS_SHORT_KEY} is shorter than 4 characters" in result.stderr, result.output
+    assert "q7z" not in result.output

@@ -63,6 +63,15 @@ def test_small_figures_are_written_with_their_zeros_not_in_scientific_notation(
     assert signed(value) == change
 
 
+def test_float_noise_is_never_a_negative_zero_and_a_tiny_cost_is_not_zero():
+    from agentscale.formatting import change, fixed, pct, usd
+
+    assert change(-3.25e-19, -5.4e-16) == "+0 (+0.0%)"  # two runs' sums in another order
+    assert (pct(-1e-17), fixed(-1e-14), fixed(-0.0, 0, " ms")) == ("0.0%", "0.0", "0 ms")
+    assert (usd(-1e-14), usd(4e-7), usd(0.000805)) == ("$0.000000", "$0.0000004", "$0.000805")
+    assert change(-1.0, -0.25) == "-1 (-25.0%)"
+
+
 def test_the_live_achieved_rate_is_taken_over_the_last_five_seconds():
     from agentscale.engine.pace import TrailingRate
 

@@ -36,23 +36,36 @@ def _significant(value: float, digits: int, sign: str = "") -> str:
     return f"{value:{sign}.{decimals}f}".rstrip("0")
 
 
+def _zero(text: str) -> str:
+    """``text`` without the minus of a figure that rounds to zero ("-0.0%" from float noise)."""
+    if text[:1] in "-+" and not any(c in "123456789" for c in text):
+        return text[1:] if text[0] == "-" else text
+    return text
+
+
 def fixed(value: float | None, digits: int = 1, unit: str = "") -> str:
     """A figure with ``digits`` decimals (for columns that line up)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return NONE
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}{unit}"
-    return f"{value:,.{digits}f}{unit}"
+    return _zero(f"{value:,.{digits}f}") + unit
 
 
 def pct(value: float | None, digits: int = 1) -> str:
     if value is None or math.isnan(value):
         return NONE
-    return f"{value:.{digits}%}"
+    return _zero(f"{value:.{digits}%}")
 
 
 def usd(value: float | None) -> str:
-    return "unknown" if value is None else f"${value:.6f}"
+    """Dollars to the millionth; a smaller figure (not zero) to its first digits, never
+    "$0.000000" for a cost that was there."""
+    if value is None:
+        return "unknown"
+    if 1e-12 < abs(value) < 5e-7:
+        return f"${_significant(value, 2)}"
+    return "$" + _zero(f"{value:.6f}")
 
 
 def signed(value: float | None) -> str:
@@ -67,7 +80,10 @@ def change(value: float | None, share: float | None) -> str:
     """A change and, when there is a base to compare with, its share: ``+12 (+10.0%)``."""
     if value is None:
         return NONE
-    return signed(value) + (f" ({share:+.1%})" if share is not None else "")
+    if share is None:
+        return signed(value)
+    part = _zero(f"{share:+.1%}")
+    return f"{signed(value)} ({part if part[0] in '+-' else '+' + part})"
 
 
 def interval(bounds: list[float] | None) -> str:

@@ -29,7 +29,7 @@ from agentscale.commands.capacity_stage import (
     unit_of,
 )
 from agentscale.commands.chaos import check_toxiproxy_url
-from agentscale.commands.execute import RunStack, plan_run
+from agentscale.commands.execute import RunStack, plan_run, warn_unredacted
 from agentscale.commands.load import check_bindable, check_out
 from agentscale.config.loader import (
     LoadedProfile,
@@ -55,6 +55,7 @@ SCHEMA = "agentscale/capacity/v1"
 
 def run_capacity(scenario_path: Path, options: CapacityOptions) -> int:
     loaded = load_scenario(scenario_path, allow_remote=options.load.allow_remote, for_run=True)
+    warn_unredacted(loaded.scenario.target)
     for line in state.clean_leftovers():
         console.print_warning(f"left by an earlier run: {line}")
     scenario = loaded.scenario

@@ -27,7 +27,8 @@ from agentscale.chaos import state
 from agentscale.chaos.rig import FaultRig
 from agentscale.chaos.scheduler import FaultScheduler
 from agentscale.config.loader import LoadedProfile, LoadedScenario
-from agentscale.config.scenario import DemoOptions, Otlp, Scenario
+from agentscale.config.scenario import DemoOptions, Otlp, Scenario, Target
+from agentscale.config.template import MIN_REDACTED, unredacted
 from agentscale.config.traffic import canaries
 from agentscale.demo import DEPENDENCIES, KINDS, DemoProcess, demo_profile
 from agentscale.engine import spare
@@ -574,3 +575,12 @@ def join_telemetry(
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def warn_unredacted(target: Target) -> None:
+    """Name the ``${VAR}`` values too short to redact from answers, before the run."""
+    for name in unredacted([target.headers, target.body], os.environ):
+        console.print_warning(
+            f"${{{name}}} is shorter than {MIN_REDACTED} characters: it is not redacted from "
+            "what the target answers (so short a value would match ordinary text)"
+        )

@@ -9,7 +9,7 @@ from pathlib import Path
 from agentscale import console
 from agentscale.chaos import state
 from agentscale.commands.chaos import check_toxiproxy_url
-from agentscale.commands.execute import LoadOptions, plan_run, run_once
+from agentscale.commands.execute import LoadOptions, plan_run, run_once, warn_unredacted
 from agentscale.commands.outcome import present
 from agentscale.config.checks import arrivals_problem
 from agentscale.config.loader import load_fault_profile, load_scenario
@@ -24,6 +24,7 @@ __all__ = ["LoadOptions", "plan_run", "run_load"]
 
 def run_load(scenario_path: Path, options: LoadOptions) -> int:
     loaded = load_scenario(scenario_path, allow_remote=options.allow_remote, for_run=True)
+    warn_unredacted(loaded.scenario.target)
     for line in state.clean_leftovers():  # a killed run's faults go before anything starts
         console.print_warning(f"left by an earlier run: {line}")
     scenario = loaded.scenario

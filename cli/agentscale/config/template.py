@@ -31,6 +31,18 @@ def env_references(value: Any) -> list[str]:
     return [m.group(1) for m in ENV_REFERENCE.finditer(text) if m.group(2) is None]
 
 
+# A ${VAR} value shorter than this is not redacted from answers: it would match ordinary text
+# ("eu" in every "queue"). Such values are named in a warning before the run.
+MIN_REDACTED = 4
+
+
+def unredacted(value: Any, env: Mapping[str, str]) -> list[str]:
+    """The ``${VAR}`` names in ``value`` whose values are too short to redact (not empty)."""
+    return sorted(
+        {name for name in env_references(value) if 0 < len(env.get(name, "")) < MIN_REDACTED}
+    )
+
+
 def expand_env(text: str, env: Mapping[str, str], found: list[str] | None = None) -> str:
     """``text`` with each ``${VAR}`` filled in; the values taken from ``env`` go to ``found``."""
 

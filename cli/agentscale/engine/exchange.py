@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 
 from agentscale.config.dataset import Dataset
-from agentscale.config.template import RequestTemplate, secret_forms
+from agentscale.config.template import MIN_REDACTED, RequestTemplate, secret_forms
 from agentscale.engine.plan import PlannedRequest, Planner
 from agentscale.engine.session import Conversation, Sessions
 from agentscale.records.writer import REQUEST_COLUMNS, RowBuffer
@@ -137,7 +137,7 @@ class Exchange:
         self.open_sessions = 0
         self.unjudged = 0  # requests whose answer agentscale failed to read (a defect of ours)
         # The secrets of ${VAR} references, to redact wherever an agent echoes one back.
-        self.secrets = [s for s in template.secrets if len(s) >= 4]
+        self.secrets = [s for s in template.secrets if len(s) >= MIN_REDACTED]
         self.secret_bytes = sorted(
             {form.encode() for s in self.secrets for form in secret_forms(s)},
             key=len,
