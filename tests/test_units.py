@@ -124,3 +124,18 @@ def test_a_request_s_mix_depends_on_the_seed_and_its_number_alone(tmp_path):
             pairs[(t, i)] / sum(pairs[(t, j)] for j in range(3)) for t in tenants for i in range(3)
         ]
         assert max(abs(share - 1 / 3) for share in a) < 0.04, (seed, pairs)
+
+
+def test_the_live_target_is_the_shapes_level_during_the_load_and_zero_in_the_drain():
+    from agentscale.config.scenario import Scenario
+    from agentscale.config.traffic import level_now
+    from conftest import scenario_dict
+
+    spike = {"kind": "spike", "base_rps": 3, "peak_rps": 30, "every": "40s", "spike_for": "15s",
+             "first_at": "5s"}  # fmt: skip
+    scenario = Scenario.model_validate(scenario_dict("http://127.0.0.1:1/", load__shape=spike))
+    # The load ends (at 10 s) inside a spike: the drain after it asks for nothing.
+    assert level_now(scenario, 2.0, 10.0) == 3.0
+    assert level_now(scenario, 9.99, 10.0) == 30.0
+    assert level_now(scenario, 10.0, 10.0) == level_now(scenario, 12.5, 10.0) == 0.0
+    assert level_now(scenario, -0.2, 10.0) == 3.0  # a progress line just before the start

@@ -62,6 +62,14 @@ def levels(scenario: Scenario, t: np.ndarray, duration: float) -> np.ndarray:
     return total
 
 
+def level_now(scenario: Scenario, elapsed: float, duration: float) -> float:
+    """The live view's target at ``elapsed`` seconds: 0 in the drain, where the shape asks for
+    nothing (its level at the end could be a spike's)."""
+    if elapsed >= duration:
+        return 0.0
+    return round(float(levels(scenario, np.array([max(elapsed, 0.0)]), duration)[0]), 2)
+
+
 def canaries(scenario: Scenario) -> dict[str, str]:
     """Each tenant's canary: the one planted in its data, or a fresh random one for this run
     (never guessable, never reused, so that a hit can only come from this run's traffic)."""

@@ -29,7 +29,7 @@ import psutil
 from agentscale.config.dataset import load_dataset
 from agentscale.config.loader import LoadedScenario, parse_document
 from agentscale.config.scenario import Scenario
-from agentscale.config.traffic import levels
+from agentscale.config.traffic import level_now
 from agentscale.engine import early
 from agentscale.engine.outputs import record_writers
 from agentscale.engine.pace import TrailingRate
@@ -344,11 +344,10 @@ class Coordinator:
         rate = self.pace.add(elapsed, total["sent"])
         duration = self.spec.duration
         draining = elapsed >= duration  # the shape asks for nothing then
-        level = levels(self.loaded.scenario, np.array([max(elapsed, 0.0)]), duration)[0]
         self.emit(
             "progress", elapsed=round(elapsed, 2), duration=duration, model=self.load.model,
             phase="draining" if draining else self.load.shape.phase(elapsed, duration),
-            target=0.0 if draining else round(float(level), 2),
+            target=level_now(self.loaded.scenario, elapsed, duration),
             achieved=round(rate, 2), in_flight=total["in_flight"], users=total["users"],
             completed=total["completed"], errors=total["errors"], dropped=total["dropped"],
             p95_ms=max(p95s) if p95s else None,

@@ -25,7 +25,7 @@ import psutil
 
 from agentscale.config.loader import LoadedScenario
 from agentscale.config.template import RequestTemplate
-from agentscale.config.traffic import arrivals, levels, own_shapes, shared_weights
+from agentscale.config.traffic import arrivals, level_now, own_shapes, shared_weights
 from agentscale.engine import early
 from agentscale.engine.exchange import Clock, Exchange
 from agentscale.engine.handoff import Handoff
@@ -251,17 +251,14 @@ class Engine:
             self.cpu.append(cpu)
             rate = pace.add(now, exchange.sent)
             p95 = exchange.live.percentile(95)
-            # In the drain the shape asks for nothing (its level at the end could be a spike's).
-            at = np.array([elapsed])
             draining = elapsed >= self.duration
-            level = 0.0 if draining else float(levels(self.loaded.scenario, at, self.duration)[0])
             self.emit(
                 "progress",
                 elapsed=round(elapsed, 2),
                 duration=self.duration,
                 model=self.load.model,
                 phase="draining" if draining else self.load.shape.phase(elapsed, self.duration),
-                target=round(level, 2),
+                target=level_now(self.loaded.scenario, elapsed, self.duration),
                 achieved=round(rate, 2),
                 in_flight=len(exchange.in_flight),
                 users=self.runner.user_count,

@@ -29,6 +29,7 @@ from geventhttpclient.url import URL
 from geventhttpclient.useragent import CompatRequest
 from geventhttpclient.useragent import ConnectionError as ClientConnectionError
 
+from agentscale.config.template import UNSENDABLE as BAD_VALUE
 from agentscale.engine.plain import Plain, plain
 
 # What Locust's session asks for (the reader decodes all three), and the failures it turns
@@ -49,10 +50,10 @@ FAILURES = (
 MAX_HEAD_BYTES = 1 << 20
 
 
-# What the client itself checks of a request head (RFC 9110's token and field-value), so that
-# a head this module builds refuses what geventhttpclient's own builder refuses.
+# What the client itself checks of a request head (RFC 9110's token here, its field-value is
+# the scenario check's BAD_VALUE), so that a head this module builds refuses what
+# geventhttpclient's own builder refuses.
 TOKEN = re.compile(r"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-BAD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
 WITH_BODY = frozenset(("POST", "PUT", "PATCH"))
 # Headers whose handling (100-continue, chunked bodies, a length of the scenario's own) only
